@@ -89,6 +89,11 @@ class TextConfig:
     pool: str = "mean"  # "mean" over tokens (sentence-transformers) or "cls"
     max_length: int = 32
     grad_checkpointing: bool = False
+    # Filled from the tokenizer when a model is built, so a checkpoint's config rebuilds heads without it.
+    vocab_size: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
 
 
 @dataclass
