@@ -71,6 +71,9 @@ class VisionConfig:
     class_token: bool = True
     pre_norm: bool = False  # a LayerNorm before the blocks, as in CLIP ViTs
     norm_eps: float = 1e-6
+    act: str = "gelu"  # MLP activation: "gelu", "gelu_tanh" or "quick_gelu" (OpenAI CLIP)
+    qk_norm: bool = False  # LayerNorm on queries and keys per head
+    layer_scale: float | None = None  # init value of per-channel residual scales; None: no layer scale
     drop_path: float = 0.0
     grad_checkpointing: bool = False
     # Inflate from a timm 2D ViT: a model name (random init, no download) and/or a local weights file.
