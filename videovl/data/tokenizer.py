@@ -1,0 +1,35 @@
+"""Tokenizer loading: text becomes ids here, in the data layer, never inside a model."""
+
+from __future__ import annotations
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from videovl.config import ConfigError, TextConfig, resolve_path
+
+__all__ = ["load_tokenizer", "fill_token_ids", "decode"]
+
+
+def load_tokenizer(cfg: TextConfig) -> PreTrainedTokenizerBase:
+    source = cfg.tokenizer or cfg.model
+    if not source:
+        raise ConfigError("model.text.tokenizer is required when the text encoder is built from a config alone")
+    return AutoTokenizer.from_pretrained(resolve_path(source))
+
+
+def fill_token_ids(cfg: TextConfig, tokenizer: PreTrainedTokenizerBase) -> TextConfig:
+    """Record the ids the caption decoder needs (begin, end, pad, vocabulary size) in the config.
+
+    BERT-style tokenizers frame a sentence as [CLS] ... [SEP]: those serve as begin and end.
+    """
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if bos is None or eos is None:
+        raise ConfigError(f"tokenizer {tokenizer.name_or_path} has neither bos/eos nor cls/sep tokens")
+    cfg.vocab_size = len(tokenizer)
+    cfg.bos_token_id, cfg.eos_token_id = bos, eos
+    cfg.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    return cfg
+
+
+def decode(tokenizer: PreTrainedTokenizerBase, ids) -> list[str]:
+    return [s.strip() for s in tokenizer.batch_decode(ids, skip_special_tokens=True)]

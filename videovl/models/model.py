@@ -1,0 +1,120 @@
+"""The video-language model: one visual encoder for images and videos, a text encoder, a joint space.
+
+Heads (alignment decoder, caption decoder, action head) hang off the towers and are optional.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from videovl.config import ConfigError, ModelConfig
+from videovl.models.action import ActionHead
+from videovl.models.alignment import AlignmentDecoder
+from videovl.models.caption import CaptionDecoder
+from videovl.models.inflate import from_timm
+from videovl.models.matching import AGGREGATIONS, frame_similarity, global_similarity, word_frame_similarity
+from videovl.models.text import TextEncoder
+from videovl.models.visual import VisualEncoder
+
+__all__ = ["VideoLanguageModel", "VideoEmbedding", "TextEmbedding"]
+
+
+class VideoEmbedding(NamedTuple):
+    clip: Tensor  # (B, D) pooled clip (or image) embedding in the joint space
+    frames: Tensor  # (B, T', D) one embedding per temporal position (T' = 1 for images)
+    tokens: Tensor  # (B, N, Wv) the visual encoder's full token sequence, for cross-attention heads
+
+
+class TextEmbedding(NamedTuple):
+    sentence: Tensor  # (B, D) in the joint space
+    words: Tensor  # (B, L, D) token embeddings in the joint space, for word-to-frame matching
+    hidden: Tensor  # (B, L, Wt) the text encoder's hidden states, for the alignment decoder
+    mask: Tensor  # (B, L)
+
+
+class VideoLanguageModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.frame_agg not in AGGREGATIONS:
+            raise ConfigError(f"model.frame_agg is '{cfg.frame_agg}'; expected one of {AGGREGATIONS}")
+        self.cfg = cfg
+        uses_timm = cfg.vision.timm_model or cfg.vision.timm_checkpoint
+        self.visual = from_timm(cfg.vision) if uses_timm else VisualEncoder(cfg.vision)
+        self.text = TextEncoder(cfg.text)
+        self.visual_proj = nn.Linear(self.visual.width, cfg.embed_dim, bias=False)
+        self.text_proj = nn.Linear(self.text.width, cfg.embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+        self.alignment = (
+            AlignmentDecoder(cfg.alignment, self.text.width, self.visual.width) if cfg.alignment.enabled else None
+        )
+        self.caption = None
+        if cfg.caption.enabled:
+            t = cfg.text
+            ids = {"vocab_size": t.vocab_size, "bos_id": t.bos_token_id, "eos_id": t.eos_token_id}
+            missing = [k for k, v in ids.items() if v is None]
+            if missing:
+                raise ConfigError(
+                    f"model.caption is enabled but model.text lacks {missing}: build the model through "
+                    "videovl.data.tokenizer.fill_token_ids(cfg.text, tokenizer) first, or set them in the config"
+                )
+            pad = t.pad_token_id if t.pad_token_id is not None else 0
+            self.caption = CaptionDecoder(
+                cfg.caption, t.vocab_size, self.visual.width, t.bos_token_id, t.eos_token_id, pad
+            )
+        self.action_head = ActionHead(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else None
+
+    # ---------------------------------------------------------------------------------- encoders
+
+    def encode_video(self, x: Tensor, normalize: bool = True) -> VideoEmbedding:
+        """``x``: videos (B, C, T, H, W) or images (B, C, H, W)."""
+        out = self.visual(x)
+        clip, frames = self.visual_proj(out.pooled), self.visual_proj(out.frames)
+        if normalize:
+            clip, frames = F.normalize(clip, dim=-1), F.normalize(frames, dim=-1)
+        return VideoEmbedding(clip, frames, out.tokens)
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor, normalize: bool = True) -> TextEmbedding:
+        out = self.text(input_ids, attention_mask)
+        sentence, words = self.text_proj(out.pooled), self.text_proj(out.hidden)
+        if normalize:
+            sentence, words = F.normalize(sentence, dim=-1), F.normalize(words, dim=-1)
+        return TextEmbedding(sentence, words, out.hidden, out.mask)
+
+    def forward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor):
+        return self.encode_video(pixels), self.encode_text(input_ids, attention_mask)
+
+    # ---------------------------------------------------------------------------------- matching
+
+    def scale(self) -> Tensor:
+        """exp(logit_scale), clamped as in CLIP so the temperature cannot collapse."""
+        return self.logit_scale.exp().clamp(max=self.cfg.max_logit_scale)
+
+    def similarity(self, text: TextEmbedding, video: VideoEmbedding, mode: str = "global") -> Tensor:
+        """(Nt, Nv) scores without temperature: ``global``, ``frame`` (sentence vs each frame) or
+        ``word`` (each word vs each frame)."""
+        if mode == "global":
+            return global_similarity(text.sentence, video.clip)
+        if mode == "frame":
+            return frame_similarity(text.sentence, video.frames, self.cfg.frame_agg, self.cfg.frame_agg_temperature)
+        if mode == "word":
+            return word_frame_similarity(
+                text.words, text.mask, video.frames, self.cfg.frame_agg, self.cfg.frame_agg_temperature
+            )
+        raise ValueError(f"similarity mode '{mode}' is not one of 'global', 'frame', 'word'")
+
+    # ---------------------------------------------------------------------------- uniform interface
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.visual.set_grad_checkpointing(enable)
+        self.text.set_grad_checkpointing(enable)
+
+    def no_weight_decay(self) -> set[str]:
+        names = {f"visual.{n}" for n in self.visual.no_weight_decay()}
+        names |= {f"text.{n}" for n in self.text.no_weight_decay()}
+        names.add("logit_scale")
+        return names

@@ -1,0 +1,80 @@
+"""Pretraining task: model + losses -> ``{"loss", "*_loss", ...}`` for one batch.
+
+The task is an ``nn.Module`` holding the model, so that Accelerate wraps it once and every head runs
+inside the wrapped forward (DDP syncs gradients of what runs in ``forward``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from videovl.config import LossWeights
+from videovl.distributed import gather_no_grad, gather_with_grad
+from videovl.losses.caption import caption_loss
+from videovl.losses.contrastive import ContrastiveLoss, FrameContrastiveLoss, positive_mask
+from videovl.losses.itm import itm_loss, sample_hard_negatives
+from videovl.models.model import VideoLanguageModel
+
+__all__ = ["PretrainTask"]
+
+
+class PretrainTask(nn.Module):
+    def __init__(self, model: VideoLanguageModel, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        self.model = model
+        self.rank, self.world_size = rank, world_size
+        self.contrastive = ContrastiveLoss()
+        self.frame = FrameContrastiveLoss(model.cfg.frame_agg, model.cfg.frame_agg_temperature)
+
+    def forward(self, batch: dict, weights: LossWeights) -> dict[str, Tensor]:
+        model = self.model
+        video = model.encode_video(batch["pixels"])
+        text = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        scale = model.scale()
+        ids = {"label_ids": batch["labels"], "text_hash": batch["text_hash"]}
+        dist = {"rank": self.rank, "world_size": self.world_size}
+        out = dict(self.contrastive(video.clip, text.sentence, scale, **ids, **dist))
+        loss = weights.contrastive * out["contrastive_loss"]
+        if weights.frame > 0 and video.frames.shape[1] > 1:  # an image's one frame is its clip: skip
+            out.update(self.frame(video.frames, text.sentence, scale, **ids, **dist))
+            loss = loss + weights.frame * out["frame_loss"]
+        if weights.itm > 0:
+            out.update(self._itm(batch, video, text))
+            loss = loss + weights.itm * out["itm_loss"]
+        if weights.caption > 0:
+            logits = model.caption(batch["input_ids"], batch["attention_mask"], video.tokens)
+            out.update(caption_loss(logits, batch["input_ids"], batch["attention_mask"]))
+            loss = loss + weights.caption * out["caption_loss"]
+        out["loss"] = loss
+        out["logit_scale"] = scale.detach()
+        return out
+
+    def _itm(self, batch: dict, video, text) -> dict[str, Tensor]:
+        """ALBEF/BLIP alignment loss: each local pair, plus a hard negative video for each local text and
+        a hard negative text for each local video, drawn from the similarities of the global batch."""
+        n_local = video.clip.shape[0]
+        # Text lengths differ between processes (each pads to its own longest): pad to the config's
+        # maximum so the token sequences can be gathered.
+        length = self.model.cfg.text.max_length
+        hidden = F.pad(text.hidden, (0, 0, 0, length - text.hidden.shape[1]))
+        mask = F.pad(text.mask, (0, length - text.mask.shape[1]))
+        with torch.no_grad():
+            clip_all, sent_all = gather_no_grad(video.clip), gather_no_grad(text.sentence)
+            pos = positive_mask(gather_no_grad(batch["labels"]), gather_no_grad(batch["text_hash"]))
+            index = gather_no_grad(batch["index"])
+            pos |= index[:, None] == index[None, :]  # other captions of the same video are not negatives
+            neg_video, neg_text = sample_hard_negatives(sent_all @ clip_all.t(), pos)
+        tokens_all, hidden_all = gather_with_grad(video.tokens), gather_with_grad(hidden)
+        mask_all = gather_no_grad(mask)
+        local = slice(self.rank * n_local, (self.rank + 1) * n_local)
+        nv, nt = neg_video[local], neg_text[local]
+        pair_hidden = torch.cat([hidden, hidden, hidden_all[nt]])
+        pair_mask = torch.cat([mask, mask, mask_all[nt]])
+        pair_tokens = torch.cat([video.tokens, tokens_all[nv], video.tokens])
+        logits = self.model.alignment(pair_hidden, pair_mask, pair_tokens)
+        labels = torch.cat([torch.ones(n_local), torch.zeros(2 * n_local)]).long().to(logits.device)
+        out = dict(itm_loss(logits, labels))
+        out["itm_acc"] = (logits.argmax(-1) == labels).float().mean().detach()
+        return out

@@ -1,0 +1,254 @@
+"""The pretraining loop: Accelerate end to end, stage after stage, resumable at any saved step."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import Subset
+from tqdm.auto import tqdm
+
+from videovl.config import Config, save_config, to_dict
+from videovl.data.collate import Collator
+from videovl.data.demo import generate_demo
+from videovl.data.loader import build_loader
+from videovl.data.manifest import Sample, read_manifest
+from videovl.data.mixing import MixedBatches, modality_order
+from videovl.data.tokenizer import fill_token_ids, load_tokenizer
+from videovl.eval.embed import embed_texts, embed_videos, gather_in_order, shard_indices
+from videovl.eval.retrieval import retrieval_metrics
+from videovl.models.checkpoint import save_checkpoint
+from videovl.models.factory import create_model
+from videovl.models.matching import frame_similarity
+from videovl.tasks.pretrain import PretrainTask
+from videovl.train.data import build_eval_dataset, build_stage_data, make_loader, resolve_manifest
+from videovl.train.optim import build_optimizer
+from videovl.train.schedule import StagedSchedule
+from videovl.train.stages import apply_freeze
+from videovl.train.state import TrainState
+
+__all__ = ["pretrain", "evaluate_retrieval", "NonFiniteLossError", "latest_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+def evaluate_retrieval(
+    accelerator: Accelerator, model, cfg: Config, samples: list[Sample], tokenizer, num_frames: int, prefix: str
+) -> dict[str, float]:
+    """Text-to-clip and clip-to-text retrieval on ``samples`` (every caption is a query), with global
+    matching and, for videos, frame-level matching. Video embedding is sharded over processes."""
+    model.eval()
+    dataset = build_eval_dataset(samples, cfg, num_frames)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    shard = Subset(dataset, shard_indices(len(dataset), rank, world))
+    loader = build_loader(shard, batch_size=cfg.eval.batch_size, collate_fn=Collator(None),
+                          num_workers=min(cfg.data.num_workers, 1))
+    dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
+    local = embed_videos(model, loader, accelerator.device, dtype)
+    clip = gather_in_order(local["clip"], local["index"], len(dataset))
+    frames = gather_in_order(local["frames"], local["index"], len(dataset))
+    texts = [c for s in samples for c in s.captions]
+    text_to_video = torch.tensor([i for i, s in enumerate(samples) for _ in s.captions])
+    bs, length = cfg.eval.batch_size, cfg.model.text.max_length
+    text_batches = (
+        tokenizer(texts[i : i + bs], padding=True, truncation=True, max_length=length, return_tensors="pt")
+        for i in range(0, len(texts), bs)
+    )
+    text_emb = embed_texts(model, text_batches, accelerator.device, dtype)
+    metrics = {f"{prefix}/{k}": v for k, v in retrieval_metrics(
+        text_emb, clip, text_to_video, chunk_size=cfg.eval.chunk_size).items()}
+    if frames.shape[1] > 1:
+        scores = frame_similarity(text_emb, frames, model.cfg.frame_agg, model.cfg.frame_agg_temperature)
+        metrics |= {f"{prefix}/frame/{k}": v for k, v in retrieval_metrics(
+            text_emb, clip, text_to_video, scores=scores).items()}
+    model.train()
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete ``save_state`` folder (incomplete ones keep their ``.tmp`` suffix)."""
+    root = Path(output_dir) / "checkpoints"
+    done = sorted(root.glob("step_*[0-9]"), key=lambda p: int(p.name.split("_")[1])) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def _save_state(accelerator: Accelerator, cfg: Config, step: int) -> None:
+    root = Path(cfg.train.output_dir) / "checkpoints"
+    final, tmp = root / f"step_{step:08d}", root / f"step_{step:08d}.tmp"
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_config(cfg, tmp / "config.yaml")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)  # only a fully written folder gets a name that latest_checkpoint accepts
+        for old in sorted(root.glob("step_*[0-9]"))[: -cfg.train.keep_checkpoints]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+# ----------------------------------------------------------------------------------------------- loop
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= _flat(v, key + ".")
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+def pretrain(cfg: Config, accelerator: Accelerator, resume: str | None = None) -> dict[str, float]:
+    """Run every stage of ``cfg``; returns the final metrics (test split if configured, else validation)."""
+    out_dir = Path(cfg.train.output_dir)
+    main = accelerator.is_main_process
+    if cfg.data.demo:
+        if main:
+            generate_demo(cfg.data.demo_root, seed=cfg.data.demo_seed)
+        accelerator.wait_for_everyone()
+    tokenizer = load_tokenizer(cfg.model.text)
+    fill_token_ids(cfg.model.text, tokenizer)
+    if main:
+        save_config(cfg, out_dir / "config.yaml")
+    model = create_model(cfg.model)
+    task = PretrainTask(model, accelerator.process_index, accelerator.num_processes)
+    optimizer = build_optimizer(model, cfg.train.weight_decay, cfg.train.betas)
+    task, optimizer = accelerator.prepare(task, optimizer)
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+    if resume:
+        path = latest_checkpoint(out_dir) if resume == "latest" else Path(resume)
+        if path is None:
+            raise FileNotFoundError(f"--resume latest: no complete checkpoint under {out_dir / 'checkpoints'}")
+        accelerator.load_state(str(path))
+        accelerator.print(f"resumed from {path}: stage {state.stage}, step {state.step}")
+    if cfg.train.tracker:
+        accelerator.init_trackers("videovl", config=_flat(to_dict(cfg)))
+    lr_at = StagedSchedule(cfg.stages)
+    collator = Collator(tokenizer, cfg.model.text.max_length)
+    val = _eval_sets(cfg)
+    accum = cfg.train.grad_accum
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    while state.stage < len(cfg.stages):
+        si, stage = state.stage, cfg.stages[state.stage]
+        counts = apply_freeze(model, stage.freeze)
+        accelerator.print(f"stage {si} '{stage.name}': {stage.steps} steps, {counts['trainable']:,} trainable "
+                          f"parameters ({counts['frozen']:,} frozen)")
+        data = build_stage_data(cfg, si)
+        micro0 = state.stage_step * accum  # micro-batches already drawn in this stage
+        ratio = stage.video_ratio if len(data) > 1 else (1.0 if "video" in data else 0.0)
+        seed = cfg.train.seed + 1000 * si
+        order = [modality_order(s, ratio, seed) for s in range(micro0)]
+        loaders = {m: make_loader(d, collator, cfg, rank=rank, world_size=world, seed=seed + (m == "video"),
+                                  start_step=order.count(m)) for m, d in data.items()}
+        batches = iter(MixedBatches(loaders, ratio, seed, start_step=micro0))
+        bar = tqdm(total=stage.steps, initial=state.stage_step, desc=stage.name, disable=not main, dynamic_ncols=True)
+        while state.stage_step < stage.steps:
+            lr = lr_at(state.step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            for _ in range(accum):
+                modality, batch = next(batches)
+                state.bad_samples.extend(batch.pop("bad"))
+                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                with accelerator.accumulate(task):
+                    out = task(batch, stage.losses)
+                    _check_finite(accelerator, out, state.step)
+                    accelerator.backward(out["loss"])
+                    if accelerator.sync_gradients and cfg.train.grad_clip > 0:
+                        accelerator.clip_grad_norm_(task.parameters(), cfg.train.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.stage_step += 1
+            bar.update(1)
+            logs = {k: float(v) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
+            bar.set_postfix(loss=f"{logs['loss']:.3f}", mod=modality[0])
+            if state.step % cfg.train.log_every == 0:
+                accelerator.log({f"train/{k}": v for k, v in logs.items()} | {"train/lr": lr}, step=state.step)
+            last = state.stage_step == stage.steps
+            if (cfg.train.eval_every and state.step % cfg.train.eval_every == 0) or last:
+                state.metrics = _validate(accelerator, model, cfg, val, tokenizer, stage)
+                accelerator.log(state.metrics, step=state.step)
+                if main and not last:
+                    bar.write(_summary(state.metrics, f"step {state.step}"))
+            if last:
+                state.stage += 1
+                state.stage_step = 0
+            if (cfg.train.save_every and state.step % cfg.train.save_every == 0) or last:
+                _save_state(accelerator, cfg, state.step)
+        bar.close()
+        accelerator.print(_summary(state.metrics, f"end of stage '{stage.name}'"))
+        if main:
+            save_checkpoint(accelerator.unwrap_model(task).model, cfg, out_dir / "model",
+                            extra_files=tokenizer.save_pretrained)
+        accelerator.wait_for_everyone()
+
+    metrics = dict(state.metrics)
+    if cfg.data.test_manifest:
+        test = read_manifest(resolve_manifest(cfg.data.test_manifest, cfg))
+        metrics = evaluate_retrieval(accelerator, model, cfg, test, tokenizer, cfg.data.num_frames, "test")
+    _report_bad(accelerator, state)
+    accelerator.end_training()
+    return metrics
+
+
+def _eval_sets(cfg: Config) -> dict[str, list[Sample]]:
+    sets = {}
+    if cfg.data.val_manifest:
+        sets["val/video"] = read_manifest(resolve_manifest(cfg.data.val_manifest, cfg))
+    if cfg.data.val_image_manifest:
+        sets["val/image"] = read_manifest(resolve_manifest(cfg.data.val_image_manifest, cfg))
+    return sets
+
+
+def _validate(accelerator, model, cfg, sets, tokenizer, stage) -> dict[str, float]:
+    metrics = {}
+    for name, samples in sets.items():
+        frames = 1 if name.endswith("image") else (stage.num_frames or cfg.data.num_frames)
+        metrics |= evaluate_retrieval(accelerator, model, cfg, samples, tokenizer, frames, name)
+    return metrics
+
+
+def _check_finite(accelerator: Accelerator, out: dict, step: int) -> None:
+    # Every process must agree to stop, or the healthy ones would hang in the next collective.
+    ok = torch.tensor([float(torch.isfinite(out["loss"]).item())], device=accelerator.device)
+    if accelerator.gather(ok).min() < 1:
+        parts = {k: float(v) for k, v in out.items() if k.endswith("_loss")}
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step}: {parts}. Nothing was saved over the last good checkpoint; "
+            "lower the learning rate or check the data, then --resume latest."
+        )
+
+
+def _summary(metrics: dict[str, float], title: str) -> str:
+    keys = [k for k in metrics if k.endswith(("R@1", "R@5", "R@10", "MdR"))]
+    return f"{title}: " + ", ".join(f"{k}={metrics[k]:.1f}" for k in keys) if keys else f"{title}: no metrics"
+
+
+def _report_bad(accelerator: Accelerator, state: TrainState) -> None:
+    from accelerate.utils import gather_object
+
+    bad = sorted(set(gather_object(list(state.bad_samples)))) if accelerator.num_processes > 1 else sorted(
+        set(state.bad_samples))
+    if accelerator.is_main_process and bad:
+        log.warning("%d unreadable files were skipped and replaced during training, e.g. %s", len(bad), bad[:3])
+        accelerator.print(f"{len(bad)} unreadable files were skipped (replaced by other samples): {bad[:10]}")
+

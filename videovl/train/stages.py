@@ -1,0 +1,29 @@
+"""Per-stage freezing (OmniVL's decoupled image-then-joint schedule freezes or trains parts by stage)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from videovl.config import ConfigError
+
+__all__ = ["FREEZABLE", "apply_freeze"]
+
+FREEZABLE = ("visual", "text", "temporal")
+
+
+def apply_freeze(model: nn.Module, freeze: list[str]) -> dict[str, int]:
+    """Make exactly the parts in ``freeze`` untrainable (everything else trainable); returns counts."""
+    unknown = [f for f in freeze if f not in FREEZABLE]
+    if unknown:
+        raise ConfigError(f"stages[].freeze has {unknown}; each entry must be one of {FREEZABLE}")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if "visual" in freeze:
+        model.visual.requires_grad_(False)
+    if "text" in freeze:
+        model.text.requires_grad_(False)
+    if "temporal" in freeze:
+        for p in model.visual.temporal_parameters():
+            p.requires_grad_(False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "frozen": sum(p.numel() for p in model.parameters()) - trainable}
