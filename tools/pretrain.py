@@ -1,8 +1,8 @@
 """Pretrain a video-language model.
 
-    accelerate launch tools/pretrain.py                                   # demo: both stages, built-in data
-    accelerate launch tools/pretrain.py --config configs/my.yaml stages.1.steps=5000 train.mixed_precision=bf16
-    accelerate launch tools/pretrain.py --config configs/my.yaml --resume latest
+accelerate launch tools/pretrain.py                                   # demo: both stages, built-in data
+accelerate launch tools/pretrain.py --config configs/my.yaml stages.1.steps=5000 train.mixed_precision=bf16
+accelerate launch tools/pretrain.py --config configs/my.yaml --resume latest
 """
 
 from __future__ import annotations

@@ -107,7 +107,9 @@ class NeighbourBatchSampler:
             seed_idx = int(rng.integers(n_total))
             group = [seed_idx]
             if self.per_seed:
-                group += self.neighbours[seed_idx, rng.choice(k, size=min(self.per_seed, k), replace=False)].tolist()
+                group += self.neighbours[
+                    seed_idx, rng.choice(k, size=min(self.per_seed, k), replace=False)
+                ].tolist()
             for i in group:
                 if len(chosen) < n and i not in seen and i >= 0:
                     chosen.append(int(i))

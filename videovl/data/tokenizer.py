@@ -12,7 +12,9 @@ __all__ = ["load_tokenizer", "fill_token_ids", "decode"]
 def load_tokenizer(cfg: TextConfig) -> PreTrainedTokenizerBase:
     source = cfg.tokenizer or cfg.model
     if not source:
-        raise ConfigError("model.text.tokenizer is required when the text encoder is built from a config alone")
+        raise ConfigError(
+            "model.text.tokenizer is required when the text encoder is built from a config alone"
+        )
     return AutoTokenizer.from_pretrained(resolve_path(source))
 
 

@@ -23,7 +23,9 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.yaml"
 
 
-def save_checkpoint(model: VideoLanguageModel, cfg: Config, path: str | Path, extra_files: Any = None) -> Path:
+def save_checkpoint(
+    model: VideoLanguageModel, cfg: Config, path: str | Path, extra_files: Any = None
+) -> Path:
     """Write ``model`` and ``cfg`` to folder ``path`` atomically.
 
     The text tower's own config is stored, so the checkpoint rebuilds without the original text
@@ -57,7 +59,9 @@ def load_checkpoint(path: str | Path, **model_overrides: Any) -> tuple[VideoLang
         if not (path / name).is_file():
             raise ConfigError(f"{path} is not a videovl checkpoint: {name} is missing")
     raw = yaml.safe_load((path / CONFIG_NAME).read_text())
-    raw["model"] = model_config_dict({**raw.get("model", {}), **model_overrides}, f"{path}/{CONFIG_NAME}: model")
+    raw["model"] = model_config_dict(
+        {**raw.get("model", {}), **model_overrides}, f"{path}/{CONFIG_NAME}: model"
+    )
     cfg = from_dict(Config, raw, str(path / CONFIG_NAME))
     if (path / "tokenizer_config.json").is_file():
         cfg.model.text.tokenizer = str(path)

@@ -50,7 +50,9 @@ class VideoLanguageModel(nn.Module):
         self.text_proj = nn.Linear(self.text.width, cfg.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
         self.alignment = (
-            AlignmentDecoder(cfg.alignment, self.text.width, self.visual.width) if cfg.alignment.enabled else None
+            AlignmentDecoder(cfg.alignment, self.text.width, self.visual.width)
+            if cfg.alignment.enabled
+            else None
         )
         self.caption = None
         if cfg.caption.enabled:
@@ -59,7 +61,7 @@ class VideoLanguageModel(nn.Module):
             missing = [k for k, v in ids.items() if v is None]
             if missing:
                 raise ConfigError(
-                    f"model.caption is enabled but model.text lacks {missing}: build the model through "
+                    f"model.caption is enabled but model.text lacks {missing}: call "
                     "videovl.data.tokenizer.fill_token_ids(cfg.text, tokenizer) first, or set them in the config"
                 )
             pad = t.pad_token_id if t.pad_token_id is not None else 0
@@ -100,7 +102,9 @@ class VideoLanguageModel(nn.Module):
         if mode == "global":
             return global_similarity(text.sentence, video.clip)
         if mode == "frame":
-            return frame_similarity(text.sentence, video.frames, self.cfg.frame_agg, self.cfg.frame_agg_temperature)
+            return frame_similarity(
+                text.sentence, video.frames, self.cfg.frame_agg, self.cfg.frame_agg_temperature
+            )
         if mode == "word":
             return word_frame_similarity(
                 text.words, text.mask, video.frames, self.cfg.frame_agg, self.cfg.frame_agg_temperature

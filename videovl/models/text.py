@@ -30,7 +30,9 @@ class TextEncoder(nn.Module):
         if cfg.config is not None:
             config = dict(cfg.config)
             if "model_type" not in config:
-                raise ConfigError("model.text.config needs a 'model_type' (e.g. 'bert') to build a random encoder")
+                raise ConfigError(
+                    "model.text.config needs a 'model_type' (e.g. 'bert') to build a random encoder"
+                )
             self.model = AutoModel.from_config(AutoConfig.for_model(**config))
         elif cfg.model:
             self.model = AutoModel.from_pretrained(resolve_path(cfg.model))
@@ -84,4 +86,3 @@ def _layer_list(model: nn.Module) -> nn.ModuleList:
     if not lists:
         raise ConfigError(f"cannot find the layers of {type(model).__name__} to unlock")
     return max(lists, key=len)
-

@@ -36,13 +36,17 @@ def load_source(source: DataSource, cfg: Config, where: str) -> list[Sample]:
     modality, what = source.kind.split("-")
     wrong = [s for s in samples if s.modality != modality]
     if wrong:
-        raise ConfigError(f"{where}: kind '{source.kind}' but {len(wrong)} samples are {wrong[0].modality}s "
-                          f"(first: {wrong[0].path})")
+        raise ConfigError(
+            f"{where}: kind '{source.kind}' but {len(wrong)} samples are {wrong[0].modality}s "
+            f"(first: {wrong[0].path})"
+        )
     missing = [s for s in samples if (not s.captions if what == "text" else s.label is None)]
     if missing:
         key = "caption" if what == "text" else "label"
-        raise ConfigError(f"{where}: kind '{source.kind}' needs a '{key}' on every sample; "
-                          f"{len(missing)} lack it (first: {missing[0].path})")
+        raise ConfigError(
+            f"{where}: kind '{source.kind}' needs a '{key}' on every sample; "
+            f"{len(missing)} lack it (first: {missing[0].path})"
+        )
     return samples
 
 
@@ -61,7 +65,9 @@ def build_stage_data(cfg: Config, stage_index: int) -> dict[str, StageData]:
     stage = cfg.stages[stage_index]
     if not stage.sources:
         raise ConfigError(f"stages.{stage_index} ('{stage.name}') has no sources")
-    loaded = [(s, load_source(s, cfg, f"stages.{stage_index}.sources.{i}")) for i, s in enumerate(stage.sources)]
+    loaded = [
+        (s, load_source(s, cfg, f"stages.{stage_index}.sources.{i}")) for i, s in enumerate(stage.sources)
+    ]
     labelled = [x for s, samples in loaded if s.kind.endswith("label") for x in samples]
     label_map = build_label_map(labelled) if labelled else None
     out: dict[str, StageData] = {}
@@ -74,31 +80,76 @@ def build_stage_data(cfg: Config, stage_index: int) -> dict[str, StageData]:
         datasets, offset = [], 0
         for source, samples in parts:
             is_label = source.kind.endswith("label")
-            datasets.append(ClipDataset(
-                samples, num_frames=frames, transform=transform, train=True, backend=cfg.data.backend,
-                text="label" if is_label else "caption", prompt=source.prompt,
-                label_to_id=label_map if is_label else None, index_offset=offset, seed=cfg.train.seed,
-            ))
+            datasets.append(
+                ClipDataset(
+                    samples,
+                    num_frames=frames,
+                    transform=transform,
+                    train=True,
+                    backend=cfg.data.backend,
+                    text="label" if is_label else "caption",
+                    prompt=source.prompt,
+                    label_to_id=label_map if is_label else None,
+                    index_offset=offset,
+                    seed=cfg.train.seed,
+                )
+            )
             offset += len(samples)
         out[modality] = StageData(
-            modality, ConcatDataset(datasets), [len(d) for d in datasets], [s.weight for s, _ in parts],
-            stage.batch_size or cfg.data.batch_size, frames,
+            modality,
+            ConcatDataset(datasets),
+            [len(d) for d in datasets],
+            [s.weight for s, _ in parts],
+            stage.batch_size or cfg.data.batch_size,
+            frames,
         )
     return out
 
 
-def make_loader(data: StageData, collator: Collator, cfg: Config, *, rank: int, world_size: int,
-                start_step: int, seed: int, neighbours=None, stage: StageConfig | None = None):
+def make_loader(
+    data: StageData,
+    collator: Collator,
+    cfg: Config,
+    *,
+    rank: int,
+    world_size: int,
+    start_step: int,
+    seed: int,
+    neighbours=None,
+    stage: StageConfig | None = None,
+):
     """A loader whose batch ``j`` is the sampler's step ``start_step + j`` for this process."""
     if neighbours is not None:
-        sampler = NeighbourBatchSampler(neighbours, data.batch_size, stage.mining.neighbours_per_seed,
-                                        rank=rank, world_size=world_size, seed=seed, start_step=start_step)
+        sampler = NeighbourBatchSampler(
+            neighbours,
+            data.batch_size,
+            stage.mining.neighbours_per_seed,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+            start_step=start_step,
+        )
     else:
-        sampler = WeightedBatchSampler(data.sizes, data.weights, data.batch_size, rank=rank,
-                                       world_size=world_size, seed=seed, start_step=start_step)
-    return build_loader(data.dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.data.num_workers)
+        sampler = WeightedBatchSampler(
+            data.sizes,
+            data.weights,
+            data.batch_size,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+            start_step=start_step,
+        )
+    return build_loader(
+        data.dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.data.num_workers
+    )
 
 
 def build_eval_dataset(samples: list[Sample], cfg: Config, num_frames: int) -> ClipDataset:
-    return ClipDataset(samples, num_frames=num_frames, transform=build_transform(cfg.data, train=False),
-                       train=False, backend=cfg.data.backend, text="none")
+    return ClipDataset(
+        samples,
+        num_frames=num_frames,
+        transform=build_transform(cfg.data, train=False),
+        train=False,
+        backend=cfg.data.backend,
+        text="none",
+    )

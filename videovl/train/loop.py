@@ -43,7 +43,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 def evaluate_retrieval(
-    accelerator: Accelerator, model, cfg: Config, samples: list[Sample], tokenizer, num_frames: int, prefix: str
+    accelerator: Accelerator,
+    model,
+    cfg: Config,
+    samples: list[Sample],
+    tokenizer,
+    num_frames: int,
+    prefix: str,
 ) -> dict[str, float]:
     """Text-to-clip and clip-to-text retrieval on ``samples`` (every caption is a query), with global
     matching and, for videos, frame-level matching. Video embedding is sharded over processes."""
@@ -51,8 +57,12 @@ def evaluate_retrieval(
     dataset = build_eval_dataset(samples, cfg, num_frames)
     rank, world = accelerator.process_index, accelerator.num_processes
     shard = Subset(dataset, shard_indices(len(dataset), rank, world))
-    loader = build_loader(shard, batch_size=cfg.eval.batch_size, collate_fn=Collator(None),
-                          num_workers=min(cfg.data.num_workers, 1))
+    loader = build_loader(
+        shard,
+        batch_size=cfg.eval.batch_size,
+        collate_fn=Collator(None),
+        num_workers=min(cfg.data.num_workers, 1),
+    )
     dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
     local = embed_videos(model, loader, accelerator.device, dtype)
     clip = gather_in_order(local["clip"], local["index"], len(dataset))
@@ -65,12 +75,16 @@ def evaluate_retrieval(
         for i in range(0, len(texts), bs)
     )
     text_emb = embed_texts(model, text_batches, accelerator.device, dtype)
-    metrics = {f"{prefix}/{k}": v for k, v in retrieval_metrics(
-        text_emb, clip, text_to_video, chunk_size=cfg.eval.chunk_size).items()}
+    metrics = {
+        f"{prefix}/{k}": v
+        for k, v in retrieval_metrics(text_emb, clip, text_to_video, chunk_size=cfg.eval.chunk_size).items()
+    }
     if frames.shape[1] > 1:
         scores = frame_similarity(text_emb, frames, model.cfg.frame_agg, model.cfg.frame_agg_temperature)
-        metrics |= {f"{prefix}/frame/{k}": v for k, v in retrieval_metrics(
-            text_emb, clip, text_to_video, scores=scores).items()}
+        metrics |= {
+            f"{prefix}/frame/{k}": v
+            for k, v in retrieval_metrics(text_emb, clip, text_to_video, scores=scores).items()
+        }
     model.train()
     return metrics
 
@@ -135,7 +149,9 @@ def pretrain(cfg: Config, accelerator: Accelerator, resume: str | None = None) -
     if resume:
         path = latest_checkpoint(out_dir) if resume == "latest" else Path(resume)
         if path is None:
-            raise FileNotFoundError(f"--resume latest: no complete checkpoint under {out_dir / 'checkpoints'}")
+            raise FileNotFoundError(
+                f"--resume latest: no complete checkpoint under {out_dir / 'checkpoints'}"
+            )
         accelerator.load_state(str(path))
         accelerator.print(f"resumed from {path}: stage {state.stage}, step {state.step}")
     if cfg.train.tracker:
@@ -149,17 +165,31 @@ def pretrain(cfg: Config, accelerator: Accelerator, resume: str | None = None) -
     while state.stage < len(cfg.stages):
         si, stage = state.stage, cfg.stages[state.stage]
         counts = apply_freeze(model, stage.freeze)
-        accelerator.print(f"stage {si} '{stage.name}': {stage.steps} steps, {counts['trainable']:,} trainable "
-                          f"parameters ({counts['frozen']:,} frozen)")
+        accelerator.print(
+            f"stage {si} '{stage.name}': {stage.steps} steps, {counts['trainable']:,} trainable "
+            f"parameters ({counts['frozen']:,} frozen)"
+        )
         data = build_stage_data(cfg, si)
         micro0 = state.stage_step * accum  # micro-batches already drawn in this stage
         ratio = stage.video_ratio if len(data) > 1 else (1.0 if "video" in data else 0.0)
         seed = cfg.train.seed + 1000 * si
         order = [modality_order(s, ratio, seed) for s in range(micro0)]
-        loaders = {m: make_loader(d, collator, cfg, rank=rank, world_size=world, seed=seed + (m == "video"),
-                                  start_step=order.count(m)) for m, d in data.items()}
+        loaders = {
+            m: make_loader(
+                d,
+                collator,
+                cfg,
+                rank=rank,
+                world_size=world,
+                seed=seed + (m == "video"),
+                start_step=order.count(m),
+            )
+            for m, d in data.items()
+        }
         batches = iter(MixedBatches(loaders, ratio, seed, start_step=micro0))
-        bar = tqdm(total=stage.steps, initial=state.stage_step, desc=stage.name, disable=not main, dynamic_ncols=True)
+        bar = tqdm(
+            total=stage.steps, initial=state.stage_step, desc=stage.name, disable=not main, dynamic_ncols=True
+        )
         while state.stage_step < stage.steps:
             lr = lr_at(state.step)
             for group in optimizer.param_groups:
@@ -182,7 +212,9 @@ def pretrain(cfg: Config, accelerator: Accelerator, resume: str | None = None) -
             logs = {k: float(v) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
             bar.set_postfix(loss=f"{logs['loss']:.3f}", mod=modality[0])
             if state.step % cfg.train.log_every == 0:
-                accelerator.log({f"train/{k}": v for k, v in logs.items()} | {"train/lr": lr}, step=state.step)
+                accelerator.log(
+                    {f"train/{k}": v for k, v in logs.items()} | {"train/lr": lr}, step=state.step
+                )
             last = state.stage_step == stage.steps
             if (cfg.train.eval_every and state.step % cfg.train.eval_every == 0) or last:
                 state.metrics = _validate(accelerator, model, cfg, val, tokenizer, stage)
@@ -197,8 +229,12 @@ def pretrain(cfg: Config, accelerator: Accelerator, resume: str | None = None) -
         bar.close()
         accelerator.print(_summary(state.metrics, f"end of stage '{stage.name}'"))
         if main:
-            save_checkpoint(accelerator.unwrap_model(task).model, cfg, out_dir / "model",
-                            extra_files=tokenizer.save_pretrained)
+            save_checkpoint(
+                accelerator.unwrap_model(task).model,
+                cfg,
+                out_dir / "model",
+                extra_files=tokenizer.save_pretrained,
+            )
         accelerator.wait_for_everyone()
 
     metrics = dict(state.metrics)
@@ -246,9 +282,13 @@ def _summary(metrics: dict[str, float], title: str) -> str:
 def _report_bad(accelerator: Accelerator, state: TrainState) -> None:
     from accelerate.utils import gather_object
 
-    bad = sorted(set(gather_object(list(state.bad_samples)))) if accelerator.num_processes > 1 else sorted(
-        set(state.bad_samples))
+    bad = (
+        sorted(set(gather_object(list(state.bad_samples))))
+        if accelerator.num_processes > 1
+        else sorted(set(state.bad_samples))
+    )
     if accelerator.is_main_process and bad:
-        log.warning("%d unreadable files were skipped and replaced during training, e.g. %s", len(bad), bad[:3])
+        log.warning(
+            "%d unreadable files were skipped and replaced during training, e.g. %s", len(bad), bad[:3]
+        )
         accelerator.print(f"{len(bad)} unreadable files were skipped (replaced by other samples): {bad[:10]}")
-

@@ -34,6 +34,8 @@ class StagedSchedule:
     def __call__(self, step: int) -> float:
         for stage, start, end in zip(self.stages, self.starts, self.starts[1:]):
             if step < end:
-                return warmup_cosine(step - start, stage.steps, stage.lr, stage.warmup_steps, stage.min_lr_ratio)
+                return warmup_cosine(
+                    step - start, stage.steps, stage.lr, stage.warmup_steps, stage.min_lr_ratio
+                )
         last = self.stages[-1]
         return last.lr * last.min_lr_ratio
