@@ -95,7 +95,7 @@ def test_frame_loss_matches_naive_loop():
     text, frames, scale, tau = _unit(6, 8, seed=3), _unit(6, 4, 8, seed=4), 10.0, 0.2
     labels = [1, 1, -1, 2, -1, -1]
     out = frame_contrastive_loss(
-        text, frames, scale, how="softmax", temperature=tau, label_ids=torch.tensor(labels)
+        frames, text, scale, how="softmax", temperature=tau, label_ids=torch.tensor(labels)
     )
     sim = []
     for i in range(6):
@@ -107,7 +107,7 @@ def test_frame_loss_matches_naive_loop():
         sim.append(row)
     expected = naive_infonce(sim, scale, naive_positives(labels, None, None, n=6))
     assert out["frame_loss"].item() == pytest.approx(expected, abs=1e-5)
-    module = FrameContrastiveLoss("softmax", tau)(text, frames, scale, label_ids=torch.tensor(labels))
+    module = FrameContrastiveLoss("softmax", tau)(frames, text, scale, label_ids=torch.tensor(labels))
     assert torch.equal(module["frame_loss"], out["frame_loss"])
 
 

@@ -128,8 +128,8 @@ class ContrastiveLoss(nn.Module):
 
 
 def frame_contrastive_loss(
-    text: Tensor,
     frames: Tensor,
+    text: Tensor,
     logit_scale: Tensor | float,
     *,
     how: str = "softmax",
@@ -140,16 +140,15 @@ def frame_contrastive_loss(
     rank: int | None = None,
     world_size: int | None = None,
 ) -> dict[str, Tensor]:
-    """Fine-grained contrastive loss: each sentence (B, D) against every temporal position of every clip
-    (B, T, D), aggregated over time by ``frame_similarity(how, temperature)``, then the same multi-positive
-    InfoNCE as :class:`ContrastiveLoss` over the global batch. Returns ``{"frame_loss"}``."""
-    (text, frames), positives = _global_batch(
-        [text, frames], [label_ids, text_hash, video_ids], rank, world_size
+    """Fine-grained contrastive loss: each sentence ``text`` (B, D) against every temporal position of
+    every clip ``frames`` (B, T, D) (visual side first, as in :class:`ContrastiveLoss`), aggregated over
+    time by ``frame_similarity(how, temperature)``, then the same multi-positive InfoNCE over the global
+    batch. Returns ``{"frame_loss"}``."""
+    (frames, text), positives = _global_batch(
+        [frames, text], [label_ids, text_hash, video_ids], rank, world_size
     )
-    logits = logit_scale * frame_similarity(
-        text, frames, how, temperature
-    )  # (N, N): row = text, column = clip
-    return {"frame_loss": soft_target_infonce(logits, positives)}
+    sim = frame_similarity(text, frames, how, temperature)  # (N, N): row = text, column = clip
+    return {"frame_loss": soft_target_infonce(logit_scale * sim, positives)}
 
 
 class FrameContrastiveLoss(nn.Module):
@@ -160,9 +159,9 @@ class FrameContrastiveLoss(nn.Module):
         self.how, self.temperature = how, temperature
 
     def forward(
-        self, text: Tensor, frames: Tensor, logit_scale: Tensor | float, **ids_and_ranks
+        self, frames: Tensor, text: Tensor, logit_scale: Tensor | float, **ids_and_ranks
     ) -> dict[str, Tensor]:
         """Keyword arguments: ``label_ids``, ``text_hash``, ``video_ids``, ``rank``, ``world_size``."""
         return frame_contrastive_loss(
-            text, frames, logit_scale, how=self.how, temperature=self.temperature, **ids_and_ranks
+            frames, text, logit_scale, how=self.how, temperature=self.temperature, **ids_and_ranks
         )
