@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from videovl.distributed import gather_no_grad, get_world_size
+from videovl.distributed import gather_no_grad
 
 __all__ = ["embed_videos", "embed_texts", "gather_in_order", "shard_indices"]
 
@@ -19,19 +19,10 @@ def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
 
 def gather_in_order(local: Tensor, local_index: Tensor, total: int) -> Tensor:
     """Collect rows computed on every process (``local_index`` says which dataset rows they are) into one
-    (total, ...) tensor on every process. Shards may differ in size by one, so each is padded first."""
-    if get_world_size() == 1:
-        out = local.new_zeros((total, *local.shape[1:]))
-        out[local_index] = local
-        return out
-    width = -(-total // get_world_size())
-    pad = width - local.shape[0]
-    rows = torch.cat([local, local.new_zeros((pad, *local.shape[1:]))])
-    idx = torch.cat([local_index, local_index.new_full((pad,), -1)])
-    rows, idx = gather_no_grad(rows), gather_no_grad(idx)
-    keep = idx >= 0
+    (total, ...) tensor on every process, in dataset order."""
+    rows, idx = gather_no_grad(local), gather_no_grad(local_index)
     out = local.new_zeros((total, *local.shape[1:]))
-    out[idx[keep]] = rows[keep]
+    out[idx] = rows
     return out
 
 

@@ -62,7 +62,7 @@ class VideoLanguageModel(nn.Module):
             if missing:
                 raise ConfigError(
                     f"model.caption is enabled but model.text lacks {missing}: call "
-                    "videovl.data.tokenizer.fill_token_ids(cfg.text, tokenizer) first, or set them in the config"
+                    "videovl.data.tokenizer.fill_token_ids(cfg.text, tokenizer) first, or set them in config"
                 )
             pad = t.pad_token_id if t.pad_token_id is not None else 0
             self.caption = CaptionDecoder(

@@ -33,15 +33,16 @@ class PretrainTask(nn.Module):
         video = model.encode_video(batch["pixels"])
         text = model.encode_text(batch["input_ids"], batch["attention_mask"])
         scale = model.scale()
-        ids = {"label_ids": batch["labels"], "text_hash": batch["text_hash"]}
+        ids = {"label_ids": batch["labels"], "text_hash": batch["text_hash"], "video_ids": batch["index"]}
         dist = {"rank": self.rank, "world_size": self.world_size}
         out = dict(self.contrastive(video.clip, text.sentence, scale, **ids, **dist))
+        logits_t2v = out.pop("logits_t2v")  # (N, N) of the global batch, detached
         loss = weights.contrastive * out["contrastive_loss"]
         if weights.frame > 0 and video.frames.shape[1] > 1:  # an image's one frame is its clip: skip
             out.update(self.frame(video.frames, text.sentence, scale, **ids, **dist))
             loss = loss + weights.frame * out["frame_loss"]
         if weights.itm > 0:
-            out.update(self._itm(batch, video, text))
+            out.update(self._itm(batch, video, text, logits_t2v))
             loss = loss + weights.itm * out["itm_loss"]
         if weights.caption > 0:
             logits = model.caption(batch["input_ids"], batch["attention_mask"], video.tokens)
@@ -51,7 +52,7 @@ class PretrainTask(nn.Module):
         out["logit_scale"] = scale.detach()
         return out
 
-    def _itm(self, batch: dict, video, text) -> dict[str, Tensor]:
+    def _itm(self, batch: dict, video, text, logits_t2v: Tensor) -> dict[str, Tensor]:
         """ALBEF/BLIP alignment loss: each local pair, plus a hard negative video for each local text and
         a hard negative text for each local video, drawn from the similarities of the global batch."""
         n_local = video.clip.shape[0]
@@ -61,20 +62,22 @@ class PretrainTask(nn.Module):
         hidden = F.pad(text.hidden, (0, 0, 0, length - text.hidden.shape[1]))
         mask = F.pad(text.mask, (0, length - text.mask.shape[1]))
         with torch.no_grad():
-            clip_all, sent_all = gather_no_grad(video.clip), gather_no_grad(text.sentence)
+            # Same label, same caption or same video (another caption of it) is never a negative.
             pos = positive_mask(gather_no_grad(batch["labels"]), gather_no_grad(batch["text_hash"]))
             index = gather_no_grad(batch["index"])
-            pos |= index[:, None] == index[None, :]  # other captions of the same video are not negatives
-            neg_video, neg_text = sample_hard_negatives(sent_all @ clip_all.t(), pos)
+            pos |= index[:, None] == index[None, :]
+            neg_video, neg_text = sample_hard_negatives(logits_t2v, pos)
         tokens_all, hidden_all = gather_with_grad(video.tokens), gather_with_grad(hidden)
         mask_all = gather_no_grad(mask)
         local = slice(self.rank * n_local, (self.rank + 1) * n_local)
         nv, nt = neg_video[local], neg_text[local]
-        pair_hidden = torch.cat([hidden, hidden, hidden_all[nt]])
-        pair_mask = torch.cat([mask, mask, mask_all[nt]])
-        pair_tokens = torch.cat([video.tokens, tokens_all[nv], video.tokens])
+        kv, kt = nv >= 0, nt >= 0  # -1: the whole global batch is positive for this row
+        pair_hidden = torch.cat([hidden, hidden[kv], hidden_all[nt[kt]]])
+        pair_mask = torch.cat([mask, mask[kv], mask_all[nt[kt]]])
+        pair_tokens = torch.cat([video.tokens, tokens_all[nv[kv]], video.tokens[kt]])
         logits = self.model.alignment(pair_hidden, pair_mask, pair_tokens)
-        labels = torch.cat([torch.ones(n_local), torch.zeros(2 * n_local)]).long().to(logits.device)
+        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        labels[:n_local] = 1
         out = dict(itm_loss(logits, labels))
         out["itm_acc"] = (logits.argmax(-1) == labels).float().mean().detach()
         return out
