@@ -1,0 +1,331 @@
+"""The built-in demo corpus, "moving digits": scikit-learn's real handwritten digits as videos and images.
+
+``generate_demo(root)`` renders the 8x8 digits of ``sklearn.datasets.load_digits`` (bundled, no download),
+upscaled 2x, into h264 clips and png images, and writes in ``root``: ``video_{train,val,test}.jsonl``
+(caption "the digit 3 moves left, then up", label "left then up", extra keys ``digits``, ``class_id``,
+``bitmaps``), ``image_{train,val,test}.jsonl`` (caption "a handwritten seven", label "seven") and
+``classes.txt`` (the 8 motion classes, line index = class id).
+
+A clip shows one or two digits moving in two phases, the second perpendicular to the first. Played
+backwards, a clip of "left then up" is exactly a clip of "down then right": classes ``2k`` and ``2k + 1`` are
+such pairs, so only a model that reads frame order can tell them apart. Splits use disjoint digit bitmaps.
+Val and test use one caption template and each caption names one video (all 80 single-digit combinations
+first, then digit pairs); image val/test hold one image per digit. Train rows list every paraphrase.
+Everything is deterministic by ``seed``; the corpus is built beside ``root``, renamed into place, and cached
+under a marker (``demo.json``) keyed by the generation parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from itertools import combinations, cycle
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from PIL import Image
+
+from videovl.data.manifest import write_manifest
+
+__all__ = ["MOTION_CLASSES", "DIGIT_WORDS", "DemoCorpus", "generate_demo", "reverse_class", "trajectory",
+           "video_caption", "image_caption", "main"]  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+VERSION = 1  # bump when the output changes for the same parameters, so cached corpora are rebuilt
+MARKER = "demo.json"
+SPLITS = ("train", "val", "test")
+SCALE = 2  # 8x8 bitmaps become 16x16 glyphs
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+_DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (dx, dy); y grows down
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+# Classes 2k and 2k + 1 are time reversals of each other.
+MOTION_CLASSES = (
+    "left then up", "down then right",
+    "left then down", "up then right",
+    "right then up", "down then left",
+    "right then down", "up then left",
+)  # fmt: skip
+# (one digit, two digits); the first template is the only one used in val and test.
+_VIDEO_TEMPLATES = (
+    ("the digit {d} moves {a}, then {b}", "the digits {d} move {a}, then {b}"),
+    ("a handwritten {d} goes {a} and then {b}", "handwritten {d} go {a} and then {b}"),
+    ("the number {w} travels {a}, after that {b}", "the numbers {w} travel {a}, after that {b}"),
+)
+_IMAGE_TEMPLATES = ("a handwritten {w}", "the digit {d}", "a picture of the number {w}")
+
+
+def reverse_class(motion: str) -> str:
+    """The class a clip of ``motion`` becomes when played backwards: (a then b) -> (-b then -a)."""
+    a, b = motion.split(" then ")
+    return f"{_OPPOSITE[b]} then {_OPPOSITE[a]}"
+
+
+def video_caption(digits: list[int], motion: str, template: int = 0) -> str:
+    a, b = motion.split(" then ")
+    single, plural = _VIDEO_TEMPLATES[template]
+    d = " and ".join(str(x) for x in digits)
+    w = " and ".join(DIGIT_WORDS[x] for x in digits)
+    return (single if len(digits) == 1 else plural).format(d=d, w=w, a=a, b=b)
+
+
+def image_caption(digit: int, template: int = 0) -> str:
+    return _IMAGE_TEMPLATES[template].format(d=digit, w=DIGIT_WORDS[digit])
+
+
+def trajectory(motion: str, num_frames: int, speed: float) -> np.ndarray:
+    """(T, 2) offsets (x, y) from the first frame: ``speed`` pixels a step, first phase then second.
+
+    Each of the T - 1 steps belongs to the first phase with weight 1, ..., 1, (0.5,) 0, ..., 0; the weights
+    are symmetric, so ``trajectory(m)[::-1] - trajectory(m)[-1] == trajectory(reverse_class(m))``.
+    """
+    a, b = motion.split(" then ")
+    k = np.arange(num_frames - 1)
+    w = np.clip((num_frames - 2) / 2 - k + 0.5, 0.0, 1.0)[:, None]
+    steps = speed * (w * np.array(_DIRECTIONS[a]) + (1 - w) * np.array(_DIRECTIONS[b]))
+    return np.concatenate([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
+
+
+@dataclass(frozen=True)
+class DemoCorpus:
+    root: Path
+    video_train: Path
+    video_val: Path
+    video_test: Path
+    image_train: Path
+    image_val: Path
+    image_test: Path
+    classes_file: Path
+    class_names: tuple[str, ...]
+    counts: dict[str, int]  # samples per manifest: {"video_train": 1200, ...}
+
+    @classmethod
+    def at(cls, root: Path, counts: dict[str, int]) -> DemoCorpus:
+        paths = {f"{m}_{s}": root / f"{m}_{s}.jsonl" for m in ("video", "image") for s in SPLITS}
+        return cls(
+            root, **paths, classes_file=root / "classes.txt", class_names=MOTION_CLASSES, counts=counts
+        )
+
+
+def _colours(rng: np.random.Generator, n: int, colour: bool) -> np.ndarray:
+    tint = rng.uniform(0.3, 1.0, (n, 3)) if colour else np.ones((n, 3))
+    return tint / tint.max(axis=1, keepdims=True) * rng.uniform(0.7, 1.0, (n, 1))
+
+
+def _render(glyphs: np.ndarray, colours: np.ndarray, positions: np.ndarray, canvas: int) -> np.ndarray:
+    """glyphs (n, h, w), colours (n, 3), positions (T, n, 2) top-left (x, y) -> (T, H, W, 3) uint8 frames."""
+    frames = np.zeros((len(positions), canvas, canvas, 3))
+    for frame, where in zip(frames, positions.astype(int), strict=True):
+        for glyph, rgb, (x, y) in zip(glyphs, colours, where, strict=True):  # overlaps keep the max
+            patch = frame[y : y + glyph.shape[0], x : x + glyph.shape[1]]
+            np.maximum(patch, glyph[..., None] * rgb, out=patch)
+    return np.rint(frames * 255).astype(np.uint8)
+
+
+def _positions(rng: np.random.Generator, n: int, motion: str, canvas: int, num_frames: int) -> np.ndarray:
+    size = 8 * SCALE
+    # A second digit sits half a glyph right and half a glyph above or below the first: the pair overlaps a
+    # quarter but both stay legible, and the caption can name them left to right.
+    layout = np.array([[0, 0]] if n == 1 else [[0, 0], [size // 2, rng.choice([-1, 1]) * size // 2]])
+    layout -= layout.min(axis=0)
+    free = canvas - size - layout.max(axis=0)  # room to move on each axis
+    # One speed for both phases, so a clip reversed is as likely as its partner class' clips.
+    travel = rng.uniform(0.6, 1.0) * free.min()
+    path = trajectory(motion, num_frames, travel / ((num_frames - 1) / 2))
+    start = rng.uniform(-path.min(axis=0), free - path.max(axis=0))
+    return np.rint(start + path)[:, None, :] + layout[None]  # (T, n, 2)
+
+
+def _write_video(path: Path, frames: np.ndarray, fps: int) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "15", "threads": "1"}  # one thread keeps the bytes identical run to run
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def _eval_specs(rng: np.random.Generator, count: int) -> list[tuple[tuple[int, ...], int]]:
+    """Unique (digit set, class) pairs: all 80 single digits first (classes cycling), then digit pairs."""
+    per_class = [rng.permutation(10) for _ in MOTION_CLASSES]
+    singles = [((int(per_class[c][i]),), c) for i in range(10) for c in range(8)]
+    pairs = [(p if rng.random() < 0.5 else p[::-1], c) for p in combinations(range(10), 2) for c in range(8)]
+    return (singles + [pairs[i] for i in rng.permutation(len(pairs))])[:count]
+
+
+def _train_specs(rng: np.random.Generator, count: int, two_digit: float) -> list[tuple[tuple[int, ...], int]]:
+    classes = np.concatenate([rng.permutation(8) for _ in range(-(-count // 8))])[:count]
+    sizes = np.where(rng.random(count) < two_digit, 2, 1)
+    return [
+        (tuple(rng.choice(10, n, replace=False).tolist()), int(c))
+        for c, n in zip(classes, sizes, strict=True)
+    ]
+
+
+def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
+    from sklearn.datasets import load_digits  # only generation needs scikit-learn
+
+    data = load_digits()
+    glyphs = np.kron(data.images / 16.0, np.ones((SCALE, SCALE)))  # (1797, 16, 16) in [0, 1]
+    rng = np.random.default_rng([p["seed"], 0])
+    pools: dict[str, dict[int, list[int]]] = {s: {} for s in SPLITS}
+    for d in range(10):  # disjoint bitmaps per split, stratified by digit
+        idx = rng.permutation(np.flatnonzero(data.target == d)).tolist()
+        n = round(len(idx) * 0.1)
+        pools["test"][d], pools["val"][d], pools["train"][d] = idx[:n], idx[n : 2 * n], idx[2 * n :]
+    # Each digit's bitmaps are handed out in a (shuffled) cycle, so uses spread evenly over a split.
+    pool = lambda split: {d: cycle(idx) for d, idx in pools[split].items()}
+
+    counts, size, canvas = {}, 8 * SCALE, p["canvas"]
+    for k, split in enumerate(SPLITS):
+        train = split == "train"
+        rng, bitmaps, rows = np.random.default_rng([p["seed"], 1, k]), pool(split), []
+        if train:
+            specs = _train_specs(rng, p["train_videos"], p["two_digit_fraction"])
+        else:
+            specs = _eval_specs(rng, p["eval_videos"])
+        for i, (ds, c) in enumerate(specs):
+            motion, used = MOTION_CLASSES[c], [next(bitmaps[d]) for d in ds]
+            where = _positions(rng, len(ds), motion, canvas, p["num_frames"])
+            frames = _render(glyphs[used], _colours(rng, len(ds), p["colour"]), where, canvas)
+            rel = f"videos/{split}/{i:06d}.mp4"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            _write_video(out / rel, frames, fps=8)
+            order = rng.permutation(len(_VIDEO_TEMPLATES)) if train else [0]
+            caption = [video_caption(list(ds), motion, t) for t in order]
+            rows.append({"video": rel, "caption": caption if train else caption[0],
+                         "label": motion, "id": f"{split}/{i:06d}", "digits": list(ds), "class_id": c,
+                         "bitmaps": used})  # fmt: skip
+        write_manifest(out / f"video_{split}.jsonl", rows)
+
+        rng, bitmaps, images = np.random.default_rng([p["seed"], 2, k]), pool(split), []
+        n = p["train_images"] if train else 10  # val/test: one image per digit, so captions are unique
+        digits = np.concatenate([rng.permutation(10) for _ in range(-(-n // 10))])[:n]
+        for i, d in enumerate(digits.tolist()):
+            used = [next(bitmaps[d])]
+            xy = np.clip((canvas - size) // 2 + rng.integers(-3, 4, 2), 0, canvas - size)  # near the centre
+            frame = _render(glyphs[used], _colours(rng, 1, p["colour"]), xy[None, None], canvas)[0]
+            rel = f"images/{split}/{i:06d}.png"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(frame).save(out / rel)
+            order = rng.permutation(len(_IMAGE_TEMPLATES)) if train else [0]
+            caption = [image_caption(d, t) for t in order]
+            images.append({"image": rel, "caption": caption if train else caption[0], "label": DIGIT_WORDS[d],
+                           "id": f"{split}/{i:06d}", "digits": [d], "bitmaps": used})  # fmt: skip
+        write_manifest(out / f"image_{split}.jsonl", images)
+        counts.update({f"video_{split}": len(rows), f"image_{split}": len(images)})
+
+    (out / "classes.txt").write_text("".join(f"{c}\n" for c in MOTION_CLASSES))
+    return counts
+
+
+def _cached(root: Path, key: str) -> DemoCorpus | None:
+    try:
+        marker = json.loads((root / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if marker.get("key") != key or not all((root / f"{m}.jsonl").is_file() for m in marker["counts"]):
+        return None
+    return DemoCorpus.at(root, marker["counts"])
+
+
+def generate_demo(
+    root: str | Path,
+    seed: int = 0,
+    *,
+    force: bool = False,
+    train_videos: int = 1200,
+    eval_videos: int = 120,
+    train_images: int = 1500,
+    two_digit_fraction: float = 0.3,
+    canvas: int = 32,
+    num_frames: int = 16,
+    colour: bool = True,
+) -> DemoCorpus:
+    """Generate the moving-digits corpus in ``root`` (or return the cached one); see the module docstring.
+
+    ``eval_videos`` clips go to val and to test each (at most 440 unique captions: 80 single digits, then
+    360 pairs); 10% of each digit's bitmaps are held out for val and 10% for test. Clips play at 8 fps.
+    """
+    # Every knob below is part of the cache key, so a corpus is rebuilt whenever one of them changes.
+    params = {"version": VERSION, **{k: v for k, v in locals().items() if k not in ("root", "force")}}
+    root = Path(os.path.realpath(root))  # a symlinked root: build beside and replace its target, not the link
+    bad = canvas % 2 or canvas < 32 or num_frames < 4 or min(train_videos, train_images) < 1
+    if bad or not 1 <= eval_videos <= 440:
+        raise ValueError(
+            f"generate_demo: got canvas={canvas}, num_frames={num_frames}, eval_videos={eval_videos}, "
+            f"train_videos={train_videos}, train_images={train_images}; need an even canvas >= 32 (digits "
+            "are 16 px), num_frames >= 4, eval_videos in 1..440 (captions stay unique), >= 1 training sample"
+        )
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    if not force and (corpus := _cached(root, key)) is not None:
+        return corpus
+    # Replace only what is ours: a folder holding nothing but names this generator writes.
+    ours = lambda name: (
+        name in {"videos", "images", "classes.txt", MARKER} or name.startswith(("video_", "image_"))
+    )
+    if root.parent == root or root.exists() and not (root.is_dir() and all(map(ours, os.listdir(root)))):
+        raise FileExistsError(
+            f"generate_demo: {root} is neither a new or empty folder nor an earlier demo corpus; point root "
+            "at a folder of its own (the generator replaces only its own files)"
+        )
+
+    # Build beside root and rename into place: an interrupted run never leaves a half corpus at root.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp, old = root.with_name(f".{root.name}.tmp-{tag}"), root.with_name(f".{root.name}.old-{tag}")
+    try:
+        tmp.mkdir()
+        started = time.perf_counter()
+        counts = _write_corpus(tmp, params)
+        seconds = round(time.perf_counter() - started, 2)
+        marker = {"key": key, "params": params, "counts": counts, "seconds": seconds}
+        (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n")  # written last: it means complete
+        if root.exists():
+            if not force and _cached(root, key) is not None:  # another process finished first
+                return DemoCorpus.at(root, counts)
+            root.rename(old)
+        try:
+            tmp.rename(root)
+        except OSError:
+            if _cached(root, key) is None:  # lost a race to a process that left something else
+                raise
+        log.info("moving digits: wrote %s in %.1f s (%s)", root, seconds, counts)
+    finally:
+        for leftover in (tmp, old):  # our own scratch folder and the corpus we replaced
+            if leftover.exists():
+                shutil.rmtree(leftover)
+    return DemoCorpus.at(root, counts)
+
+
+def main(argv: list[str] | None = None) -> DemoCorpus:
+    parser = argparse.ArgumentParser(description="Generate the built-in moving-digits demo corpus.")
+    parser.add_argument("--root", default="data/moving_digits", help="output folder (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="regenerate even if a matching corpus exists")
+    for knob in ("train_videos", "eval_videos", "train_images"):
+        parser.add_argument(f"--{knob.replace('_', '-')}", type=int, help="default: see generate_demo")
+    args = vars(parser.parse_args(argv))
+    started = time.perf_counter()
+    root, seed, force = args.pop("root"), args.pop("seed"), args.pop("force")
+    corpus = generate_demo(root, seed, force=force, **{k: v for k, v in args.items() if v is not None})
+    print(f"moving digits corpus in {corpus.root} ({time.perf_counter() - started:.1f} s)")
+    for name, count in corpus.counts.items():
+        print(f"  {getattr(corpus, name).name:<18} {count:>5} samples")
+    print(f"  {corpus.classes_file.name:<18} {len(corpus.class_names):>5} motion classes")
+    return corpus
+
+
+if __name__ == "__main__":
+    main()
