@@ -1,0 +1,41 @@
+"""Multi-head self-attention over the second-to-last axis, with any number of leading batch axes."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+__all__ = ["Attention"]
+
+
+class Attention(nn.Module):
+    """Fused qkv projection, optional per-head q/k LayerNorm, ``scaled_dot_product_attention``.
+
+    ``x`` is (..., L, D): every leading axis is a batch axis, so the same module attends over space
+    (input ``b t n d``) or over time (input ``b n t d``, a permuted view) without its caller flattening.
+    Parameter names (``qkv``, ``q_norm``, ``k_norm``, ``proj``) match timm's ViT attention.
+    """
+
+    def __init__(
+        self, dim: int, heads: int, qkv_bias: bool = True, qk_norm: bool = False, norm_eps: float = 1e-6
+    ) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by heads {heads}; pick heads that divide it")
+        self.heads = heads
+        head_dim = dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.q_norm = nn.LayerNorm(head_dim, eps=norm_eps) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(head_dim, eps=norm_eps) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead, (length, dim) = x.shape[:-2], x.shape[-2:]
+        # One batch axis for SDPA: a view for contiguous input; a permuted view (time) is copied here once,
+        # which the qkv matmul would otherwise do itself.
+        x = x.reshape(-1, length, dim)
+        q, k, v = rearrange(self.qkv(x), "b l (three h e) -> three b h l e", three=3, h=self.heads).unbind(0)
+        out = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)  # (b, h, l, e)
+        out = self.proj(rearrange(out, "b h l e -> b l (h e)"))
+        return out.reshape(*lead, length, dim)
