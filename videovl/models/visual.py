@@ -1,0 +1,193 @@
+"""The visual encoder: one space-time ViT for videos (B, C, T, H, W) and images (B, C, H, W).
+
+Images and videos share every weight. An image is lifted, in ``_lift`` only, to a clip one tubelet deep;
+with a single temporal position the temporal embedding and temporal attention are skipped, so the image
+path is exactly a plain ViT (and matches timm's ``forward_features`` on inflated weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import NamedTuple
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from videovl.config import ConfigError, VisionConfig
+from videovl.models.layers import (
+    ACTIVATIONS,
+    ATTENTION_MODES,
+    Attention,
+    Mlp,
+    PatchEmbed3D,
+    SpaceTimeBlock,
+    resample_spatial,
+    resample_temporal,
+)
+
+__all__ = ["VisualEncoder", "VisualOutput", "POOLS"]
+
+POOLS = ("cls", "mean")
+
+
+class VisualOutput(NamedTuple):
+    pooled: Tensor  # (B, W) class token after the final norm, or the mean of all patch tokens (cfg.pool)
+    frames: Tensor  # (B, T', W) per temporal position: mean of its patch tokens after the final norm
+    tokens: Tensor  # (B, [1 +] T' * N, W) class token first, then patches in (t, h, w) order
+
+
+def check_vision_config(cfg: VisionConfig) -> None:
+    """Raise a ConfigError naming the field, its value and the fix for an inconsistent VisionConfig."""
+    if cfg.attention not in ATTENTION_MODES:
+        raise ConfigError(f"model.vision.attention is '{cfg.attention}'; expected one of {ATTENTION_MODES}")
+    if cfg.pool not in POOLS:
+        raise ConfigError(f"model.vision.pool is '{cfg.pool}'; expected one of {POOLS}")
+    if cfg.pool == "cls" and not cfg.class_token:
+        raise ConfigError("model.vision.pool is 'cls' but class_token is false; set pool: mean")
+    if cfg.act not in ACTIVATIONS:
+        raise ConfigError(f"model.vision.act is '{cfg.act}'; expected one of {sorted(ACTIVATIONS)}")
+    if cfg.image_size % cfg.patch_size:
+        raise ConfigError(
+            f"model.vision: image size {cfg.image_size} is not divisible by patch size {cfg.patch_size}"
+        )
+    if cfg.num_frames % cfg.tubelet_size:
+        raise ConfigError(
+            f"model.vision: {cfg.num_frames} frames are not divisible by tubelet_size {cfg.tubelet_size}"
+        )
+    if cfg.width % cfg.heads:
+        raise ConfigError(f"model.vision: width {cfg.width} is not divisible by heads {cfg.heads}")
+
+
+class VisualEncoder(nn.Module):
+    """Space-time ViT built from a :class:`VisionConfig`; parameter names follow timm's ViT."""
+
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        check_vision_config(cfg)
+        self.cfg = cfg
+        self.width = w = cfg.width
+        g = cfg.image_size // cfg.patch_size
+        self.grid = (g, g)
+        self.num_prefix = int(cfg.class_token)
+        # timm (following CLIP) drops the patch bias exactly when it adds a pre-norm.
+        self.patch_embed = PatchEmbed3D(
+            cfg.patch_size, cfg.tubelet_size, cfg.in_chans, w, bias=not cfg.pre_norm
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, w)) if cfg.class_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix + g * g, w))  # class position first
+        self.temporal_embed = nn.Parameter(torch.zeros(1, cfg.num_frames // cfg.tubelet_size, w))
+        norm = partial(nn.LayerNorm, eps=cfg.norm_eps)
+        self.norm_pre = norm(w) if cfg.pre_norm else nn.Identity()
+        attn = partial(Attention, w, cfg.heads, cfg.qkv_bias, cfg.qk_norm, cfg.norm_eps)
+        self.blocks = nn.ModuleList(
+            SpaceTimeBlock(
+                w,
+                attn(),
+                Mlp(w, round(w * cfg.mlp_ratio), cfg.act),
+                norm,
+                layer_scale=cfg.layer_scale,
+                drop_path=rate,
+                mode=cfg.attention,
+                temporal_attn=attn() if cfg.attention == "divided" else None,
+            )
+            for rate in torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        )
+        self.norm = norm(w)
+        self.grad_checkpointing = cfg.grad_checkpointing
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.zeros_(self.temporal_embed)  # a fresh encoder starts blind to time, like its 2D parent
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        for blk in self.blocks:
+            blk.zero_temporal()
+
+    # ------------------------------------------------------------------------------------ forward
+
+    def _lift(self, x: Tensor) -> Tensor:
+        """The one place an image (B, C, H, W) becomes a clip: one tubelet deep, (B, C, tubelet, H, W)."""
+        if x.ndim == 4:
+            return x.unsqueeze(2).expand(-1, -1, self.cfg.tubelet_size, -1, -1)
+        if x.ndim != 5:
+            raise ValueError(
+                f"expected videos (B, C, T, H, W) or images (B, C, H, W), got shape {tuple(x.shape)}"
+            )
+        return x
+
+    def _embed(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        x = self.patch_embed(self._lift(x))  # (B, T', H', W', D)
+        b, t, gh, gw, _ = x.shape
+        x = rearrange(x, "b t h w d -> b t (h w) d")
+        pos = resample_spatial(self.pos_embed[:, self.num_prefix :], self.grid, (gh, gw)).unsqueeze(1)
+        if t > 1:  # one temporal position is an image (or one tubelet): no temporal embedding
+            pos = pos + resample_temporal(self.temporal_embed, t).unsqueeze(2)  # (1, T', N, D)
+        x = self.norm_pre(x + pos)
+        cls = None
+        if self.cls_token is not None:
+            cls = self.norm_pre(self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)  # (B, 1, D)
+        return x, cls
+
+    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Final-normed patch tokens (B, T', N, D) and class token (B, 1, D) or None."""
+        x, cls = self._embed(x)
+        for blk in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x, cls = checkpoint(blk, x, cls, use_reentrant=False)
+            else:
+                x, cls = blk(x, cls)
+        return self.norm(x), (self.norm(cls) if cls is not None else None)
+
+    @staticmethod
+    def _sequence(x: Tensor, cls: Tensor | None) -> Tensor:
+        seq = rearrange(x, "b t n d -> b (t n) d")
+        return seq if cls is None else torch.cat([cls, seq], dim=1)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The final token sequence (B, [1 +] T' * N, W), as timm's ``forward_features``."""
+        return self._sequence(*self._encode(x))
+
+    def forward(self, x: Tensor) -> VisualOutput:
+        x, cls = self._encode(x)
+        pooled = cls[:, 0] if self.cfg.pool == "cls" else x.mean(dim=(1, 2))
+        return VisualOutput(pooled=pooled, frames=x.mean(dim=2), tokens=self._sequence(x, cls))
+
+    # ------------------------------------------------------------------------- uniform interface
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        """Embeddings, the class token, norms and biases: every parameter that is not a matrix."""
+        embeddings = {"cls_token", "pos_embed", "temporal_embed"}
+        return {n for n, p in self.named_parameters() if p.ndim < 2 or n in embeddings}
+
+    def lock(self, unlocked_groups: int = 0) -> None:
+        """Freeze the encoder except its last ``unlocked_groups`` groups, in order: embeddings (patch,
+        position, class, pre-norm), blocks[0], ..., blocks[-2], then blocks[-1] with the final norm."""
+        embed = [self.patch_embed, self.norm_pre]
+        embed_params = [p for p in (self.cls_token, self.pos_embed, self.temporal_embed) if p is not None]
+        groups = [[*embed, *embed_params], *([blk] for blk in self.blocks[:-1]), [self.blocks[-1], self.norm]]
+        self.requires_grad_(False)
+        for group in groups[len(groups) - unlocked_groups :] if unlocked_groups > 0 else []:
+            for part in group:
+                part.requires_grad_(True)
+
+    def named_temporal_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The temporal embedding and every block's temporal attention branch (norm included)."""
+        for name, p in self.named_parameters():
+            if name == "temporal_embed" or ".temporal_" in name:
+                yield name, p
+
+    def temporal_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters a stage freezes or trains alone to control temporal modelling."""
+        for _, p in self.named_temporal_parameters():
+            yield p
