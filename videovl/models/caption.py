@@ -1,0 +1,165 @@
+"""Caption decoder: a causal text decoder with cross-attention to the visual tokens, and generation.
+
+Token ids follow the BERT WordPiece layout of the data layer: ``[CLS] w1 ... wn [SEP] [PAD] ...`` with
+[CLS] as the start (``bos_id``) and [SEP] as the end token (``eos_id``). ``forward`` returns logits where
+position i predicts token i + 1; the loss shifts them. Decoding ids to text is the caller's job.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from videovl.config import CaptionConfig
+from videovl.models.layers.decoder import DecoderBlock, init_weights
+
+__all__ = ["CaptionDecoder"]
+
+
+class CaptionDecoder(nn.Module):
+    def __init__(
+        self, cfg: CaptionConfig, vocab_size: int, visual_width: int, bos_id: int, eos_id: int, pad_id: int
+    ) -> None:
+        super().__init__()
+        for name, value in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
+            if not 0 <= value < vocab_size:
+                raise ValueError(
+                    f"{name}={value} is outside the vocabulary [0, {vocab_size}); check the tokenizer"
+                )
+        self.cfg = cfg
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self.token_embed = nn.Embedding(vocab_size, cfg.width)
+        self.pos_embed = nn.Parameter(torch.zeros(cfg.max_length, cfg.width))
+        self.visual_proj = nn.Linear(visual_width, cfg.width)
+        blocks = (DecoderBlock(cfg.width, cfg.heads, causal=True) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = nn.LayerNorm(cfg.width)
+        self.lm_head = nn.Linear(cfg.width, vocab_size)
+        self.apply(init_weights)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.token_embed.weight
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None, visual_tokens: Tensor) -> Tensor:
+        """``input_ids`` (B, L), ``attention_mask`` (B, L), ``visual_tokens`` (B, N, Wv) -> (B, L, V)."""
+        return self.lm_head(self._hidden(input_ids, attention_mask, self.visual_proj(visual_tokens)))
+
+    def _hidden(self, ids: Tensor, mask: Tensor | None, memory: Tensor) -> Tensor:
+        length = ids.shape[1]
+        if length > self.cfg.max_length:
+            raise ValueError(
+                f"caption of {length} tokens exceeds model.caption.max_length={self.cfg.max_length}; "
+                "truncate captions in the data layer or raise the max_length"
+            )
+        x = self.token_embed(ids) + self.pos_embed[:length]  # (B, L, W)
+        for block in self.blocks:
+            x = block(x, memory, mask)
+        return self.norm(x)
+
+    def next_token_logits(self, prefix: Tensor, memory: Tensor) -> Tensor:
+        """Logits (B, V) for the token after ``prefix`` (B, L); ``memory`` (B, N, W) is the projected visual
+        tokens. The whole prefix is recomputed (no cache): captions are short."""
+        return self.lm_head(self._hidden(prefix, None, memory)[:, -1])
+
+    @torch.no_grad()
+    def generate(
+        self,
+        visual_tokens: Tensor,
+        max_length: int | None = None,
+        num_beams: int = 1,
+        length_penalty: float = 1.0,
+    ) -> Tensor:
+        """Captions for ``visual_tokens`` (B, N, Wv) as ids (B, L <= max_length), bos first, pad after eos.
+
+        Greedy when ``num_beams == 1``. Beam search ranks finished hypotheses by
+        ``sum log p / length ** length_penalty`` (length counts the tokens after bos, eos included);
+        ``length_penalty=0`` ranks by total log-probability.
+        """
+        max_length = self.cfg.max_length if max_length is None else max_length
+        if not 2 <= max_length <= self.cfg.max_length:
+            raise ValueError(
+                f"generation max_length={max_length} must be in [2, {self.cfg.max_length}]: bos plus at "
+                "least one token, at most the decoder's positions (model.caption.max_length)"
+            )
+        vocab = self.lm_head.out_features
+        if not 1 <= num_beams <= vocab // 2:
+            raise ValueError(f"num_beams={num_beams} must be in [1, {vocab // 2}] (half the vocabulary)")
+        memory = self.visual_proj(visual_tokens)  # (B, N, W)
+        if num_beams == 1:
+            return self._greedy(memory, max_length)
+        return self._beam_search(memory, max_length, num_beams, length_penalty)
+
+    def _greedy(self, memory: Tensor, max_length: int) -> Tensor:
+        seqs = torch.full((memory.shape[0], 1), self.bos_id, dtype=torch.long, device=memory.device)
+        done = torch.zeros(memory.shape[0], dtype=torch.bool, device=memory.device)
+        while seqs.shape[1] < max_length and not done.all():
+            token = self.next_token_logits(seqs, memory).argmax(-1).masked_fill(done, self.pad_id)  # (B,)
+            seqs = torch.cat([seqs, token[:, None]], 1)
+            done |= token == self.eos_id
+        return seqs
+
+    def _beam_search(self, memory: Tensor, max_length: int, beams: int, length_penalty: float) -> Tensor:
+        """Per-sample beams of width ``beams``; the B * beams live hypotheses run as one batch."""
+        batch, device = memory.shape[0], memory.device
+        memory = memory.repeat_interleave(beams, 0)  # (B * K, N, W), row b * K + k is beam k of sample b
+        seqs = torch.full((batch * beams, 1), self.bos_id, dtype=torch.long, device=device)
+        # All beams start as the same [bos]; expanding only the first avoids K copies of every hypothesis.
+        scores = torch.full((batch, beams), float("-inf"), device=device)
+        scores[:, 0] = 0.0
+        finished: list[list[tuple[float, Tensor]]] = [[] for _ in range(batch)]  # (normalised score, ids)
+        done = [False] * batch
+
+        def normalise(raw: float, length: int) -> float:
+            return raw / length**length_penalty
+
+        for length in range(1, max_length):  # tokens after bos once this step's token is appended
+            logp = F.log_softmax(self.next_token_logits(seqs, memory).float(), -1)  # (B * K, V)
+            vocab = logp.shape[1]
+            total = (scores.view(-1, 1) + logp).view(batch, beams * vocab)
+            # 2K candidates: at most K of them end in eos (one per beam), so K live ones always remain.
+            top, index = total.topk(2 * beams, dim=1)  # (B, 2K)
+            source, token = index // vocab, index % vocab
+            rows = torch.arange(batch * beams, device=device).view(batch, beams)  # done samples keep theirs
+            next_tokens = torch.full_like(rows, self.pad_id)
+            next_scores = scores.clone()
+            for b, (cand_scores, cand_sources, cand_tokens) in enumerate(
+                zip(top.tolist(), source.tolist(), token.tolist(), strict=True)
+            ):
+                if done[b]:
+                    continue
+                kept = 0
+                for rank, (s, k, t) in enumerate(zip(cand_scores, cand_sources, cand_tokens, strict=True)):
+                    if t == self.eos_id:
+                        if rank < beams:  # only an ending that would have ranked among the K live beams
+                            ids = torch.cat([seqs[b * beams + k], seqs.new_tensor([t])])
+                            finished[b].append((normalise(s, length), ids))
+                        continue
+                    rows[b, kept], next_tokens[b, kept], next_scores[b, kept] = b * beams + k, t, s
+                    kept += 1
+                    if kept == beams:
+                        break
+                done[b] = bool(finished[b]) and max(f[0] for f in finished[b]) >= self._bound(
+                    max(next_scores[b].tolist()), length, max_length, length_penalty
+                )
+            seqs = torch.cat([seqs[rows.flatten()], next_tokens.view(-1, 1)], 1)
+            scores = next_scores
+            if all(done):
+                break
+        for b in range(batch):  # hypotheses that reached the length limit without eos
+            if not done[b]:
+                for k in range(beams):
+                    raw = scores[b, k].item()
+                    finished[b].append((normalise(raw, seqs.shape[1] - 1), seqs[b * beams + k]))
+        best = [max(f, key=lambda item: item[0])[1] for f in finished]
+        return nn.utils.rnn.pad_sequence(best, batch_first=True, padding_value=self.pad_id)
+
+    @staticmethod
+    def _bound(live_raw: float, length: int, max_length: int, length_penalty: float) -> float:
+        """Best normalised score any continuation of a live beam can still reach: log-probabilities only
+        lower the raw score, so the bound is at the longest length for a positive penalty, else now."""
+        longest = max_length - 1
+        return live_raw / (longest if length_penalty > 0 else length) ** length_penalty
