@@ -1,0 +1,257 @@
+"""Datasets over manifest samples: decoded, sampled and transformed clips with their text and label.
+
+Items are dicts with exactly the keys ``pixels`` (C, T, H, W) float (T = 1 for images), ``text`` (str),
+``label`` (int id, -1 if none), ``index`` (int), ``valid`` (bool) and ``bad`` (list of unreadable paths);
+:mod:`videovl.data.collate` documents the batch these make.
+
+Labels become text through prompts ("a video of a person {label}.", "a photo of a {label}.") so labelled
+data joins the same contrastive loss as captions (OmniVL's unified contrastive learning), and each item
+keeps its label id so same-label pairs can count as positives.
+
+An unreadable file never stops a run: in training it is logged once per process and replaced by another
+sample chosen deterministically, in evaluation it yields zero pixels with ``valid=False``; either way its
+path travels in ``bad`` so the loop can count it (counters in worker processes would be lost).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from videovl.data.manifest import Sample
+from videovl.data.video_io import VideoReadError, load_clip
+
+__all__ = [
+    "DEFAULT_PROMPTS",
+    "TEXT_MODES",
+    "AnnotationReport",
+    "build_label_map",
+    "ClipDataset",
+    "MultiViewDataset",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPTS = {"video": "a video of a person {label}.", "image": "a photo of a {label}."}
+TEXT_MODES = ("caption", "label", "none")
+
+
+@dataclass
+class AnnotationReport:
+    """What a benchmark loader found: counts, repaired or skipped entries, media files not found."""
+
+    source: str
+    counts: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items())
+        return f"{self.source}: {counts}; {len(self.problems)} problems, {len(self.missing)} missing files"
+
+
+def build_label_map(samples: Iterable[Sample]) -> dict[str, int]:
+    """Label name -> id, ids in sorted name order (stable whatever the sample order)."""
+    return {name: i for i, name in enumerate(sorted({s.label for s in samples if s.label is not None}))}
+
+
+class ClipDataset(Dataset):
+    """Clips, text and labels from manifest samples; see the module docstring for items and robustness.
+
+    ``transform`` is called as ``transform(frames, rng=rng, crop=crop)`` on uint8 (T, H, W, 3) frames
+    (a :class:`~videovl.data.transforms.ClipTransform`); it needs a ``size`` attribute for evaluation's
+    placeholder pixels. Randomness (frame offsets, crop, caption choice) is seeded by ``(seed, epoch,
+    index)``, so an item is the same in any worker. ``set_epoch`` reaches persistent workers too (the
+    epoch lives in shared memory).
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        *,
+        num_frames: int,
+        transform: Callable[..., torch.Tensor],
+        train: bool,
+        backend: str = "auto",
+        text: str = "caption",
+        prompt: str | None = None,
+        label_to_id: dict[str, int] | None = None,
+        index_offset: int = 0,
+        seed: int = 0,
+        max_retries: int = 10,
+        sampling: str = "segment",
+        stride: int = 4,
+    ):
+        if text not in TEXT_MODES:
+            raise ValueError(f"text={text!r} is not one of {TEXT_MODES}")
+        if not samples:
+            raise ValueError("ClipDataset needs at least one sample")
+        if prompt is not None and "{label}" not in prompt:
+            raise ValueError(
+                f"prompt {prompt!r} has no '{{label}}' placeholder, e.g. 'a video of {{label}}.'"
+            )
+        if text == "label":
+            unlabelled = [s.path for s in samples if s.label is None]
+            if unlabelled:
+                raise ValueError(
+                    f"text='label' but {len(unlabelled)} samples have no label (first: {unlabelled[0]})"
+                )
+        if label_to_id is not None:
+            unknown = sorted({s.label for s in samples if s.label is not None and s.label not in label_to_id})
+            if unknown:
+                raise ValueError(f"{len(unknown)} labels are not in label_to_id (first: {unknown[:3]}); "
+                                 "build the map from all splits with build_label_map")  # fmt: skip
+        self.samples, self.num_frames, self.transform, self.train = samples, num_frames, transform, train
+        self.backend, self.text, self.prompt, self.label_to_id = backend, text, prompt, label_to_id
+        self.index_offset, self.seed, self.max_retries = index_offset, seed, max_retries
+        self.sampling, self.stride = sampling, stride
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+        self._known_bad: set[str] = set()  # per process, so each bad file is logged once
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def _rng(self, *key: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, *key])
+
+    def _text(self, sample: Sample, rng: np.random.Generator) -> str:
+        if self.text == "label":
+            return (self.prompt or DEFAULT_PROMPTS[sample.modality]).format(label=sample.label)
+        if self.text == "none" or not sample.captions:
+            return ""
+        return sample.captions[int(rng.integers(len(sample.captions)))] if self.train else sample.captions[0]
+
+    def _frames(self, i: int, view: int) -> np.ndarray:
+        """Decoded uint8 frames of sample ``i``; ``view`` is a test view for MultiViewDataset."""
+        sample = self.samples[i]
+        return load_clip(
+            sample.path,
+            num_frames=self.num_frames,
+            train=self.train,
+            rng=self._rng(i, 1),
+            start=sample.start,
+            end=sample.end,
+            backend=self.backend,
+            sampling=self.sampling,
+            stride=self.stride,
+        )
+
+    def _item(self, i: int, view: int = 0, crop: int | None = None) -> dict[str, Any]:
+        sample = self.samples[i]
+        frames = self._frames(i, view)
+        rng = self._rng(i, 2)
+        pixels = (
+            self.transform(frames, rng=rng) if crop is None else self.transform(frames, rng=rng, crop=crop)
+        )
+        return {
+            "pixels": pixels,
+            "text": self._text(sample, self._rng(i, 0)),
+            "label": self._label(sample),
+            "index": i + self.index_offset,
+            "valid": True,
+        }
+
+    def _label(self, sample: Sample) -> int:
+        return self.label_to_id[sample.label] if self.label_to_id and sample.label is not None else -1
+
+    def _get(self, i: int, view: int = 0, crop: int | None = None) -> dict[str, Any]:
+        bad: list[str] = []
+        j = i
+        for attempt in range(self.max_retries + 1):
+            path = self.samples[j].path
+            if path not in self._known_bad:  # a file that failed once is not decoded again
+                try:
+                    return self._item(j, view, crop) | {"bad": bad}
+                except VideoReadError as e:
+                    self._known_bad.add(path)
+                    log.warning("unreadable sample (%s): %s", "replaced" if self.train else "reported", e)
+            bad.append(path)
+            if not self.train:
+                return self._placeholder(i) | {"bad": bad}
+            j = int(self._rng(i, 3, attempt).integers(len(self.samples)))  # deterministic replacement
+        raise RuntimeError(
+            f"sample {i} and {self.max_retries} replacements were unreadable ({bad[:5]}); "
+            "check the manifest with tools/scan_videos.py"
+        )
+
+    def _placeholder(self, i: int) -> dict[str, Any]:
+        size = getattr(self.transform, "size", None)
+        if size is None:
+            raise RuntimeError("evaluation needs a transform with a 'size' to build placeholder pixels")
+        sample = self.samples[i]
+        return {
+            "pixels": torch.zeros(3, self.num_frames if sample.is_video else 1, size, size),
+            "text": self._text(sample, self._rng(i, 0)),
+            "label": self._label(sample),
+            "index": i + self.index_offset,
+            "valid": False,
+        }
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not 0 <= i < len(self.samples):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self.samples)} samples")
+        return self._get(int(i))
+
+
+class MultiViewDataset(ClipDataset):
+    """Test-time views: each sample becomes ``temporal_views x spatial_views`` consecutive items.
+
+    Item ``k`` is view ``k % V`` of sample ``k // V`` (V = temporal x spatial; spatial crops vary
+    fastest), with the sample's ``index``, so scores average per video by grouping on ``index``. Spatial
+    views use the transform's three crops (``spatial_views`` must be 1 or 3). Frames of the last temporal
+    view are kept, so the crops of one clip decode it once when they reach the same worker.
+    """
+
+    def __init__(self, samples: list[Sample], *, temporal_views: int = 4, spatial_views: int = 3, **kwargs):
+        if spatial_views not in (1, 3):
+            raise ValueError(f"spatial_views must be 1 (centre crop) or 3 (three-crop), got {spatial_views}")
+        if temporal_views < 1:
+            raise ValueError(f"temporal_views must be >= 1, got {temporal_views}")
+        super().__init__(samples, train=False, **kwargs)
+        self.temporal_views, self.spatial_views = temporal_views, spatial_views
+        self._cache: tuple[tuple[int, int], np.ndarray] | None = None
+
+    @property
+    def views(self) -> int:
+        return self.temporal_views * self.spatial_views
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.views
+
+    def _frames(self, i: int, view: int) -> np.ndarray:
+        key = (i, view)
+        if self._cache is None or self._cache[0] != key:
+            sample = self.samples[i]
+            frames = load_clip(
+                sample.path,
+                num_frames=self.num_frames,
+                start=sample.start,
+                end=sample.end,
+                backend=self.backend,
+                sampling=self.sampling,
+                stride=self.stride,
+                num_views=self.temporal_views,
+                view=view,
+            )
+            self._cache = (key, frames)
+        return self._cache[1]
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        if not 0 <= k < len(self):
+            raise IndexError(f"index {k} out of range for {len(self.samples)} samples x {self.views} views")
+        i, v = divmod(int(k), self.views)
+        crop = None if self.spatial_views == 1 else v % 3
+        return self._get(i, view=v // self.spatial_views, crop=crop)
