@@ -58,6 +58,9 @@ def test_decoder_block_ignores_padding_and_masked_memory():
     out = block(padded_x, padded_memory, mask, memory_mask)
     torch.testing.assert_close(out[:, :5], reference, atol=1e-5, rtol=1e-5)
     assert torch.isfinite(out).all()
+    # Left padding under a causal mask leaves the first queries no real key: still no NaN anywhere.
+    left = DecoderBlock(32, 4, causal=True)(x, memory, torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]]))
+    assert torch.isfinite(left).all()
     with pytest.raises(ValueError, match="not divisible by heads 5"):
         DecoderBlock(32, 5)
 

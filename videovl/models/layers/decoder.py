@@ -31,8 +31,8 @@ def self_attention_mask(mask: Tensor | None, length: int, causal: bool) -> Tenso
     """Boolean ``(B, 1, L, L)`` mask, True where a query may attend, or None when SDPA's own causal (or
     unmasked) path is enough.
 
-    Every query may also attend to itself: a padded query then never has an all-False row (which SDPA
-    turns into NaN), and real queries are unaffected since they attend to themselves anyway.
+    Every query may also attend to itself: a padded query then never has an all-False row (which some
+    SDPA backends and versions turn into NaN), and real queries attend to themselves anyway.
     """
     if mask is None:
         return None
