@@ -1,0 +1,79 @@
+"""Action-recognition metrics: top-k accuracy, mean class accuracy and multi-view averaging.
+
+A prediction counts as correct at ``k`` when fewer than ``k`` classes score *strictly* higher than the
+true class: the same optimistic tie rule as the retrieval ranks, and deterministic (``topk`` breaks ties
+arbitrarily). With continuous scores ties are rare; a warning flags more than 1% of samples tied.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+__all__ = ["average_views", "topk_accuracy", "mean_class_accuracy", "classification_metrics"]
+
+
+def _ranks(scores: Tensor, labels: Tensor) -> Tensor:
+    """(N, K) scores, (N,) labels -> (N,) 1-based rank of the true class."""
+    if scores.ndim != 2 or labels.shape != scores.shape[:1]:
+        raise ValueError(
+            f"scores must be (N, K) and labels (N,); got {tuple(scores.shape)} and {tuple(labels.shape)}"
+        )
+    if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < scores.shape[1]:
+        raise ValueError(
+            f"labels must lie in [0, {scores.shape[1]}); got [{int(labels.min())}, {int(labels.max())}]"
+        )
+    true = scores.gather(1, labels.long()[:, None])  # (N, 1)
+    tied = int(((scores == true).sum(1) > 1).sum())
+    if tied > 0.01 * len(labels):  # float32 scores tie by chance now and then; many ties mean collapse
+        msg = f"{tied} of {len(labels)} samples tie another class at the true class's score"
+        warnings.warn(msg + "; ties count as correct (optimistic)", stacklevel=3)
+    return 1 + (scores > true).sum(1)
+
+
+def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """``{"action/top1": ..., "action/top5": ...}`` in percent (top-k with k >= K is 100)."""
+    ranks = _ranks(scores, labels)
+    return {f"action/top{k}": float(100 * (ranks <= k).double().mean()) for k in ks}
+
+
+def mean_class_accuracy(scores: Tensor, labels: Tensor) -> dict[str, float]:
+    """``{"action/mean_class_acc"}``: top-1 accuracy per class, averaged over the classes present in
+    ``labels`` (percent); robust to class imbalance, unlike top-1."""
+    correct = (_ranks(scores, labels) == 1).double()
+    classes, index = labels.long().unique(return_inverse=True)
+    per_class = torch.zeros(len(classes), dtype=torch.double).index_add_(0, index, correct)
+    per_class /= torch.bincount(index, minlength=len(classes)).double()
+    return {"action/mean_class_acc": float(100 * per_class.mean())}
+
+
+def classification_metrics(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Top-k accuracies and mean class accuracy in one flat dict."""
+    return topk_accuracy(scores, labels, ks) | mean_class_accuracy(scores, labels)
+
+
+def average_views(
+    scores: Tensor, *, num_views: int | None = None, video_ids: Tensor | None = None, softmax: bool = True
+) -> Tensor:
+    """Average the scores of several views (temporal clips x spatial crops) of each video -> (N, K).
+
+    Either ``num_views``: ``scores`` is (N * V, K) with each video's V views consecutive; or ``video_ids``
+    (M,): views are grouped by id, any order and count, and rows come out in ascending id order
+    (``video_ids.unique()``). With ``softmax`` (default) each view's logits become probabilities first, as
+    in SlowFast / MViT testing, so one over-confident view cannot outvote the rest; pass ``softmax=False``
+    for scores that are already probabilities.
+    """
+    probs = scores.float().softmax(-1) if softmax else scores.float()
+    if (num_views is None) == (video_ids is None):
+        raise ValueError("average_views needs exactly one of num_views (consecutive views) or video_ids")
+    if num_views is not None:
+        if probs.shape[0] % num_views:
+            raise ValueError(
+                f"{probs.shape[0]} rows are not a whole number of videos of num_views={num_views}"
+            )
+        return probs.unflatten(0, (-1, num_views)).mean(1)  # (N * V, K) -> (N, V, K) -> (N, K)
+    _, index = video_ids.unique(return_inverse=True)
+    sums = probs.new_zeros(int(index.max()) + 1, probs.shape[1]).index_add_(0, index, probs)
+    return sums / torch.bincount(index)[:, None].to(probs.dtype)
