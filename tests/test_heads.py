@@ -15,8 +15,18 @@ from videovl.models.layers.decoder import DecoderBlock
 VOCAB, PAD, BOS, EOS = 16, 0, 1, 2  # BERT order: [PAD] first, then [CLS] as bos and [SEP] as eos
 
 
-def caption_decoder(visual_width: int = 24, tie: bool = True, width: int = 32) -> CaptionDecoder:
-    cfg = CaptionConfig(width=width, depth=2, heads=4, max_length=12, tie_embeddings=tie)
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: a second thread only adds synchronisation, which costs 5x or more when
+    the shared CPU is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def caption_decoder(visual_width: int = 24, tie: bool = True, depth: int = 2) -> CaptionDecoder:
+    cfg = CaptionConfig(width=32, depth=depth, heads=4, max_length=12, tie_embeddings=tie)
     return CaptionDecoder(cfg, VOCAB, visual_width, bos_id=BOS, eos_id=EOS, pad_id=PAD)
 
 
@@ -246,7 +256,7 @@ def test_greedy_equals_beam_of_one_and_beams_score_at_least_greedy():
 
 def test_caption_decoder_overfits_two_clips():
     torch.manual_seed(0)
-    model = caption_decoder(visual_width=16)
+    model = caption_decoder(visual_width=16, depth=1)
     visual = torch.randn(2, 4, 16)
     targets = torch.tensor([[BOS, 5, 6, 7, EOS], [BOS, 9, 6, 11, EOS]])  # the clip decides the words
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
