@@ -101,9 +101,11 @@ def retrieval_ranks(
         )
     device = text_emb.device if text_emb is not None else getattr(scores, "device", torch.device("cpu"))
     gt = text_to_video.long().to(device)
-    blocks = lambda: (
-        (start, b.to(device)) for start, b in _blocks(text_emb, video_emb, scores, n_text, chunk_size)
-    )
+
+    def blocks() -> Iterator[tuple[int, Tensor]]:
+        for start, block in _blocks(text_emb, video_emb, scores, n_text, chunk_size):
+            yield start, block.to(device)
+
     row_prior = lambda b: b * torch.softmax(dual_softmax_scale * b, 1) if dual_softmax else b
 
     best = torch.full((n_video,), float("-inf"), device=device)  # best v2t score among a video's captions
@@ -116,9 +118,7 @@ def retrieval_ranks(
         best.scatter_reduce_(0, rows, own, "amax")
 
     t2v = torch.empty(n_text, dtype=torch.long, device=device)
-    above = torch.zeros(
-        n_video, dtype=torch.long, device=device
-    )  # captions strictly above each video's best caption
+    above = torch.zeros(n_video, dtype=torch.long, device=device)  # captions above each video's best one
     tied = 0
     for start, block in blocks():
         rows = gt[start : start + block.shape[0]]
@@ -186,7 +186,8 @@ def rerank_topk(
     """Re-rank each query's top-``k`` dual-encoder candidates with ``score_fn`` (e.g. the alignment
     decoder's matching score) and return the same flat metrics.
 
-    ``score_fn(text_idx (M,), video_idx (M,)) -> (M,)`` scores index pairs; it is called once per query
+    ``score_fn(text_idx (M,), video_idx (M,)) -> (M,)`` scores pairs of indices (CPU long tensors into
+    ``text_emb`` and ``video_emb``'s rows); it is called once per query
     with its ``k`` candidates, so the caller owns the model and its batching. A ground truth inside the
     top-``k`` gets 1 + the number of candidates the new scores put strictly above it; one outside keeps its
     dual-encoder rank (> k), since re-ranking only reorders the top-``k``.
