@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 
 import av
 import numpy as np
@@ -154,11 +155,12 @@ def test_motion_follows_the_caption_and_reverses(corpus):
 def test_deterministic_by_seed(corpus, tmp_path):
     again = generate_demo(tmp_path / "again", seed=0, **SMALL)
     other = generate_demo(tmp_path / "other", seed=1, **SMALL)
-    for name in corpus.counts:
-        assert getattr(again, name).read_bytes() == getattr(corpus, name).read_bytes(), name
+    files = sorted(p.relative_to(corpus.root) for p in corpus.root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again.root) for p in again.root.rglob("*") if p.is_file())
+    # Every manifest, clip and image is byte-identical (the marker holds a timing, so it may differ).
+    changed = [f for f in files if (again.root / f).read_bytes() != (corpus.root / f).read_bytes()]
+    assert changed == [Path("demo.json")]
     assert other.video_test.read_bytes() != corpus.video_test.read_bytes()
-    for rel in ("videos/test/000000.mp4", "videos/train/000005.mp4", "images/train/000003.png"):
-        assert (again.root / rel).read_bytes() == (corpus.root / rel).read_bytes(), rel
     a, b = (
         decode(str(again.root / "videos/val/000001.mp4")),
         decode(str(corpus.root / "videos/val/000001.mp4")),
