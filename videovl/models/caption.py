@@ -116,6 +116,11 @@ class CaptionDecoder(nn.Module):
         def normalise(raw: float, length: int) -> float:
             return raw / length**length_penalty
 
+        def bound(live_raw: float, length: int) -> float:
+            # The best normalised score a continuation of a live beam can still reach: log-probabilities
+            # only lower the raw score, so it is at the longest length for a positive penalty, else now.
+            return normalise(live_raw, max_length - 1 if length_penalty > 0 else length)
+
         for length in range(1, max_length):  # tokens after bos once this step's token is appended
             logp = F.log_softmax(self.next_token_logits(seqs, memory).float(), -1)  # (B * K, V)
             vocab = logp.shape[1]
@@ -123,43 +128,39 @@ class CaptionDecoder(nn.Module):
             # 2K candidates: at most K of them end in eos (one per beam), so K live ones always remain.
             top, index = total.topk(2 * beams, dim=1)  # (B, 2K)
             source, token = index // vocab, index % vocab
-            rows = torch.arange(batch * beams, device=device).view(batch, beams)  # done samples keep theirs
-            next_tokens = torch.full_like(rows, self.pad_id)
-            next_scores = scores.clone()
-            for b, (cand_scores, cand_sources, cand_tokens) in enumerate(
-                zip(top.tolist(), source.tolist(), token.tolist(), strict=True)
-            ):
-                if done[b]:
+            rows: list[int] = []  # the beam each next hypothesis extends, as a row of seqs
+            tokens: list[int] = []
+            raws: list[float] = []
+            old_scores = scores.tolist()
+            for b, candidates in enumerate(zip(top.tolist(), source.tolist(), token.tolist(), strict=True)):
+                if done[b]:  # finished samples idle along: same rows, pad tokens, scores unchanged
+                    rows += range(b * beams, (b + 1) * beams)
+                    tokens += [self.pad_id] * beams
+                    raws += old_scores[b]
                     continue
-                kept = 0
-                for rank, (s, k, t) in enumerate(zip(cand_scores, cand_sources, cand_tokens, strict=True)):
-                    if t == self.eos_id:
-                        if rank < beams:  # only an ending that would have ranked among the K live beams
-                            ids = torch.cat([seqs[b * beams + k], seqs.new_tensor([t])])
-                            finished[b].append((normalise(s, length), ids))
-                        continue
-                    rows[b, kept], next_tokens[b, kept], next_scores[b, kept] = b * beams + k, t, s
-                    kept += 1
-                    if kept == beams:
-                        break
-                done[b] = bool(finished[b]) and max(f[0] for f in finished[b]) >= self._bound(
-                    max(next_scores[b].tolist()), length, max_length, length_penalty
+                live = []
+                for rank, (s, k, t) in enumerate(zip(*candidates, strict=True)):
+                    if t != self.eos_id:
+                        live.append((b * beams + k, t, s))
+                    elif rank < beams:  # only an ending that would have ranked among the K live beams
+                        ids = torch.cat([seqs[b * beams + k], seqs.new_tensor([t])])
+                        finished[b].append((normalise(s, length), ids))
+                live_rows, live_tokens, live_raws = zip(*live[:beams], strict=True)
+                rows += live_rows
+                tokens += live_tokens
+                raws += live_raws
+                done[b] = bool(finished[b]) and max(f[0] for f in finished[b]) >= bound(
+                    max(live_raws), length
                 )
-            seqs = torch.cat([seqs[rows.flatten()], next_tokens.view(-1, 1)], 1)
-            scores = next_scores
+            seqs = torch.cat([seqs[rows], seqs.new_tensor(tokens)[:, None]], 1)
+            scores = torch.tensor(raws, device=device).view(batch, beams)
             if all(done):
                 break
-        for b in range(batch):  # hypotheses that reached the length limit without eos
+        for b, row_scores in enumerate(scores.tolist()):  # hypotheses that reached the length limit
             if not done[b]:
-                for k in range(beams):
-                    raw = scores[b, k].item()
-                    finished[b].append((normalise(raw, seqs.shape[1] - 1), seqs[b * beams + k]))
+                length = seqs.shape[1] - 1
+                finished[b] += [
+                    (normalise(raw, length), seqs[b * beams + k]) for k, raw in enumerate(row_scores)
+                ]
         best = [max(f, key=lambda item: item[0])[1] for f in finished]
         return nn.utils.rnn.pad_sequence(best, batch_first=True, padding_value=self.pad_id)
-
-    @staticmethod
-    def _bound(live_raw: float, length: int, max_length: int, length_penalty: float) -> float:
-        """Best normalised score any continuation of a live beam can still reach: log-probabilities only
-        lower the raw score, so the bound is at the longest length for a positive penalty, else now."""
-        longest = max_length - 1
-        return live_raw / (longest if length_penalty > 0 else length) ** length_penalty
