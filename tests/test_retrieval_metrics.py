@@ -98,10 +98,12 @@ def test_dual_softmax_chunked_equals_dense(chunk_size):
 
 
 def test_similarity_chunks_cover_the_matrix():
-    q, k = torch.randn(10, 4), torch.randn(6, 4)
+    gen = torch.Generator().manual_seed(6)
+    q, k = torch.randn(10, 4, generator=gen), torch.randn(6, 4, generator=gen)
     blocks = list(similarity_chunks(q, k, 3))
     assert [s for s, _ in blocks] == [0, 3, 6, 9]
-    assert torch.allclose(torch.cat([b for _, b in blocks]), q @ k.t())
+    # different block shapes may use different kernels: equal up to float32 rounding
+    assert torch.allclose(torch.cat([b for _, b in blocks]), q @ k.t(), atol=1e-6)
 
 
 def test_rerank_with_all_candidates_equals_full_ranking_by_new_scores():
