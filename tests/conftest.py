@@ -14,3 +14,30 @@ def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip(f"{SHARED}/data is absent: real clips and annotation files are not available here")
     return SHARED / "data"
+
+
+def write_test_video(path: Path, num_frames: int = 40, size: tuple[int, int] = (48, 64), fps: int = 25,
+                     options: dict[str, str] | None = None) -> Path:  # fmt: skip
+    """An h264 mp4 written with PyAV whose frames all differ (brightness ramp and a moving bar)."""
+    import av
+    import numpy as np
+
+    h, w = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"g": "10", "bf": "2", **(options or {})}
+        for k in range(num_frames):
+            img = np.full((h, w, 3), (k * 5) % 200 + 20, np.uint8)
+            img[:, (k * 3) % w, :] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_video(tmp_path_factory) -> Path:
+    """A 40-frame 64x48 25 fps h264 mp4 with B-frames and a keyframe every 10 frames."""
+    return write_test_video(tmp_path_factory.mktemp("videos") / "clip.mp4")

@@ -82,7 +82,8 @@ class ClipDataset(Dataset):
 
     ``transform`` is called as ``transform(frames, rng=rng, crop=crop)`` on uint8 (T, H, W, 3) frames
     (a :class:`~videovl.data.transforms.ClipTransform`); it needs a ``size`` attribute for evaluation's
-    placeholder pixels. Randomness (frame offsets, crop, caption choice) is seeded by ``(seed, epoch,
+    placeholder pixels. ``num_threads`` is the decoder's (default: 1 in workers, auto elsewhere).
+    Randomness (frame offsets, crop, caption choice) is seeded by ``(seed, epoch,
     index)``, so an item is the same in any worker. ``set_epoch`` reaches persistent workers too (the
     epoch lives in shared memory).
     """
@@ -103,6 +104,7 @@ class ClipDataset(Dataset):
         max_retries: int = 10,
         sampling: str = "segment",
         stride: int = 4,
+        num_threads: int | None = None,
     ):
         if text not in TEXT_MODES:
             raise ValueError(f"text={text!r} is not one of {TEXT_MODES}")
@@ -126,7 +128,7 @@ class ClipDataset(Dataset):
         self.samples, self.num_frames, self.transform, self.train = samples, num_frames, transform, train
         self.backend, self.text, self.prompt, self.label_to_id = backend, text, prompt, label_to_id
         self.index_offset, self.seed, self.max_retries = index_offset, seed, max_retries
-        self.sampling, self.stride = sampling, stride
+        self.sampling, self.stride, self.num_threads = sampling, stride, num_threads
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
         self._known_bad: set[str] = set()  # per process, so each bad file is logged once
 
@@ -163,6 +165,7 @@ class ClipDataset(Dataset):
             backend=self.backend,
             sampling=self.sampling,
             stride=self.stride,
+            num_threads=self.num_threads,
         )
 
     def _item(self, i: int, view: int = 0, crop: int | None = None) -> dict[str, Any]:
@@ -259,6 +262,7 @@ class MultiViewDataset(ClipDataset):
                 backend=self.backend,
                 sampling=self.sampling,
                 stride=self.stride,
+                num_threads=self.num_threads,
                 num_views=self.temporal_views,
                 view=view,
             )

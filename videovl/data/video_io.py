@@ -215,6 +215,8 @@ def _fetch(reader: Any, indices: Sequence[int] | np.ndarray) -> np.ndarray:
     n = reader.info.num_frames
     if indices.size == 0 or indices.min() < 0 or indices.max() >= n:
         raise IndexError(f"frame indices must be in [0, {n}) and non-empty, got {indices.tolist()}")
+    if (np.diff(indices) > 0).all():  # the usual case: increasing, nothing to reorder or copy
+        return reader.get(indices)
     unique, inverse = np.unique(indices, return_inverse=True)
     return reader.get(unique)[inverse]
 
@@ -243,7 +245,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise VideoReadError(path, {"file": "does not exist"})
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))[None]
+            return np.array(im.convert("RGB"))[None]  # a writable copy, as torch.as_tensor wants
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise VideoReadError(path, {"pillow": f"{type(e).__name__}: {e}"}) from e
 
