@@ -72,6 +72,8 @@ def test_text_modes_and_prompts(media):
         make(samples, label_to_id={"jumping": 0})
     with pytest.raises(ValueError, match="placeholder"):
         make(samples, text="label", prompt="no slot")
+    with pytest.raises(ValueError, match="backend"):
+        make(samples, backend="opencv")
 
 
 def test_train_randomness_is_seeded_by_seed_epoch_and_index(media):

@@ -26,7 +26,8 @@ import torch
 from torch.utils.data import Dataset
 
 from videovl.data.manifest import Sample
-from videovl.data.video_io import VideoReadError, load_clip
+from videovl.data.sampling import SAMPLINGS
+from videovl.data.video_io import BACKENDS, VideoReadError, load_clip
 
 __all__ = [
     "DEFAULT_PROMPTS",
@@ -123,8 +124,14 @@ class ClipDataset(Dataset):
         if label_to_id is not None:
             unknown = sorted({s.label for s in samples if s.label is not None and s.label not in label_to_id})
             if unknown:
-                raise ValueError(f"{len(unknown)} labels are not in label_to_id (first: {unknown[:3]}); "
-                                 "build the map from all splits with build_label_map")  # fmt: skip
+                raise ValueError(
+                    f"{len(unknown)} labels are not in label_to_id (first: {unknown[:3]}); "
+                    "build the map from all splits with build_label_map"
+                )
+        if backend not in BACKENDS or sampling not in SAMPLINGS:
+            raise ValueError(
+                f"backend={backend!r}, sampling={sampling!r}: expected one of {BACKENDS}, {SAMPLINGS}"
+            )
         self.samples, self.num_frames, self.transform, self.train = samples, num_frames, transform, train
         self.backend, self.text, self.prompt, self.label_to_id = backend, text, prompt, label_to_id
         self.index_offset, self.seed, self.max_retries = index_offset, seed, max_retries
