@@ -130,16 +130,18 @@ class SpaceTimeBlock(Block):
                 x = x + self.drop_path(self.attn_branch(x))  # attention over n within each (b, t)
             else:
                 seq = torch.cat([cls.unsqueeze(1).expand(b, t, 1, d), x], dim=2)  # (B, T, 1+N, D)
-                out = self.drop_path(self.attn_branch(seq))
-                cls = cls + out[:, :, 0].mean(1, keepdim=True)  # (B, 1, D): one token from T frame views
-                x = x + out[:, :, 1:]
+                # split, not indexing: the backward of two slices would build two full-size zero grads
+                out_cls, out = self.drop_path(self.attn_branch(seq)).split([1, n], dim=2)
+                cls = cls + out_cls.mean(1)  # (B, 1, D): one token from T frame views
+                x = x + out
         else:
             seq = rearrange(x, "b t n d -> b (t n) d")
             if cls is not None:
                 seq = torch.cat([cls, seq], dim=1)  # (B, 1 + T*N, D)
             out = self.drop_path(self.attn_branch(seq))
             if cls is not None:
-                cls, out = cls + out[:, :1], out[:, 1:]
+                out_cls, out = out.split([1, t * n], dim=1)
+                cls = cls + out_cls
             x = x + rearrange(out, "b (t n) d -> b t n d", t=t)
         if cls is None:
             return x + self.drop_path(self.mlp_branch(x)), None
