@@ -60,7 +60,8 @@ def test_auto_is_exact_on_open_gop(open_gop_video):
     # decord numbers open-GOP keyframes by decode order and seeks a few frames off; auto must not.
     reference = decode_all(open_gop_video)
     indices = [11, 12, 13, 23, 24, 25, 36, 47]
-    np.testing.assert_array_equal(read_frames(open_gop_video, indices, "auto"), reference[indices])
+    for _ in range(2):  # the second read takes the remembered verdict
+        np.testing.assert_array_equal(read_frames(open_gop_video, indices, "auto"), reference[indices])
     np.testing.assert_array_equal(read_frames(open_gop_video, indices, "av"), reference[indices])
 
 

@@ -4,7 +4,7 @@ decord is the primary backend (fast random access); PyAV is the fallback, tried 
 fails on a file (``backend="auto"``) or used alone (``backend="av"``). Both number frames by presentation
 order (the i-th smallest packet pts), so the same indices give the same frames on the same file: PyAV
 decodes from the keyframe before the first wanted frame and matches frames by pts. decord's random access
-is wrong on open-GOP streams, so "auto" checks it against PyAV's packet table first (see _with_reader).
+is wrong on open-GOP streams, so "auto" checks it against PyAV's packet table first (see _candidates).
 
 Every failure (missing, empty, truncated, corrupt file, no video stream) becomes one
 :class:`VideoReadError` that names the file and each backend's error.
@@ -13,7 +13,8 @@ Every failure (missing, empty, truncated, corrupt file, no video stream) becomes
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ def _default_threads() -> int:
 
 
 class _DecordReader:
+    name = "decord"
+
     def __init__(self, path: str, num_threads: int):
         import decord
 
@@ -87,6 +90,8 @@ class _DecordReader:
 
 
 class _AVReader:
+    name = "av"
+
     def __init__(self, path: str, num_threads: int):
         import av
 
@@ -163,14 +168,63 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).strip() or 'no message'}"
 
 
-def _with_reader(path: str | Path, backend: str, fn: Callable[[Any], Any], num_threads: int | None) -> Any:
-    """Call ``fn(reader)`` with each usable backend in turn until one succeeds.
+# Per process, keyed by (path, mtime, size): whether decord's frame table matched PyAV's. A pure fact
+# about the file, kept so the cross-check costs one extra open per file and process, not one per read.
+_DECORD_EXACT: dict[tuple[str, int, int], bool] = {}
+_DECORD_EXACT_MAX = 200_000
 
-    In "auto" mode decord is cross-checked against PyAV's packet table (opening both costs about what
-    decord's own indexing does): decord numbers keyframes by decode order, so on open-GOP streams its
-    seeks land a few frames off, and it can hang when a container over-reports its frame count. When
-    the frame count or keyframe positions disagree, PyAV decodes the file instead.
+
+def _open(name: str, path: str, threads: int, errors: dict[str, str]) -> Any:
+    try:
+        return _READERS[name](path, threads)
+    except Exception as e:  # whatever the library raises, the next backend gets its chance
+        errors[name] = _describe(e)
+        return None
+
+
+def _candidates(path: str, backend: str, threads: int, errors: dict[str, str]) -> Iterator[Any]:
+    """Open readers lazily, in the order to try them; each is closed when the caller moves on.
+
+    In "auto" mode decord is first checked against PyAV's packet table: decord numbers keyframes by
+    decode order, so on open-GOP streams its seeks land a few frames off, and it can hang when a
+    container over-reports its frame count. A file whose frame count or keyframe positions disagree
+    is decoded by PyAV.
     """
+    opened = []
+    try:
+        if backend != "auto":
+            if (reader := _open(backend, path, threads, errors)) is not None:
+                opened.append(reader)
+                yield reader
+            return
+        stat = os.stat(path)
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        exact = _DECORD_EXACT.get(key)
+        dec = _open("decord", path, threads, errors) if exact is not False else None
+        ref = None
+        if dec is not None:
+            opened.append(dec)
+            if exact is None and (ref := _open("av", path, threads, errors)) is not None:
+                opened.append(ref)
+                exact = dec.info.num_frames == ref.info.num_frames and dec.key_indices == ref.key_indices
+                if len(_DECORD_EXACT) >= _DECORD_EXACT_MAX:
+                    _DECORD_EXACT.clear()
+                _DECORD_EXACT[key] = exact
+            if exact is not False:
+                yield dec
+        if exact is False:
+            errors["decord"] = "skipped: its frame table disagrees with the container's (open GOP?)"
+        if ref is None and "av" not in errors and (ref := _open("av", path, threads, errors)) is not None:
+            opened.append(ref)
+        if ref is not None:
+            yield ref
+    finally:
+        for reader in opened:
+            reader.close()
+
+
+def _with_reader(path: str | Path, backend: str, fn: Callable[[Any], Any], num_threads: int | None) -> Any:
+    """Call ``fn(reader)`` with each usable backend in turn until one succeeds."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {BACKENDS}; use 'auto' to try decord then PyAV")
     path = str(path)
@@ -179,33 +233,15 @@ def _with_reader(path: str | Path, backend: str, fn: Callable[[Any], Any], num_t
     if os.path.getsize(path) == 0:
         raise VideoReadError(path, {"file": "is empty (0 bytes)"})
     threads = _default_threads() if num_threads is None else num_threads
-    names = ("decord", "av") if backend == "auto" else (backend,)
-    readers, errors = {}, {}
-    try:
-        for name in names:
-            try:
-                readers[name] = _READERS[name](path, threads)
-            except Exception as e:  # whatever the library raises, the next backend gets its chance
-                errors[name] = _describe(e)
-        if len(readers) == 2:
-            dec, ref = readers["decord"], readers["av"]
-            if dec.info.num_frames != ref.info.num_frames or dec.key_indices != ref.key_indices:
-                errors["decord"] = (
-                    f"skipped: its frame table ({dec.info.num_frames} frames, keyframes "
-                    f"{dec.key_indices[:8]}) disagrees with the container's ({ref.info.num_frames}, "
-                    f"{ref.key_indices[:8]})"
-                )
-                del readers["decord"]
-        for name, reader in readers.items():
+    errors: dict[str, str] = {}
+    with closing(_candidates(path, backend, threads, errors)) as readers:
+        for reader in readers:
             try:
                 return fn(reader)
             except IndexError:  # a caller's bad index, not a bad file
                 raise
             except Exception as e:
-                errors[name] = _describe(e)
-    finally:
-        for reader in readers.values():
-            reader.close()
+                errors[reader.name] = _describe(e)
     raise VideoReadError(path, errors)
 
 
