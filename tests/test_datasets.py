@@ -154,6 +154,29 @@ def test_collate_schema(media):
     assert set(Collator(None)([ds[0]])) == {"pixels", "labels", "index", "valid", "text_hash", "text", "bad"}
 
 
+def test_collate_with_the_default_text_tokenizer(media):
+    transformers = pytest.importorskip("transformers")
+    from videovl.config import TextConfig, resolve_path
+
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_path(TextConfig().model))
+    except Exception as e:  # the package ships the tokenizer files; without it there is nothing to test
+        pytest.skip(f"default tokenizer unavailable: {e}")
+    items = [make(video_samples(media))[i] for i in range(2)]
+    items[1]["text"] = "a much longer caption " * 20
+    batch = Collator(tokenizer, max_length=12)(items)
+    assert batch["input_ids"].shape == (2, 12) and batch["attention_mask"][0].sum() < 12
+    assert batch["attention_mask"][1].sum() == 12  # truncated to max_length
+
+
+def test_loader_arguments():
+    with pytest.raises(ValueError, match="batch_sampler"):
+        build_loader([1, 2], batch_sampler=[[0, 1]], batch_size=2, collate_fn=list)
+    with pytest.raises(ValueError, match="batch_size"):
+        build_loader([1, 2], collate_fn=list)
+    assert list(build_loader([1, 2, 3], batch_size=2, collate_fn=list)) == [[1, 2], [3]]
+
+
 def test_loader_workers_see_set_epoch(media):
     ds = make(video_samples(media))
     loader = build_loader(ds, batch_size=2, collate_fn=Collator(None), num_workers=1)
