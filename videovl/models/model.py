@@ -73,7 +73,10 @@ class VideoLanguageModel(nn.Module):
     # ---------------------------------------------------------------------------------- encoders
 
     def encode_video(self, x: Tensor, normalize: bool = True) -> VideoEmbedding:
-        """``x``: videos (B, C, T, H, W) or images (B, C, H, W)."""
+        """``x``: videos (B, C, T, H, W) or images (B, C, H, W); a one-frame clip (B, C, 1, H, W), as the
+        data layer delivers images, is an image."""
+        if x.ndim == 5 and x.shape[2] == 1:
+            x = x[:, :, 0]
         out = self.visual(x)
         clip, frames = self.visual_proj(out.pooled), self.visual_proj(out.frames)
         if normalize:

@@ -209,7 +209,7 @@ def pretrain(cfg: Config, accelerator: Accelerator, resume: str | None = None) -
             state.step += 1
             state.stage_step += 1
             bar.update(1)
-            logs = {k: float(v) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
+            logs = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
             bar.set_postfix(loss=f"{logs['loss']:.3f}", mod=modality[0])
             if state.step % cfg.train.log_every == 0:
                 accelerator.log(
@@ -221,11 +221,13 @@ def pretrain(cfg: Config, accelerator: Accelerator, resume: str | None = None) -
                 accelerator.log(state.metrics, step=state.step)
                 if main and not last:
                     bar.write(_summary(state.metrics, f"step {state.step}"))
-            if last:
+            if last:  # the checkpoint saved below must resume at the next stage
                 state.stage += 1
                 state.stage_step = 0
             if (cfg.train.save_every and state.step % cfg.train.save_every == 0) or last:
                 _save_state(accelerator, cfg, state.step)
+            if last:
+                break
         bar.close()
         accelerator.print(_summary(state.metrics, f"end of stage '{stage.name}'"))
         if main:
