@@ -10,17 +10,19 @@ each with and without gradient checkpointing, and prints the table and the ratio
 
 Time: the median of ``--repeats`` steps after ``--warmup`` steps; the configurations take turns step by
 step, so load from other processes on a shared machine falls on all of them alike.
-Peak memory: each configuration runs alone in a fresh subprocess, which reports the growth of its
-resident-set high-water mark (``ru_maxrss``) over two training steps, measured from after the model and
-input were built: activations, gradients and allocator slack, but not weights or the input. The CPU
-allocator has no peak counter of its own, and a shared process would hide later peaks behind earlier ones.
+Memory, two ways. "saved MiB": the tensors autograd keeps from forward for backward (exact, in-process).
+"peak MiB": each configuration runs alone in a fresh subprocess, with glibc told to return every block
+of 64 KiB or more to the system on free (``MALLOC_MMAP_THRESHOLD_``), so the resident set follows live
+tensors; after one warm-up step it reports how far the resident high-water mark (Linux ``VmHWM``, reset
+first) rises during one training step. The CPU allocator has no peak counter of its own, and in a
+shared process earlier peaks would hide later ones.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -93,14 +95,39 @@ def gflops(model: torch.nn.Module, forward: Callable[[], torch.Tensor]) -> float
     return counter.get_total_flops() / 1e9
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def saved_mb(model: torch.nn.Module, forward: Callable[[], torch.Tensor]) -> float:
+    """MiB of tensors autograd keeps from the forward pass for the backward (each storage once)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    model.zero_grad(set_to_none=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    del out
+    return sum(storages.values()) / 2**20
+
+
 def peak_memory_mb(name: str, a: argparse.Namespace, checkpointing: bool) -> float:
-    """Run in a fresh process (see the module docstring): KiB of ``ru_maxrss`` growth, as MiB."""
+    """Run in a fresh process (see the module docstring): rise of the resident high-water mark, MiB."""
     model, forward = build(name, a, checkpointing)
     model.train()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(2):
-        step(model, forward)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    step(model, forward)  # first-step allocations (gradients, library workspaces) become the baseline
+    # Reset the resident high-water mark (VmHWM) to the current size, so it records this step's peak;
+    # ru_maxrss cannot be reset, and a child inherits its parent's at fork.
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
+    step(model, forward)
+    return (_status_kib("VmHWM") - before) / 1024
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -122,6 +149,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def measure_peaks(a: argparse.Namespace, argv: list[str] | None, configs: list[tuple[str, bool]]) -> dict:
+    """``peak_memory_mb`` of each configuration, each in a fresh subprocess of this script."""
+    forwarded = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--no-memory"]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    peaks = {}
+    for name, ckpt in configs:
+        cmd = [sys.executable, str(Path(__file__).resolve()), *forwarded, "--memory-of", name, str(int(ckpt))]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+        peaks[(name, ckpt)] = float(out.strip().splitlines()[-1])
+    return peaks
+
+
 def main(argv: list[str] | None = None) -> dict:
     a = parse(argv)
     torch.set_num_threads(a.threads)
@@ -136,52 +175,44 @@ def main(argv: list[str] | None = None) -> dict:
             t = step(model, forward)
             if i >= a.warmup:
                 times[c].append(t)
-    ms = {c: 1e3 * statistics.median(v) for c, v in times.items()}
-    flops = {c: gflops(*built[c]) for c in configs}
-    mem: dict[tuple[str, bool], float] = {}
+    table = {
+        "ms": {c: 1e3 * statistics.median(v) for c, v in times.items()},
+        "gflop": {c: gflops(*built[c]) for c in configs},
+        "saved_mib": {c: saved_mb(*built[c]) for c in configs},
+    }
+    del built
     if not a.no_memory:
-        forwarded = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--no-memory"]
-        for name, ckpt in configs:
-            cmd = [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                *forwarded,
-                "--memory-of",
-                name,
-                str(int(ckpt)),
-            ]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            mem[(name, ckpt)] = float(out.strip().splitlines()[-1])
+        table["peak_mib"] = measure_peaks(a, argv, configs)
 
     print(
         f"width {a.width}, depth {a.depth}, heads {a.heads}, {a.frames} frames of {a.size} px, "
         f"patch {a.patch}, batch {a.batch}, {a.threads} threads; "
         f"median of {a.repeats} steps after {a.warmup} warm-up"
     )
-    print(f"{'model':<13} {'grad ckpt':<9} {'fwd+bwd ms':>10} {'spread ms':>11} {'GFLOP':>6} {'peak MiB':>9}")
+    head = ["model", "grad ckpt", "fwd+bwd ms", "spread ms", "GFLOP", "saved MiB", "peak MiB"]
+    print(f"{head[0]:<13} {head[1]:<9} " + " ".join(f"{h:>10}" for h in head[2:]))
     for c in configs:
-        spread = f"{1e3 * min(times[c]):.0f}-{1e3 * max(times[c]):.0f}"
-        peak = f"{mem[c]:.0f}" if c in mem else "-"
-        print(
-            f"{c[0]:<13} {'on' if c[1] else 'off':<9} {ms[c]:>10.1f} {spread:>11} {flops[c]:>6.2f} {peak:>9}"
-        )
-    results = {
-        "ms": {f"{n}{'+ckpt' if k else ''}": v for (n, k), v in ms.items()},
-        "gflop": {f"{n}{'+ckpt' if k else ''}": v for (n, k), v in flops.items()},
+        cells = [
+            f"{table['ms'][c]:.1f}",
+            f"{1e3 * min(times[c]):.0f}-{1e3 * max(times[c]):.0f}",
+            f"{table['gflop'][c]:.2f}",
+            f"{table['saved_mib'][c]:.0f}",
+            f"{table['peak_mib'][c]:.0f}" if "peak_mib" in table else "-",
+        ]
+        print(f"{c[0]:<13} {'on' if c[1] else 'off':<9} " + " ".join(f"{x:>10}" for x in cells))
+    results: dict = {
+        k: {f"{n}{'+ckpt' if ck else ''}": v for (n, ck), v in col.items()} for k, col in table.items()
     }
     for ckpt in (False, True):
         tag = " (grad ckpt)" if ckpt else ""
-        b_over_a = ms[("timesformer", ckpt)] / ms[("videovl", ckpt)]
-        a_over_c = ms[("videovl", ckpt)] / ms[("timm-frames", ckpt)]
-        fb, fc = (
-            flops[("timesformer", ckpt)] / flops[("videovl", ckpt)],
-            flops[("videovl", ckpt)] / flops[("timm-frames", ckpt)],
-        )
-        print(f"timesformer / videovl{tag}: {b_over_a:.2f}x time, {fb:.2f}x FLOPs (target >= 1.30)")
-        print(f"videovl / timm-frames{tag}: {a_over_c:.2f}x time, {fc:.2f}x FLOPs (target <= 1.25)")
-        results[f"timesformer/videovl{tag}"], results[f"videovl/timm-frames{tag}"] = b_over_a, a_over_c
-    if mem:
-        results["peak_mib"] = {f"{n}{'+ckpt' if k else ''}": v for (n, k), v in mem.items()}
+        for num, den, target in (
+            ("timesformer", "videovl", ">= 1.30"),
+            ("videovl", "timm-frames", "<= 1.25"),
+        ):
+            ratio = table["ms"][(num, ckpt)] / table["ms"][(den, ckpt)]
+            flop_ratio = table["gflop"][(num, ckpt)] / table["gflop"][(den, ckpt)]
+            print(f"{num} / {den}{tag}: {ratio:.2f}x time, {flop_ratio:.2f}x FLOPs (target {target})")
+            results[f"{num}/{den}{tag}"] = ratio
     return results
 
 
