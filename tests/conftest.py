@@ -41,3 +41,31 @@ def write_test_video(path: Path, num_frames: int = 40, size: tuple[int, int] = (
 def test_video(tmp_path_factory) -> Path:
     """A 40-frame 64x48 25 fps h264 mp4 with B-frames and a keyframe every 10 frames."""
     return write_test_video(tmp_path_factory.mktemp("videos") / "clip.mp4")
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """A small moving-digits corpus (64 train clips and images, 16 val/test clips), generated once."""
+    from videovl.data.demo import generate_demo
+
+    root = tmp_path_factory.mktemp("demo") / "moving_digits"
+    generate_demo(root, seed=0, train_videos=64, eval_videos=16, train_images=64)
+    return root
+
+
+def tiny_pretrain_args(demo_root: Path, out: Path, *extra: str) -> list[str]:
+    """Overrides for a seconds-long run of the demo config: test-size model, 2+2 steps, no workers."""
+    return [
+        "model.name=test",
+        f"data.demo_root={demo_root}",
+        f"train.output_dir={out}",
+        "data.num_workers=0",
+        "data.batch_size=8",
+        "train.tracker=null",
+        "eval.batch_size=16",
+        "stages.0.steps=2",
+        "stages.1.steps=2",
+        "stages.0.warmup_steps=1",
+        "stages.1.warmup_steps=1",
+        *extra,
+    ]

@@ -26,6 +26,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
     p.add_argument("--resume", help="a checkpoint folder, or 'latest' in train.output_dir/checkpoints")
+    p.add_argument("--stop-after-steps", type=int, help="save and exit after this many steps of the run")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator is present")
     p.add_argument("--metrics-out", help="write the final metrics to this JSON file")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. stages.0.steps=10")
@@ -47,7 +48,7 @@ def main(argv=None) -> dict[str, float]:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     set_seed(cfg.train.seed)
-    metrics = pretrain(cfg, accelerator, resume=args.resume)
+    metrics = pretrain(cfg, accelerator, resume=args.resume, stop_after=args.stop_after_steps)
     if accelerator.is_main_process:
         print(format_table(metrics))
         if args.metrics_out:

@@ -128,8 +128,14 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def pretrain(cfg: Config, accelerator: Accelerator, resume: str | None = None) -> dict[str, float]:
-    """Run every stage of ``cfg``; returns the final metrics (test split if configured, else validation)."""
+def pretrain(
+    cfg: Config, accelerator: Accelerator, resume: str | None = None, stop_after: int | None = None
+) -> dict[str, float]:
+    """Run every stage of ``cfg``; returns the final metrics (test split if configured, else validation).
+
+    ``stop_after``: save a checkpoint and return after this many optimizer steps of the whole run (for
+    time-limited jobs; ``--resume latest`` continues exactly where it stopped).
+    """
     out_dir = Path(cfg.train.output_dir)
     main = accelerator.is_main_process
     if cfg.data.demo:
@@ -144,6 +150,10 @@ def pretrain(cfg: Config, accelerator: Accelerator, resume: str | None = None) -
     task = PretrainTask(model, accelerator.process_index, accelerator.num_processes)
     optimizer = build_optimizer(model, cfg.train.weight_decay, cfg.train.betas)
     task, optimizer = accelerator.prepare(task, optimizer)
+    accelerator.print(
+        f"pretraining on {accelerator.num_processes} processes ({accelerator.device}), "
+        f"mixed precision: {accelerator.mixed_precision}"
+    )
     state = TrainState()
     accelerator.register_for_checkpointing(state)
     if resume:
@@ -224,8 +234,13 @@ def pretrain(cfg: Config, accelerator: Accelerator, resume: str | None = None) -
             if last:  # the checkpoint saved below must resume at the next stage
                 state.stage += 1
                 state.stage_step = 0
-            if (cfg.train.save_every and state.step % cfg.train.save_every == 0) or last:
+            stop = stop_after is not None and state.step >= stop_after
+            if (cfg.train.save_every and state.step % cfg.train.save_every == 0) or last or stop:
                 _save_state(accelerator, cfg, state.step)
+            if stop:
+                accelerator.print(f"stopped after step {state.step}; continue with --resume latest")
+                accelerator.end_training()
+                return dict(state.metrics)
             if last:
                 break
         bar.close()
@@ -269,7 +284,7 @@ def _check_finite(accelerator: Accelerator, out: dict, step: int) -> None:
     # Every process must agree to stop, or the healthy ones would hang in the next collective.
     ok = torch.tensor([float(torch.isfinite(out["loss"]).item())], device=accelerator.device)
     if accelerator.gather(ok).min() < 1:
-        parts = {k: float(v) for k, v in out.items() if k.endswith("_loss")}
+        parts = {k: float(v.detach()) for k, v in out.items() if k.endswith("_loss")}
         raise NonFiniteLossError(
             f"non-finite loss at step {step}: {parts}. Nothing was saved over the last good checkpoint; "
             "lower the learning rate or check the data, then --resume latest."

@@ -1,0 +1,118 @@
+"""The main job end to end on a tiny model: both stages, metrics, checkpoints, resume, failures."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import tiny_pretrain_args
+from tools import pretrain as tool
+from videovl import load_checkpoint
+from videovl.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_both_stages_report_test_metrics(tiny_demo, tmp_path):
+    out = tmp_path / "run"
+    metrics = tool.main(tiny_pretrain_args(tiny_demo, out, "--metrics-out", str(tmp_path / "m.json")))
+    for key in ("test/t2v/R@1", "test/v2t/R@5", "test/t2v/MdR", "test/frame/t2v/R@1"):
+        assert key in metrics
+    assert 0 <= metrics["test/t2v/R@1"] <= 100 and metrics["test/t2v/MdR"] >= 1
+    assert json.loads((tmp_path / "m.json").read_text()) == pytest.approx(metrics)
+    resolved = load_config(out / "config.yaml")  # the resolved config next to the outputs
+    assert resolved.stages[0].steps == 2 and resolved.model.vision.width == 32
+    ckpts = sorted((out / "checkpoints").iterdir())
+    assert [p.name for p in ckpts] == ["step_00000002", "step_00000004"]
+    assert (ckpts[-1] / "config.yaml").is_file()  # the config inside every checkpoint
+    model, cfg = load_checkpoint(out / "model")
+    assert cfg.model.text.vocab_size == model.caption.lm_head.out_features
+    x = torch.zeros(1, 3, 8, 32, 32)
+    assert model.encode_video(x).clip.shape == (1, 32)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_resume_gives_the_same_weights_as_a_straight_run(tiny_demo, tmp_path):
+    # One stage of 4 steps: straight, and 2 steps then --resume for the other 2.
+    common = [
+        "stages=[{name: joint, steps: 4, warmup_steps: 1, video_ratio: 0.5, sources: "
+        "[{manifest: 'demo:video_train.jsonl', kind: video-text}, "
+        "{manifest: 'demo:image_train.jsonl', kind: image-text}], "
+        "losses: {contrastive: 1.0, frame: 0.5, itm: 0.5, caption: 0.2}}]",
+        "data.val_manifest=null",
+        "data.val_image_manifest=null",
+        "data.test_manifest=null",
+    ]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    tool.main(tiny_pretrain_args(tiny_demo, straight, *common))
+    tool.main(tiny_pretrain_args(tiny_demo, resumed, *common, "--stop-after-steps", "2"))
+    assert [p.name for p in (resumed / "checkpoints").iterdir()] == ["step_00000002"]
+    tool.main(tiny_pretrain_args(tiny_demo, resumed, *common, "--resume", "latest"))
+    a = _weights(straight / "checkpoints" / "step_00000004")
+    b = _weights(resumed / "checkpoints" / "step_00000004")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_non_finite_loss_stops_and_names_the_step(tiny_demo, tmp_path, monkeypatch):
+    import videovl.losses.contrastive as contrastive
+
+    real = contrastive.soft_target_infonce
+    calls = {"n": 0}
+
+    def poisoned(logits, positives):
+        calls["n"] += 1
+        loss = real(logits, positives)
+        return loss * float("nan") if calls["n"] > 1 else loss
+
+    monkeypatch.setattr(contrastive, "soft_target_infonce", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match=r"non-finite loss at step 1.*contrastive_loss"):
+        tool.main(tiny_pretrain_args(tiny_demo, out, "train.save_every=1"))
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000001"]
+
+
+def test_bad_override_is_a_clear_error(tiny_demo, tmp_path):
+    with pytest.raises(ValueError, match="Did you mean 'steps'"):
+        tool.main(tiny_pretrain_args(tiny_demo, tmp_path, "stages.0.step=3"))
+
+
+@pytest.mark.slow
+def test_two_cpu_processes(tiny_demo, tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29613",
+        str(ROOT / "tools" / "pretrain.py"),
+        "--cpu",
+        "--metrics-out",
+        str(tmp_path / "m.json"),
+        *tiny_pretrain_args(tiny_demo, out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert "test/t2v/R@1" in metrics
+    assert "2 processes" in proc.stdout
