@@ -207,7 +207,7 @@ class StageConfig:
     warmup_steps: int = 10
     min_lr_ratio: float = 0.1
     losses: LossWeights = field(default_factory=LossWeights)
-    freeze: list[str] = field(default_factory=list)  # any of "visual", "text", "temporal"
+    freeze: list[str] = field(default_factory=list)  # any of "visual", "text", "temporal", "projections"
     mining: MiningConfig = field(default_factory=MiningConfig)
 
 

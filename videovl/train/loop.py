@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from torch import nn
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
@@ -23,6 +25,7 @@ from videovl.eval.retrieval import retrieval_metrics
 from videovl.models.checkpoint import save_checkpoint
 from videovl.models.factory import create_model
 from videovl.models.matching import frame_similarity
+from videovl.models.model import VideoLanguageModel
 from videovl.tasks.pretrain import PretrainTask
 from videovl.train.data import build_eval_dataset, build_stage_data, make_loader, resolve_manifest
 from videovl.train.optim import build_optimizer
@@ -30,7 +33,9 @@ from videovl.train.schedule import StagedSchedule
 from videovl.train.stages import apply_freeze
 from videovl.train.state import TrainState
 
-__all__ = ["pretrain", "evaluate_retrieval", "NonFiniteLossError", "latest_checkpoint"]
+__all__ = ["pretrain", "evaluate_retrieval", "NonFiniteLossError", "latest_checkpoint", "Validator"]
+
+Validator = Callable[..., dict[str, float]]
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +134,22 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def pretrain(
-    cfg: Config, accelerator: Accelerator, resume: str | None = None, stop_after: int | None = None
+    cfg: Config,
+    accelerator: Accelerator,
+    resume: str | None = None,
+    stop_after: int | None = None,
+    *,
+    model: VideoLanguageModel | None = None,
+    make_task: Callable[[VideoLanguageModel, int, int], nn.Module] = PretrainTask,
+    validate: Validator | None = None,
 ) -> dict[str, float]:
     """Run every stage of ``cfg``; returns the final metrics (test split if configured, else validation).
 
     ``stop_after``: save a checkpoint and return after this many optimizer steps of the whole run (for
-    time-limited jobs; ``--resume latest`` continues exactly where it stopped).
+    time-limited jobs; ``--resume latest`` continues exactly where it stopped). Fine-tuning passes a
+    loaded ``model``, its own ``make_task(model, rank, world_size)`` (a module whose forward takes
+    ``(batch, loss_weights)`` and returns ``{"loss", ...}``) and ``validate(accelerator, model, cfg,
+    tokenizer, stage) -> metrics`` (default: retrieval on the configured validation manifests).
     """
     out_dir = Path(cfg.train.output_dir)
     main = accelerator.is_main_process
@@ -146,12 +161,12 @@ def pretrain(
     fill_token_ids(cfg.model.text, tokenizer)
     if main:
         save_config(cfg, out_dir / "config.yaml")
-    model = create_model(cfg.model)
-    task = PretrainTask(model, accelerator.process_index, accelerator.num_processes)
+    model = model if model is not None else create_model(cfg.model)
+    task = make_task(model, accelerator.process_index, accelerator.num_processes)
     optimizer = build_optimizer(model, cfg.train.weight_decay, cfg.train.betas)
     task, optimizer = accelerator.prepare(task, optimizer)
     accelerator.print(
-        f"pretraining on {accelerator.num_processes} processes ({accelerator.device}), "
+        f"training on {accelerator.num_processes} processes ({accelerator.device}), "
         f"mixed precision: {accelerator.mixed_precision}"
     )
     state = TrainState()
@@ -168,7 +183,9 @@ def pretrain(
         accelerator.init_trackers("videovl", config=_flat(to_dict(cfg)))
     lr_at = StagedSchedule(cfg.stages)
     collator = Collator(tokenizer, cfg.model.text.max_length)
-    val = _eval_sets(cfg)
+    if validate is None:
+        val = _eval_sets(cfg)
+        validate = lambda acc, m, c, tok, stage: _validate(acc, m, c, val, tok, stage)  # noqa: E731
     accum = cfg.train.grad_accum
     rank, world = accelerator.process_index, accelerator.num_processes
 
@@ -227,7 +244,7 @@ def pretrain(
                 )
             last = state.stage_step == stage.steps
             if (cfg.train.eval_every and state.step % cfg.train.eval_every == 0) or last:
-                state.metrics = _validate(accelerator, model, cfg, val, tokenizer, stage)
+                state.metrics = validate(accelerator, model, cfg, tokenizer, stage)
                 accelerator.log(state.metrics, step=state.step)
                 if main and not last:
                     bar.write(_summary(state.metrics, f"step {state.step}"))

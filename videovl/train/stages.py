@@ -8,7 +8,7 @@ from videovl.config import ConfigError
 
 __all__ = ["FREEZABLE", "apply_freeze"]
 
-FREEZABLE = ("visual", "text", "temporal")
+FREEZABLE = ("visual", "text", "temporal", "projections")
 
 
 def apply_freeze(model: nn.Module, freeze: list[str]) -> dict[str, int]:
@@ -22,6 +22,9 @@ def apply_freeze(model: nn.Module, freeze: list[str]) -> dict[str, int]:
         model.visual.requires_grad_(False)
     if "text" in freeze:
         model.text.requires_grad_(False)
+    if "projections" in freeze:  # the joint space: with visual and text frozen, a linear probe
+        for p in (*model.visual_proj.parameters(), *model.text_proj.parameters(), model.logit_scale):
+            p.requires_grad_(False)
     if "temporal" in freeze:
         for p in model.visual.temporal_parameters():
             p.requires_grad_(False)
