@@ -1,0 +1,139 @@
+"""Evaluate a checkpoint: retrieval, action recognition or captioning, on a manifest or a benchmark.
+
+python tools/evaluate.py --checkpoint runs/demo/model --task retrieval \\
+    --manifest data/moving_digits/video_test.jsonl
+python tools/evaluate.py --checkpoint CKPT --task retrieval --benchmark msrvtt \\
+    --annotations MSRVTT_JSFUSION_test.csv --video-root msrvtt/videos --output msrvtt.json
+python tools/evaluate.py --checkpoint CKPT --task action --benchmark k400 \\
+    --annotations kinetics400/ --video-root k400/val --mode zero-shot --views 4x3
+python tools/evaluate.py --checkpoint CKPT --task caption --manifest test.jsonl --num-beams 3 \\
+    --output caption.json
+accelerate launch tools/evaluate.py ...    # video embedding sharded over the processes
+
+Retrieval reports the plain dual-encoder numbers (t2v/..., v2t/...) and, apart and labelled, frame-level
+matching (frame/...), dual softmax (dsl/..., --dual-softmax) and alignment-decoder re-ranking of the top-K
+(rerank/..., on by default with the checkpoint's K when it has an alignment decoder; --rerank-k 0 is off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from videovl.data.datasets import DEFAULT_PROMPTS
+from videovl.data.tokenizer import load_tokenizer
+from videovl.data.transforms import build_transform
+from videovl.eval.benchmarks import BENCHMARKS, load_benchmark, load_manifest, resolve_classes
+from videovl.eval.runner import ACTION_MODES, Evaluator, format_metrics
+from videovl.models.checkpoint import load_checkpoint
+
+TASKS = ("retrieval", "action", "caption")
+DEFAULT_VIEWS = {"k400": "4x3"}  # others: 1x1
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a model folder written by save_checkpoint")
+    p.add_argument("--task", required=True, choices=TASKS)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", help="a JSON Lines manifest (see videovl.data.manifest)")
+    source.add_argument("--benchmark", choices=sorted(BENCHMARKS))
+    p.add_argument("--annotations", help="benchmark annotation file, or the folder holding it")
+    p.add_argument("--video-root", help="folder of the benchmark's videos (searched recursively)")
+    p.add_argument("--output", help="write the metrics to this JSON file")
+    p.add_argument(
+        "--batch-size", type=int, help="clips per batch (default: the checkpoint's eval.batch_size)"
+    )
+    p.add_argument(
+        "--num-frames", type=int, help="frames per clip (default: the checkpoint's data.num_frames)"
+    )
+    p.add_argument("--num-workers", type=int, default=2, help="decoding worker processes (default: 2)")
+    p.add_argument("--text-length", type=int, help="tokens per caption (default: model.text.max_length)")
+    p.add_argument("--dual-softmax", action="store_true", help="also report dual-softmax retrieval (dsl/)")
+    p.add_argument(
+        "--rerank-k", type=int, help="re-rank each query's top K with the alignment decoder; 0: off"
+    )
+    p.add_argument(
+        "--views", help="action test views CLIPSxCROPS, crops 1 or 3 (default: 4x3 for k400, else 1x1)"
+    )
+    p.add_argument(
+        "--mode", choices=ACTION_MODES, default="zero-shot", help="action: prompts or fine-tuned head"
+    )
+    p.add_argument("--prompt", action="append", help="zero-shot template with {label}; repeat to ensemble")
+    p.add_argument("--classes", help="action class names, one a line (line index = class id)")
+    p.add_argument("--num-beams", type=int, default=1, help="caption beam width (1: greedy)")
+    p.add_argument("--captions-out", help="where the generated captions go (default: beside --output)")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator is present")
+    args = p.parse_args(argv)
+    if args.benchmark:
+        if not (args.annotations and args.video_root):
+            p.error(f"--benchmark {args.benchmark} needs --annotations and --video-root")
+        if args.task not in BENCHMARKS[args.benchmark][1]:
+            p.error(
+                f"--benchmark {args.benchmark} supports --task {' or '.join(BENCHMARKS[args.benchmark][1])}"
+            )
+    views = args.views or DEFAULT_VIEWS.get(args.benchmark, "1x1")
+    match = re.fullmatch(r"(\d+)x([13])", views)
+    if not match or int(match[1]) < 1:
+        p.error(f"--views {views!r}: expected CLIPSxCROPS with CLIPS >= 1 and CROPS 1 or 3, e.g. 4x3")
+    args.views = (int(match[1]), int(match[2]))
+    return args
+
+
+def main(argv=None) -> dict[str, float]:
+    args = parse_args(argv)
+    accelerator = Accelerator(cpu=args.cpu)
+    model, cfg = load_checkpoint(args.checkpoint)
+    model.to(accelerator.device).eval()
+    data = (
+        load_manifest(args.manifest)
+        if args.manifest
+        else load_benchmark(args.benchmark, args.annotations, args.video_root)
+    )
+    evaluator = Evaluator(
+        model,
+        load_tokenizer(cfg.model.text),
+        build_transform(cfg.data, train=False),
+        accelerator.device,
+        num_frames=args.num_frames or cfg.data.num_frames,
+        batch_size=args.batch_size or cfg.eval.batch_size,
+        num_workers=args.num_workers,
+        backend=cfg.data.backend,
+        text_length=args.text_length or cfg.model.text.max_length,
+        chunk_size=cfg.eval.chunk_size,
+    )
+    if args.task == "retrieval":
+        rerank_k = args.rerank_k
+        if rerank_k is None:
+            rerank_k = cfg.model.alignment.rerank_k if model.alignment is not None else 0
+        metrics = evaluator.retrieval(data, dual_softmax=args.dual_softmax, rerank_k=rerank_k)
+    elif args.task == "action":
+        classes_file = args.classes
+        head_classes = Path(args.checkpoint) / "classes.txt"  # written beside a fine-tuned head, if any
+        if classes_file is None and args.mode == "head" and head_classes.is_file():
+            classes_file = head_classes
+        classes = resolve_classes(data, classes_file)
+        prompts = args.prompt or [DEFAULT_PROMPTS["video"]]
+        metrics = evaluator.action(data, classes, mode=args.mode, prompts=prompts, views=args.views)
+    else:
+        out = args.captions_out or (
+            Path(args.output).with_suffix(".captions.json") if args.output else "captions.json"
+        )
+        metrics = evaluator.caption(data, out, num_beams=args.num_beams)
+        accelerator.print(f"generated captions: {out}")
+    if accelerator.is_main_process:
+        print(data.summary())
+        print(format_metrics(metrics))
+        if args.output:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
