@@ -1,0 +1,217 @@
+"""Nearest-neighbour hard-negative mining (VideoCLIP's retrieval-augmented training).
+
+Every so often the loop embeds the training set with the current model (:func:`embed_for_mining` over
+:func:`mining_dataset`), finds each sample's ``k`` nearest other samples (:func:`nearest_neighbours`, a
+FAISS inner-product search over L2-normalised rows: exact below ``ivf_threshold`` samples, inverted lists
+above) and hands the (N, k) table to :class:`~videovl.data.samplers.NeighbourBatchSampler`, whose batches
+are seeds plus their neighbours, so in-batch negatives are hard. :func:`negative_similarity` measures how
+hard they are. :func:`brute_force_neighbours` is the exact torch reference for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from videovl.config import Config
+from videovl.data.collate import Collator
+from videovl.data.loader import build_loader
+from videovl.eval.embed import embed_videos, gather_in_order, shard_indices
+from videovl.train.data import StageData, build_eval_dataset
+
+__all__ = [
+    "build_index",
+    "nearest_neighbours",
+    "brute_force_neighbours",
+    "recall_at_k",
+    "mining_dataset",
+    "embed_for_mining",
+    "negative_similarity",
+]
+
+# k-means cost grows with its training points; 64 per list places coarse centroids well enough, and faiss
+# warns below 39 per list, which bounds nlist for small sets.
+_TRAIN_POINTS_PER_LIST = 64
+_MIN_POINTS_PER_LIST = 39
+
+
+def _normalised(embeddings: np.ndarray) -> np.ndarray:
+    x = np.array(embeddings, dtype=np.float32, order="C", copy=True)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"embeddings must be a non-empty (N, D) array, got shape {x.shape}")
+    faiss.normalize_L2(x)  # in place; zero rows stay zero
+    return x
+
+
+def build_index(
+    embeddings: np.ndarray,
+    *,
+    ivf_threshold: int = 50_000,
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    target_recall: float = 0.95,
+    k: int = 32,
+) -> faiss.Index:
+    """An inner-product index over the L2-normalised rows of ``embeddings`` (N, D).
+
+    Below ``ivf_threshold`` rows: exact ``IndexFlatIP``. From there on: ``IndexIVFFlat`` with ``nlist``
+    lists (default ~4 sqrt(N)) around k-means centroids; ``nprobe`` lists are visited per query. By default
+    nprobe is the smallest power of two whose recall@``k`` on 256 sampled rows reaches ``target_recall``:
+    how many lists that takes depends on how clustered the embeddings are, not on N alone.
+    """
+    return _build(_normalised(embeddings), ivf_threshold, nlist, nprobe, target_recall, k)
+
+
+def _build(
+    x: np.ndarray, ivf_threshold: int, nlist: int | None, nprobe: int | None, target_recall: float, k: int
+) -> faiss.Index:
+    n, d = x.shape
+    if n < ivf_threshold:
+        index = faiss.IndexFlatIP(d)
+        index.add(x)
+        return index
+    nlist = nlist or max(1, min(round(4 * math.sqrt(n)), n // _MIN_POINTS_PER_LIST))
+    # The index keeps a Python reference to its quantizer, so the quantizer lives as long as it does.
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.max_points_per_centroid = _TRAIN_POINTS_PER_LIST
+    index.train(x)
+    index.add(x)
+    index.nprobe = nprobe or _calibrate_nprobe(index, x, min(k, n - 1), target_recall)
+    return index
+
+
+def _calibrate_nprobe(index: faiss.IndexIVF, x: np.ndarray, k: int, target: float, queries: int = 256) -> int:
+    rng = np.random.default_rng(0)
+    sample = x[rng.choice(len(x), size=min(queries, len(x)), replace=False)]
+    exact = _top_k(torch.from_numpy(sample) @ torch.from_numpy(x).T, k)
+    nprobe = 1
+    while True:
+        index.nprobe = nprobe
+        if nprobe >= index.nlist or recall_at_k(index.search(sample, k)[1], exact) >= target:
+            return min(nprobe, index.nlist)
+        nprobe *= 2
+
+
+def _top_k(scores: Tensor, k: int) -> np.ndarray:
+    return scores.topk(k, dim=1).indices.numpy()
+
+
+def _drop_self(ids: np.ndarray, k: int) -> np.ndarray:
+    """(N, k+1) search results -> (N, k) without each row's own index, order kept, -1 padded.
+
+    With duplicates, k+1 other rows can tie with (and outrank) a row itself; then its first k are kept.
+    """
+    keep = (ids != np.arange(len(ids))[:, None]) & (ids >= 0)
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept entries first, in rank order
+    ids, keep = np.take_along_axis(ids, order, 1), np.take_along_axis(keep, order, 1)
+    return np.where(keep, ids, -1)[:, :k].astype(np.int64)
+
+
+def nearest_neighbours(
+    embeddings: np.ndarray,
+    k: int,
+    *,
+    ivf_threshold: int = 50_000,
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    target_recall: float = 0.95,
+) -> np.ndarray:
+    """(N, k) int64: each row's ``k`` most similar other rows (cosine), best first, -1 where fewer exist.
+
+    The table :class:`~videovl.data.samplers.NeighbourBatchSampler` takes; see :func:`build_index` for
+    the search. A row never lists itself, even among identical rows.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    x = _normalised(embeddings)
+    index = _build(x, ivf_threshold, nlist, nprobe, target_recall, k)
+    _, ids = index.search(x, min(k + 1, len(x)))
+    ids = np.pad(ids, ((0, 0), (0, k + 1 - ids.shape[1])), constant_values=-1)
+    return _drop_self(ids, k)
+
+
+@torch.no_grad()
+def brute_force_neighbours(embeddings: np.ndarray | Tensor, k: int, chunk_size: int = 1024) -> np.ndarray:
+    """The exact reference for :func:`nearest_neighbours`: chunked cosine matmul and top-k in torch."""
+    x = F.normalize(torch.as_tensor(embeddings, dtype=torch.float32), dim=1)
+    n = len(x)
+    out = np.full((n, k), -1, dtype=np.int64)
+    found = min(k, n - 1)
+    for start in range(0, n, chunk_size):
+        scores = x[start : start + chunk_size] @ x.T  # (chunk, N)
+        rows = torch.arange(len(scores))
+        scores[rows, rows + start] = -math.inf  # never a row's own neighbour
+        out[start : start + len(scores), :found] = _top_k(scores, found)
+    return out
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each row's exact neighbours (``exact``, (N, k)) that ``found`` (N, k') also lists."""
+    hits = [len(set(f[f >= 0]) & set(e[e >= 0])) / max(1, (e >= 0).sum()) for f, e in zip(found, exact)]
+    return float(np.mean(hits))
+
+
+# --------------------------------------------------------------------------------- embedding with the model
+
+
+def mining_dataset(data: StageData, cfg: Config) -> ConcatDataset:
+    """The stage's training samples of one modality, in the training dataset's order (so row i is index i
+    of the sampler), with the evaluation transform: one centre view per sample, no random crop."""
+    return ConcatDataset(
+        [build_eval_dataset(part.samples, cfg, data.num_frames) for part in data.dataset.datasets]
+    )
+
+
+def embed_for_mining(
+    model,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> np.ndarray:
+    """(N, D) float32 L2-normalised clip embeddings of every item of ``dataset``, in dataset order.
+
+    ``model`` needs ``encode_video`` (pass the unwrapped model). Each process embeds every
+    ``world_size``-th item and all processes receive every row (a collective: call it on all of them).
+    Unreadable files give the embedding of a blank clip; training replaces them anyway.
+    """
+    device = torch.device(device)
+    shard = shard_indices(len(dataset), rank, world_size)
+    loader = build_loader(
+        Subset(dataset, shard), batch_size=batch_size, collate_fn=Collator(None), num_workers=num_workers
+    )
+    was_training = model.training
+    model.eval()
+    try:
+        local = embed_videos(model, loader, device, dtype)
+    finally:
+        model.train(was_training)
+    # Rows come back in shard order; the shard itself says which dataset rows they are.
+    rows = torch.as_tensor(shard, dtype=torch.long, device=device)
+    return gather_in_order(local["clip"], rows, len(dataset)).cpu().numpy()
+
+
+def negative_similarity(embeddings: np.ndarray | Tensor, batch: Sequence[int] | None = None) -> float:
+    """Mean cosine similarity over the ordered pairs of distinct positions of a batch: how hard its
+    in-batch negatives are. ``batch``: row indices into ``embeddings`` (default: all rows are the batch)."""
+    x = F.normalize(torch.as_tensor(embeddings, dtype=torch.float32), dim=1)
+    if batch is not None:
+        x = x[torch.as_tensor(batch, dtype=torch.long)]
+    b = len(x)
+    if b < 2:
+        raise ValueError(f"a batch needs at least 2 samples to have negatives, got {b}")
+    total = x.sum(0)
+    # Sum over all pairs is |sum x|^2; the diagonal holds each row's own |x|^2.
+    off_diagonal = total @ total - (x * x).sum()
+    return float(off_diagonal / (b * (b - 1)))
