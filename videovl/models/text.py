@@ -42,6 +42,8 @@ class TextEncoder(nn.Module):
         if getattr(self.model, "pooler", None) is not None:
             self.model.pooler = None
         self.width = self.model.config.hidden_size
+        if cfg.grad_checkpointing:
+            self.set_grad_checkpointing(True)
 
     def hf_config(self) -> dict:
         """The encoder's own config, stored in checkpoints so they rebuild without the original files."""
@@ -59,10 +61,19 @@ class TextEncoder(nn.Module):
     forward_features = forward
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        if enable:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5 renamed gradient_* to activation_checkpointing_* and deprecated the old names.
+        model = self.model
+        if hasattr(model, "activation_checkpointing_enable"):
+            if enable:
+                model.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs={"use_reentrant": False}
+                )
+            else:
+                model.activation_checkpointing_disable()
+        elif enable:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
-            self.model.gradient_checkpointing_disable()
+            model.gradient_checkpointing_disable()
 
     def no_weight_decay(self) -> set[str]:
         return {n for n, p in self.named_parameters() if p.ndim < 2 or "embeddings" in n}
