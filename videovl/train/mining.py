@@ -28,6 +28,7 @@ from videovl.train.data import StageData, build_eval_dataset
 
 __all__ = [
     "build_index",
+    "search_neighbours",
     "nearest_neighbours",
     "brute_force_neighbours",
     "recall_at_k",
@@ -66,12 +67,7 @@ def build_index(
     nprobe is the smallest power of two whose recall@``k`` on 256 sampled rows reaches ``target_recall``:
     how many lists that takes depends on how clustered the embeddings are, not on N alone.
     """
-    return _build(_normalised(embeddings), ivf_threshold, nlist, nprobe, target_recall, k)
-
-
-def _build(
-    x: np.ndarray, ivf_threshold: int, nlist: int | None, nprobe: int | None, target_recall: float, k: int
-) -> faiss.Index:
+    x = _normalised(embeddings)
     n, d = x.shape
     if n < ivf_threshold:
         index = faiss.IndexFlatIP(d)
@@ -114,6 +110,22 @@ def _drop_self(ids: np.ndarray, k: int) -> np.ndarray:
     return np.where(keep, ids, -1)[:, :k].astype(np.int64)
 
 
+def search_neighbours(index: faiss.Index, embeddings: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) int64: for each row of ``embeddings`` (the rows ``index`` holds, in the same order), its ``k``
+    most similar other rows, best first, -1 where fewer are found. A row never lists itself, even among
+    identical rows."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    x = _normalised(embeddings)
+    if index.ntotal != len(x):
+        raise ValueError(
+            f"the index holds {index.ntotal} rows but {len(x)} embeddings were given; pass the indexed rows"
+        )
+    _, ids = index.search(x, min(k + 1, len(x)))
+    ids = np.pad(ids, ((0, 0), (0, k + 1 - ids.shape[1])), constant_values=-1)
+    return _drop_self(ids, k)
+
+
 def nearest_neighbours(
     embeddings: np.ndarray,
     k: int,
@@ -125,16 +137,13 @@ def nearest_neighbours(
 ) -> np.ndarray:
     """(N, k) int64: each row's ``k`` most similar other rows (cosine), best first, -1 where fewer exist.
 
-    The table :class:`~videovl.data.samplers.NeighbourBatchSampler` takes; see :func:`build_index` for
-    the search. A row never lists itself, even among identical rows.
+    The table :class:`~videovl.data.samplers.NeighbourBatchSampler` takes: :func:`build_index` then
+    :func:`search_neighbours`.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    x = _normalised(embeddings)
-    index = _build(x, ivf_threshold, nlist, nprobe, target_recall, k)
-    _, ids = index.search(x, min(k + 1, len(x)))
-    ids = np.pad(ids, ((0, 0), (0, k + 1 - ids.shape[1])), constant_values=-1)
-    return _drop_self(ids, k)
+    index = build_index(
+        embeddings, ivf_threshold=ivf_threshold, nlist=nlist, nprobe=nprobe, target_recall=target_recall, k=k
+    )
+    return search_neighbours(index, embeddings, k)
 
 
 @torch.no_grad()
