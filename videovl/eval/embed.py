@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
 from videovl.distributed import gather_no_grad
 
-__all__ = ["embed_videos", "embed_texts", "gather_in_order", "shard_indices"]
+__all__ = [
+    "embed_videos",
+    "embed_texts",
+    "gather_in_order",
+    "iter_video_embeddings",
+    "shard_indices",
+    "tokenized_batches",
+]
 
 
 def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
@@ -31,29 +38,45 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 @torch.no_grad()
+def iter_video_embeddings(
+    model, batches: Iterable[dict], device: torch.device, dtype: torch.dtype | None = None
+) -> Iterator[dict]:
+    """One dict per batch from a ``Collator``: ``clip`` (B, D), ``frames`` (B, T', D) in float32 on
+    ``device``, ``index`` (B,), ``valid`` (B,) and the batch's ``bad`` files."""
+    for batch in batches:
+        with _autocast(device, dtype):
+            out = model.encode_video(batch["pixels"].to(device, non_blocking=True))
+        yield {
+            "clip": out.clip.float(),
+            "frames": out.frames.float(),
+            "index": batch["index"].to(device),
+            "valid": batch["valid"].to(device),
+            "bad": list(batch["bad"]),
+        }
+
+
 def embed_videos(
     model, batches: Iterable[dict], device: torch.device, dtype: torch.dtype | None = None
 ) -> dict[str, Tensor]:
     """Run ``model.encode_video`` over batches from a ``Collator``; returns this process's rows:
     ``clip`` (N, D), ``frames`` (N, T', D), ``index`` (N,), ``valid`` (N,), and the ``bad`` files."""
-    clips, frames, index, valid, bad = [], [], [], [], []
-    for batch in batches:
-        with _autocast(device, dtype):
-            out = model.encode_video(batch["pixels"].to(device, non_blocking=True))
-        clips.append(out.clip.float())
-        frames.append(out.frames.float())
-        index.append(batch["index"].to(device))
-        valid.append(batch["valid"].to(device))
-        bad.extend(batch["bad"])
-    if not clips:
+    parts = list(iter_video_embeddings(model, batches, device, dtype))
+    if not parts:
         raise ValueError("no batches to embed: is this process's shard empty?")
-    return {
-        "clip": torch.cat(clips),
-        "frames": torch.cat(frames),
-        "index": torch.cat(index),
-        "valid": torch.cat(valid),
-        "bad": bad,
-    }
+    out = {k: torch.cat([p[k] for p in parts]) for k in ("clip", "frames", "index", "valid")}
+    return out | {"bad": [path for p in parts for path in p["bad"]]}
+
+
+def tokenized_batches(tokenizer, texts: Sequence[str], batch_size: int, max_length: int) -> Iterator[dict]:
+    """``texts`` in order as padded, truncated token batches for :func:`embed_texts`."""
+    for i in range(0, len(texts), batch_size):
+        yield tokenizer(
+            list(texts[i : i + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
 
 
 @torch.no_grad()
