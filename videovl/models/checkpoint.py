@@ -32,18 +32,26 @@ def save_checkpoint(
     model's files. ``extra_files`` is a callable given the temporary folder (e.g. to save a tokenizer).
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+    # Leftovers of a save that was killed: a crash between the two renames below leaves the previous
+    # checkpoint only under ``.old``, so put it back rather than delete it.
+    if old.exists() and not path.exists():
+        old.rename(path)
+    for stale in (tmp, old):
+        if stale.exists():
+            shutil.rmtree(stale)
     tmp.mkdir(parents=True)
-    cfg = copy.deepcopy(cfg)
-    cfg.model.text.config = model.text.hf_config()
-    save_model(model, str(tmp / WEIGHTS_NAME))
-    if extra_files is not None:
-        extra_files(tmp)
-    save_config(cfg, tmp / CONFIG_NAME)
+    try:
+        cfg = copy.deepcopy(cfg)
+        cfg.model.text.config = model.text.hf_config()
+        save_model(model, str(tmp / WEIGHTS_NAME))
+        if extra_files is not None:
+            extra_files(tmp)
+        save_config(cfg, tmp / CONFIG_NAME)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if path.exists():
-        old = path.with_name(path.name + ".old")
         path.rename(old)
         tmp.rename(path)
         shutil.rmtree(old)
