@@ -9,7 +9,9 @@ At one size, on one input and with the same thread count, it times forward + bac
 each with and without gradient checkpointing, and prints the table and the ratios (b)/(a) and (a)/(c).
 
 Time: the median of ``--repeats`` steps after ``--warmup`` steps; the configurations take turns step by
-step, so load from other processes on a shared machine falls on all of them alike.
+step, so load from other processes on a shared machine falls on all of them alike. Next to wall-clock
+time, the process CPU time of a step (all threads) and its FLOPs: on a crowded machine wall-clock time
+mostly measures waiting, and with ``--threads 1`` CPU time is the steadier comparison.
 Memory, two ways. "saved MiB": the tensors autograd keeps from forward for backward (exact, in-process).
 "peak MiB": each configuration runs alone in a fresh subprocess, with glibc told to return every block
 of 64 KiB or more to the system on free (``MALLOC_MMAP_THRESHOLD_``), so the resident set follows live
@@ -78,11 +80,12 @@ def build(
     raise ValueError(f"unknown model '{name}'; expected one of {MODELS}")
 
 
-def step(model: torch.nn.Module, forward: Callable[[], torch.Tensor]) -> float:
+def step(model: torch.nn.Module, forward: Callable[[], torch.Tensor]) -> tuple[float, float]:
+    """One forward + backward: (wall-clock seconds, CPU seconds of this process, all threads)."""
     model.zero_grad(set_to_none=True)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     forward().float().square().mean().backward()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def gflops(model: torch.nn.Module, forward: Callable[[], torch.Tensor]) -> float:
@@ -169,14 +172,15 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     configs = [(name, ckpt) for name in MODELS for ckpt in (False, True)]
     built = {c: build(c[0], a, c[1]) for c in configs}
-    times: dict[tuple[str, bool], list[float]] = {c: [] for c in configs}
+    times: dict[tuple[str, bool], list[tuple[float, float]]] = {c: [] for c in configs}
     for i in range(a.warmup + a.repeats):
         for c, (model, forward) in built.items():
             t = step(model, forward)
             if i >= a.warmup:
                 times[c].append(t)
     table = {
-        "ms": {c: 1e3 * statistics.median(v) for c, v in times.items()},
+        "ms": {c: 1e3 * statistics.median(w for w, _ in v) for c, v in times.items()},
+        "cpu_ms": {c: 1e3 * statistics.median(u for _, u in v) for c, v in times.items()},
         "gflop": {c: gflops(*built[c]) for c in configs},
         "saved_mib": {c: saved_mb(*built[c]) for c in configs},
     }
@@ -189,12 +193,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"patch {a.patch}, batch {a.batch}, {a.threads} threads; "
         f"median of {a.repeats} steps after {a.warmup} warm-up"
     )
-    head = ["model", "grad ckpt", "fwd+bwd ms", "spread ms", "GFLOP", "saved MiB", "peak MiB"]
+    head = ["model", "grad ckpt", "fwd+bwd ms", "spread ms", "CPU ms", "GFLOP", "saved MiB", "peak MiB"]
     print(f"{head[0]:<13} {head[1]:<9} " + " ".join(f"{h:>10}" for h in head[2:]))
     for c in configs:
         cells = [
             f"{table['ms'][c]:.1f}",
-            f"{1e3 * min(times[c]):.0f}-{1e3 * max(times[c]):.0f}",
+            f"{1e3 * min(w for w, _ in times[c]):.0f}-{1e3 * max(w for w, _ in times[c]):.0f}",
+            f"{table['cpu_ms'][c]:.0f}",
             f"{table['gflop'][c]:.2f}",
             f"{table['saved_mib'][c]:.0f}",
             f"{table['peak_mib'][c]:.0f}" if "peak_mib" in table else "-",
@@ -209,9 +214,12 @@ def main(argv: list[str] | None = None) -> dict:
             ("timesformer", "videovl", ">= 1.30"),
             ("videovl", "timm-frames", "<= 1.25"),
         ):
-            ratio = table["ms"][(num, ckpt)] / table["ms"][(den, ckpt)]
-            flop_ratio = table["gflop"][(num, ckpt)] / table["gflop"][(den, ckpt)]
-            print(f"{num} / {den}{tag}: {ratio:.2f}x time, {flop_ratio:.2f}x FLOPs (target {target})")
+            ratio, cpu, flop = (
+                table[k][(num, ckpt)] / table[k][(den, ckpt)] for k in ("ms", "cpu_ms", "gflop")
+            )
+            print(
+                f"{num} / {den}{tag}: {ratio:.2f}x time, {cpu:.2f}x CPU, {flop:.2f}x FLOPs (target {target})"
+            )
             results[f"{num}/{den}{tag}"] = ratio
     return results
 

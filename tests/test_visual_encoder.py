@@ -234,3 +234,24 @@ def test_layer_types_are_plain_modules():
     assert isinstance(enc.blocks[0].attn.q_norm, nn.LayerNorm)
     assert enc.patch_embed.proj.bias is None  # CLIP-style towers have no patch bias
     assert torch.isfinite(enc(torch.randn(1, 3, 4, 32, 32)).pooled).all()
+
+
+def test_benchmark_script_runs_at_a_tiny_size():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_encoder.py"
+    spec = importlib.util.spec_from_file_location("bench_encoder", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sizes = ["--width", "32", "--depth", "1", "--heads", "2", "--frames", "2", "--size", "32", "--batch", "1"]
+    threads = torch.get_num_threads()
+    try:
+        out = bench.main(
+            [*sizes, "--repeats", "1", "--warmup", "0", "--no-memory", "--threads", str(threads)]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert set(out["ms"]) == {f"{m}{c}" for m in bench.MODELS for c in ("", "+ckpt")}
+    assert out["gflop"]["videovl"] > out["gflop"]["timm-frames"] > 0
+    assert out["saved_mib"]["videovl+ckpt"] < out["saved_mib"]["videovl"]
