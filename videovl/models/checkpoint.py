@@ -12,9 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_model
+from torch import Tensor
 
-from videovl.config import Config, ConfigError, from_dict, model_config_dict, save_config
+from videovl.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    deep_merge,
+    from_dict,
+    model_config_dict,
+    save_config,
+)
 from videovl.models.model import VideoLanguageModel
 
 __all__ = ["save_checkpoint", "load_checkpoint", "WEIGHTS_NAME", "CONFIG_NAME"]
@@ -61,23 +70,65 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path, **model_overrides: Any) -> tuple[VideoLanguageModel, Config]:
-    """Rebuild the model from ``path/config.yaml`` and load ``path/model.safetensors`` (strict)."""
+    """Rebuild the model from ``path/config.yaml`` and load ``path/model.safetensors``.
+
+    ``model_overrides`` are nested like :func:`~videovl.models.factory.create_model`'s
+    (``vision={"drop_path": 0.1}`` changes that one field). Loading is strict, except for heads the
+    overrides add, drop or resize (``num_classes=5``, ``caption={"enabled": False}``): a new head keeps
+    its fresh initialisation and a dropped one's weights are ignored. Any other difference between the
+    file and the config (overriding the towers' sizes, say) is an error.
+    """
     path = Path(path)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (path / name).is_file():
             raise ConfigError(f"{path} is not a videovl checkpoint: {name} is missing")
+    where = f"{path}/{CONFIG_NAME}"
     raw = yaml.safe_load((path / CONFIG_NAME).read_text())
-    raw["model"] = model_config_dict(
-        {**raw.get("model", {}), **model_overrides}, f"{path}/{CONFIG_NAME}: model"
-    )
-    cfg = from_dict(Config, raw, str(path / CONFIG_NAME))
+    saved = raw.get("model", {})
+    raw["model"] = model_config_dict(deep_merge(saved, model_overrides), f"{where}: model")
+    cfg = from_dict(Config, raw, where)
     if (path / "tokenizer_config.json").is_file():
         cfg.model.text.tokenizer = str(path)
     model = VideoLanguageModel(cfg.model)
-    missing, unexpected = load_model(model, str(path / WEIGHTS_NAME), strict=False)
-    if missing or unexpected:
-        raise ConfigError(
-            f"{path}/{WEIGHTS_NAME} does not match its config: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}"
-        )
+    # Heads the overrides add, drop or resize: the file's weights for them (if any) are left out.
+    before = _heads(from_dict(ModelConfig, model_config_dict(saved), f"{where}: model"))
+    after = _heads(cfg.model)
+    replaced = tuple(k for k in before if before[k] != after[k])
+    state = {k: v for k, v in load_file(path / WEIGHTS_NAME).items() if not k.startswith(replaced)}
+    _check_state(model, state, replaced, path / WEIGHTS_NAME)
+    model.load_state_dict(state, strict=False)
     return model, cfg
+
+
+def _heads(cfg: ModelConfig) -> dict[str, Any]:
+    """By parameter-name prefix, what decides whether each optional head exists and what it means."""
+    # Another class count is another classifier: its old weights mean nothing for the new classes.
+    return {
+        "alignment.": cfg.alignment.enabled,
+        "caption.": cfg.caption.enabled,
+        "action_head.": cfg.num_classes,
+    }
+
+
+def _check_state(model: VideoLanguageModel, state: dict[str, Tensor], skip: tuple[str, ...], file: Path):
+    expected = model.state_dict()
+    # Tied tensors (the caption decoder's embedding and output layer) are stored under one of their names.
+    names: dict[int, set[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), set()).add(name)
+    stored = {n for group in names.values() if group & state.keys() for n in group}
+    missing = sorted(k for k in expected if k not in state and k not in stored and not k.startswith(skip))
+    unexpected = sorted(k for k in state if k not in expected)
+    shapes = [
+        f"{k} is {tuple(v.shape)} in the file but {tuple(expected[k].shape)} in the model"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if missing or unexpected or shapes:
+        problems = [f"{len(missing)} missing ({', '.join(missing[:5])})"] if missing else []
+        problems += [f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])})"] if unexpected else []
+        problems += shapes[:5]
+        raise ConfigError(
+            f"{file} does not match the model its config builds: {'; '.join(problems)}. Overrides may "
+            "add, drop or resize heads (num_classes, alignment, caption) but not change the towers"
+        )
