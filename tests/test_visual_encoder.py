@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from videovl.config import ConfigError, VisionConfig
-from videovl.models.layers import PatchEmbed3D, SpaceTimeBlock, resample_spatial, resample_temporal
+from videovl.models.layers import Block, PatchEmbed3D, SpaceTimeBlock, resample_spatial, resample_temporal
 from videovl.models.visual import VisualEncoder
 
 TINY = VisionConfig(image_size=32, patch_size=8, num_frames=4, width=32, depth=2, heads=2)
@@ -97,6 +97,17 @@ def test_joint_block_is_one_attention_over_all_tokens():
     seq = seq + blk.mlp(blk.norm2(seq))
     got_x, got_cls = blk(x, cls)
     torch.testing.assert_close(torch.cat([got_cls, got_x.reshape(2, 15, 32)], 1), seq, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["divided", "joint"])
+def test_one_frame_runs_the_plain_vit_block(attention):
+    enc = make(attention=attention, layer_scale=0.5)
+    randomise_temporal(enc)
+    blk = enc.blocks[0]
+    x, cls = torch.randn(2, 1, 5, 32), torch.randn(2, 1, 32)
+    want = Block.forward(blk, torch.cat([cls, x[:, 0]], dim=1))
+    got_x, got_cls = blk(x, cls)
+    torch.testing.assert_close(torch.cat([got_cls, got_x[:, 0]], dim=1), want, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("attention", ["divided", "joint"])
