@@ -28,7 +28,6 @@ from videovl.data.tokenizer import load_tokenizer
 from videovl.eval.embed import shard_indices
 from videovl.eval.extract import (
     INDEX_NAME,
-    build_index,
     check_spec,
     embed_shards,
     eval_dataset,
@@ -42,6 +41,7 @@ from videovl.eval.extract import (
     write_spec,
 )
 from videovl.models.checkpoint import load_checkpoint
+from videovl.train.mining import build_index
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -126,7 +126,8 @@ def _finish(args, cfg, samples, out: Path, num_shards: int) -> dict:
     save_config(cfg, out / "config.yaml")
     files |= {"unreadable": str(out / "unreadable.txt"), "config": str(out / "config.yaml")}
     if args.index:
-        faiss.write_index(build_index(merged["clip"].numpy(), args.ivf_threshold), str(out / INDEX_NAME))
+        index = build_index(merged["clip"].numpy(), ivf_threshold=args.ivf_threshold)
+        faiss.write_index(index, str(out / INDEX_NAME))
         files["index"] = str(out / INDEX_NAME)
     counts = {
         "inputs": len(samples),

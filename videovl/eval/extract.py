@@ -11,7 +11,7 @@ An extraction folder (written by ``tools/extract_embeddings.py``, read by ``tool
     extract.json            checkpoint, arguments, counts, format
     unreadable.txt          inputs that did not decode, one path per line
     shards/                 shard_00000.safetensors, ... and spec.json (what the shards were made from)
-    index.faiss             inner product over the clip rows (optional)
+    index.faiss             inner product over the clip rows (optional; see videovl/train/mining.py)
 
 Embeddings are L2-normalised float32. Rows of unreadable inputs are left out (with their captions), not
 masked: ``ids.txt`` says which inputs the N rows are, in input order. Shards stay after the merge, so a
@@ -65,7 +65,7 @@ __all__ = [
     "write_outputs",
     "load_embeddings",
     "read_lines",
-    "build_index",
+    "exact_index",
     "load_index",
     "search",
 ]
@@ -317,18 +317,11 @@ def _normalised(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def build_index(clip: np.ndarray, ivf_threshold: int = 50_000, nprobe: int = 32) -> faiss.Index:
-    """Cosine search over ``clip`` (N, D): exact inner product below ``ivf_threshold`` rows, above it an
-    inverted file of ~4 sqrt(N) lists (at least 39 training points each), ``nprobe`` probed per query."""
+def exact_index(clip: np.ndarray) -> faiss.Index:
+    """Exact cosine search over ``clip`` (N, D); ``videovl.train.mining.build_index`` switches to an
+    inverted file for large N (what ``extract_embeddings.py --index`` writes)."""
     x = _normalised(clip)
-    n, d = x.shape
-    if n < ivf_threshold:
-        index = faiss.IndexFlatIP(d)
-    else:
-        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
-        index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
-        index.train(x)
-        faiss.extract_index_ivf(index).nprobe = min(nprobe, nlist)
+    index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
     return index
 
@@ -338,7 +331,7 @@ def load_index(folder: str | Path) -> faiss.Index:
     path = Path(folder) / INDEX_NAME
     if path.is_file():
         return faiss.read_index(str(path))
-    return build_index(load_embeddings(folder)["clip"], ivf_threshold=math.inf)
+    return exact_index(load_embeddings(folder)["clip"])
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,68 @@
+"""Text-to-video search over an extraction folder.
+
+python tools/search.py --index emb/ --text "a digit moves left" --top-k 5
+python tools/search.py --index emb/ --text "a dog runs" --checkpoint runs/other/model   # another text tower
+
+The query is embedded with the text tower of the checkpoint the folder was extracted with (recorded in
+OUT/extract.json; its tokenizer comes from the checkpoint folder), on the CPU. OUT/index.faiss is used
+when present (tools/extract_embeddings.py --index), else an exact index is built from the clip rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from videovl.data.tokenizer import load_tokenizer
+from videovl.eval.embed import embed_texts, tokenized_batches
+from videovl.eval.extract import load_index, read_lines, search
+from videovl.models.checkpoint import load_checkpoint
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--index", required=True, help="extraction folder (--out of extract_embeddings.py)")
+    p.add_argument("--text", required=True, help="the query")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument(
+        "--checkpoint", help="checkpoint whose text tower embeds the query (default: the one used)"
+    )
+    args = p.parse_args(argv)
+    if args.top_k < 1:
+        p.error(f"--top-k must be >= 1, got {args.top_k}")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    folder = Path(args.index)
+    info_path = folder / "extract.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(
+            f"{info_path} does not exist: run tools/extract_embeddings.py --out {folder} first"
+        )
+    checkpoint = args.checkpoint or json.loads(info_path.read_text())["checkpoint"]
+    model, cfg = load_checkpoint(checkpoint)
+    model.eval()
+    tokens = tokenized_batches(load_tokenizer(cfg.model.text), [args.text], 1, cfg.model.text.max_length)
+    query = embed_texts(model, tokens, torch.device("cpu"))
+    scores, rows = search(load_index(folder), query.numpy(), args.top_k)
+    ids, paths = read_lines(folder / "ids.txt"), read_lines(folder / "paths.txt")
+    results = [
+        {"rank": r + 1, "id": ids[j], "score": float(s), "path": paths[j]}
+        for r, (s, j) in enumerate(zip(scores[0], rows[0]))
+        if j >= 0
+    ]
+    print(f"query: {args.text!r}")
+    width = max((len(x["id"]) for x in results), default=2)
+    for x in results:
+        print(f"{x['rank']:>3}  {x['score']:7.4f}  {x['id']:<{width}}  {x['path']}")
+    return {"query": args.text, "checkpoint": str(checkpoint), "results": results}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
