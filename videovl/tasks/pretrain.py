@@ -56,6 +56,10 @@ class PretrainTask(nn.Module):
         """ALBEF/BLIP alignment loss: each local pair, plus a hard negative video for each local text and
         a hard negative text for each local video, drawn from the similarities of the global batch."""
         n_local = video.clip.shape[0]
+        offset = 0
+        if self.world_size > 1:  # a rank's slice of the gathered batch; local sizes may differ
+            sizes = gather_no_grad(torch.tensor([n_local], device=video.clip.device))
+            offset = int(sizes[: self.rank].sum())
         # Text lengths differ between processes (each pads to its own longest): pad to the config's
         # maximum so the token sequences can be gathered.
         length = self.model.cfg.text.max_length
@@ -69,7 +73,7 @@ class PretrainTask(nn.Module):
             neg_video, neg_text = sample_hard_negatives(logits_t2v, pos)
         tokens_all, hidden_all = gather_with_grad(video.tokens), gather_with_grad(hidden)
         mask_all = gather_no_grad(mask)
-        local = slice(self.rank * n_local, (self.rank + 1) * n_local)
+        local = slice(offset, offset + n_local)
         nv, nt = neg_video[local], neg_text[local]
         kv, kt = nv >= 0, nt >= 0  # -1: the whole global batch is positive for this row
         pair_hidden = torch.cat([hidden, hidden[kv], hidden_all[nt[kt]]])
