@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from videovl.config import LossWeights
+from videovl.config import ConfigError, LossWeights
 from videovl.distributed import gather_no_grad, gather_with_grad
 from videovl.losses.caption import caption_loss
 from videovl.losses.contrastive import ContrastiveLoss, FrameContrastiveLoss, positive_mask
@@ -30,6 +30,12 @@ class PretrainTask(nn.Module):
 
     def forward(self, batch: dict, weights: LossWeights) -> dict[str, Tensor]:
         model = self.model
+        for loss, head in (("itm", "alignment"), ("caption", "caption")):
+            if getattr(weights, loss) > 0 and getattr(model, head) is None:
+                raise ConfigError(
+                    f"loss weight {loss}={getattr(weights, loss)} needs the {head} head, but "
+                    f"model.{head}.enabled is false: enable it or set the stage's losses.{loss} to 0"
+                )
         video = model.encode_video(batch["pixels"])
         text = model.encode_text(batch["input_ids"], batch["attention_mask"])
         scale = model.scale()
