@@ -3,6 +3,9 @@ recomputations: embeddings one video at a time, full score matrices, per-view so
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -262,3 +265,21 @@ def test_kinetics_benchmark_with_default_views_and_the_400_classes(ckpt, shared_
     assert metrics["data/views"] == 12 and metrics["data/classes"] == 400 and metrics["data/videos"] == 2
     assert metrics["data/missing"] == len(read_kinetics(ann / "val.csv")[0]) - 2
     assert {"action/top1", "action/top5", "action/mean_class_acc"} <= metrics.keys()
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_shard_videos_and_agree_with_one(ckpt, manifest, tmp_path):
+    # 17 files (one unreadable) on 2 processes: unequal shards, a placeholder, tokens gathered to re-rank
+    args = ["--checkpoint", str(ckpt), "--task", "retrieval", "--manifest", str(manifest)]
+    args += ["--num-workers", "0"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", "29641", str(Path(tool.__file__)), "--cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(tool.__file__).parents[1])}
+    out = tmp_path / "two.json"
+    proc = subprocess.run(
+        [*launch, *args, "--output", str(out)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "on 2 process(es)" in proc.stdout
+    assert json.loads(out.read_text()) == pytest.approx(tool.main(args), abs=1e-9)

@@ -95,6 +95,9 @@ def main(argv=None) -> dict[str, float]:
         if args.manifest
         else load_benchmark(args.benchmark, args.annotations, args.video_root)
     )
+    accelerator.print(
+        f"evaluating {args.task} on {accelerator.num_processes} process(es), {accelerator.device}"
+    )
     evaluator = Evaluator(
         model,
         load_tokenizer(cfg.model.text),

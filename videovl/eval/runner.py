@@ -171,7 +171,7 @@ class Evaluator:
         if frames.shape[1] > 1:
             agg, temp = model.cfg.frame_agg, model.cfg.frame_agg_temperature
             # a block is (queries, videos, time): fewer queries per block keep it the size of a global one
-            frame_scores = lambda a, b: frame_similarity(text[a:b], frames, agg, temp)  # noqa: E731
+            frame_scores = lambda a, b: frame_similarity(text[a:b], frames, agg, temp)
             step = max(1, chunk // frames.shape[1])
             metrics |= _prefixed(
                 "frame/", retrieval_metrics(text, None, text_to_video, scores=frame_scores, chunk_size=step)
@@ -238,10 +238,10 @@ class Evaluator:
                     f"the action head has {model.action_head.fc.out_features} outputs but the class list has "
                     f"{len(classes)} names; pass the fine-tuning class list (one name a line, head order)"
                 )
-            score = lambda clip: model.action_head(clip)  # noqa: E731
+            score = lambda clip: model.action_head(clip)
         elif mode == "zero-shot":
             class_emb, scale = self.class_embeddings(classes, prompts), model.scale()
-            score = lambda clip: zero_shot_logits(clip, class_emb, scale)  # noqa: E731
+            score = lambda clip: zero_shot_logits(clip, class_emb, scale)
         else:
             raise ValueError(f"action mode '{mode}' is not one of {ACTION_MODES}")
         temporal, spatial = views
