@@ -1,0 +1,280 @@
+"""PretrainTask: every loss reaches every parameter it should, the temperature clamp, ITM negatives that are
+never positives, clear errors for disabled heads, and gradient checkpointing of the whole model."""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import videovl
+import videovl.losses.contrastive as contrastive
+import videovl.tasks.pretrain as pretrain
+from videovl.config import ConfigError, LossWeights
+from videovl.data.collate import text_hash
+from videovl.data.tokenizer import fill_token_ids, load_tokenizer
+from videovl.losses.contrastive import positive_mask
+from videovl.tasks.pretrain import PretrainTask
+
+ALL = LossWeights(contrastive=1.0, frame=0.5, itm=2.0, caption=0.25)
+NO_DROPOUT = {"config": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
+TEXTS = [
+    "a one moves left",
+    "a two moves right",
+    "a three falls",
+    "a four rises slowly",
+    "five and six swap places",
+    "a seven spins",
+    "an eight bounces off the wall",
+    "a nine stands still",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: on a busy shared CPU a second thread makes each step many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(videovl.model_config("test").text)
+
+
+def make_model(tokenizer, **overrides) -> videovl.VideoLanguageModel:
+    cfg = videovl.model_config("test", text=NO_DROPOUT, **overrides)
+    fill_token_ids(cfg.text, tokenizer)
+    torch.manual_seed(0)
+    model = videovl.create_model(cfg)
+    with torch.no_grad():  # zero-initialised branches (temporal output projections, biases) block gradients
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.02)
+    return model
+
+
+def make_batch(tokenizer, n: int = 4, frames: int = 4, seed: int = 0, first: int = 0, **ids) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    texts = TEXTS[first : first + n]
+    tokens = tokenizer(texts, padding=True, return_tensors="pt")
+    return {
+        "pixels": torch.randn(n, 3, frames, 32, 32, generator=g),
+        "input_ids": tokens["input_ids"],
+        "attention_mask": tokens["attention_mask"],
+        "labels": ids.get("labels", torch.full((n,), -1)),
+        "index": ids.get("index", torch.arange(n)),
+        "text_hash": ids.get("text_hash", torch.tensor([text_hash(t) for t in texts])),
+    }
+
+
+def run(task: PretrainTask, batch: dict, weights: LossWeights = ALL) -> dict:
+    task.model.zero_grad(set_to_none=True)
+    out = task(batch, weights)
+    out["loss"].backward()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+
+
+def test_video_batch_reaches_every_parameter_with_all_losses(tokenizer):
+    model = make_model(tokenizer)
+    out = run(PretrainTask(model), make_batch(tokenizer, frames=4))
+    parts = {"contrastive_loss", "frame_loss", "itm_loss", "caption_loss"}
+    assert parts | {"loss", "itm_acc", "contrastive_neg_sim", "logit_scale"} == out.keys()
+    assert all(out[k].ndim == 0 and torch.isfinite(out[k]) for k in out)
+    weighted = sum(getattr(ALL, k.removesuffix("_loss")) * out[k] for k in parts)
+    torch.testing.assert_close(out["loss"], weighted)
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert no_grad == []
+    temporal = {f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()}
+    assert "visual.temporal_embed" in temporal and len(temporal) > 1  # and all of them learnt
+
+
+def test_image_batch_reaches_everything_but_the_temporal_parameters(tokenizer):
+    model = make_model(tokenizer)
+    out = run(PretrainTask(model), make_batch(tokenizer, frames=1))  # images arrive as one-frame clips
+    assert "frame_loss" not in out  # an image's one frame is its clip
+    temporal = {f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()}
+    untouched = {n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()}
+    assert untouched == temporal
+
+
+def test_only_the_weighted_losses_run(tokenizer):
+    model = make_model(tokenizer, caption={"enabled": False}, alignment={"enabled": False})
+    out = run(PretrainTask(model), make_batch(tokenizer), LossWeights(contrastive=1.0))
+    assert {"contrastive_loss", "loss"} <= out.keys() and not {
+        "frame_loss",
+        "itm_loss",
+        "caption_loss",
+    } & out.keys()
+    torch.testing.assert_close(out["loss"], out["contrastive_loss"])
+
+
+def test_disabled_head_with_a_weight_is_a_clear_error(tokenizer):
+    model = make_model(tokenizer, caption={"enabled": False}, alignment={"enabled": False})
+    task, batch = PretrainTask(model), make_batch(tokenizer)
+    with pytest.raises(ConfigError, match=r"itm=2.0.*model\.alignment\.enabled is false"):
+        task(batch, ALL)
+    with pytest.raises(ConfigError, match=r"caption=0.5.*model\.caption\.enabled is false.*losses\.caption"):
+        task(batch, LossWeights(caption=0.5))
+
+
+def test_logit_scale_is_reported_and_clamped(tokenizer):
+    model = make_model(tokenizer)
+    task, batch = PretrainTask(model), make_batch(tokenizer)
+    out = run(task, batch)
+    assert (
+        out["logit_scale"].item() == pytest.approx(1 / 0.07, rel=1e-5)
+        and not out["logit_scale"].requires_grad
+    )
+    assert model.logit_scale.grad.abs().item() > 0
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(1000.0))
+    out = run(task, batch)
+    assert out["logit_scale"].item() == pytest.approx(model.cfg.max_logit_scale)
+    assert model.logit_scale.grad.item() == 0.0
+
+
+def test_gradient_checkpointing_gives_same_loss_and_grads(tokenizer):
+    model = make_model(tokenizer)
+    task, batch = PretrainTask(model).train(), make_batch(tokenizer)
+    results = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        torch.manual_seed(1)  # the hard negatives are drawn at random
+        out = run(task, batch)
+        results.append((out, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (plain, plain_grads), (ckpt, ckpt_grads) = results
+    for key in plain:
+        torch.testing.assert_close(ckpt[key], plain[key], msg=key)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(ckpt_grads[name], grad, msg=name, atol=1e-6, rtol=1e-4)
+
+
+# -------------------------------------------------------------------------------------------------- ITM
+
+
+@contextmanager
+def recording(module: torch.nn.Module):
+    """The positional inputs of every call of ``module`` (the alignment decoder: the pairs it scores)."""
+    calls = []
+    handle = module.register_forward_hook(lambda m, args, out: calls.append([a.detach() for a in args]))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def identify(rows: torch.Tensor, reference: torch.Tensor) -> list[int]:
+    """Index of the reference row each row equals (rows of distinct content)."""
+    flat_rows, flat_ref = rows.flatten(1), reference.flatten(1)
+    dist = torch.cdist(flat_rows, flat_ref)
+    assert (dist.min(1).values < 1e-5).all()
+    return dist.argmin(1).tolist()
+
+
+def itm_pairs(task: PretrainTask, batch: dict, monkeypatch, truth: torch.Tensor):
+    """Run the task once and return the (text, clip) index pairs scored by the ITM head with their labels.
+
+    The draw is steered towards the true positives (``truth``), so any kind of positive the task forgot to
+    mask out would be drawn as a negative."""
+    model = task.model
+    labels = []
+    real_itm_loss, real_sample = pretrain.itm_loss, pretrain.sample_hard_negatives
+    monkeypatch.setattr(pretrain, "itm_loss", lambda logits, y: labels.append(y) or real_itm_loss(logits, y))
+    lure = lambda sim, pos: real_sample(sim + 1e4 * truth, pos)  # noqa: E731
+    monkeypatch.setattr(pretrain, "sample_hard_negatives", lure)
+    with torch.no_grad(), recording(model.alignment) as calls:
+        task(batch, ALL)
+    with torch.no_grad():
+        video = model.encode_video(batch["pixels"])
+        text = model.encode_text(batch["input_ids"], batch["attention_mask"])
+    [(hidden, mask, tokens)] = calls
+    length = text.hidden.shape[1]
+    assert not hidden[:, length:].any() and not mask[:, length:].any()  # padding to max_length only
+    texts = identify(hidden[:, :length], text.hidden)
+    clips = identify(tokens, video.tokens)
+    return list(zip(texts, clips)), labels[0].tolist()
+
+
+def test_itm_never_draws_a_positive_as_negative(tokenizer, monkeypatch):
+    model = make_model(tokenizer).eval()  # no dropout: the recorded rows can be matched to their sample
+    n = 8
+    # Distinct contents, but the ids declare positives of every kind: rows 0 and 1 share a label,
+    # rows 2 and 3 a caption hash, rows 4 and 5 a video index (two captions of one clip).
+    labels = torch.tensor([7, 7, -1, -1, -1, -1, 3, -1])
+    hashes = torch.tensor([text_hash(t) for t in TEXTS])
+    hashes[3] = hashes[2]
+    index = torch.tensor([0, 1, 2, 3, 4, 4, 6, 7])
+    batch = make_batch(tokenizer, n=n, labels=labels, index=index, text_hash=hashes)
+    truth = positive_mask(labels, hashes, video_ids=index)
+    assert int(truth.sum()) == n + 6
+    for seed in range(3):
+        torch.manual_seed(seed)
+        pairs, y = itm_pairs(PretrainTask(model), batch, monkeypatch, truth.float())
+        monkeypatch.undo()
+        assert pairs[:n] == [(i, i) for i in range(n)] and y[:n] == [1] * n
+        assert len(pairs) == 3 * n and y[n:] == [0] * (2 * n)  # a negative clip per text, a text per clip
+        assert [t for t, _ in pairs[n : 2 * n]] == list(range(n))
+        assert [c for _, c in pairs[2 * n :]] == list(range(n))
+        drawn = [(t, c) for t, c in pairs[n:] if truth[t, c]]
+        assert drawn == []
+
+
+def test_itm_without_any_negative_scores_only_the_pairs(tokenizer, monkeypatch):
+    model = make_model(tokenizer).eval()
+    batch = make_batch(tokenizer, labels=torch.zeros(4, dtype=torch.long))  # one class: all positives
+    pairs, y = itm_pairs(PretrainTask(model), batch, monkeypatch, torch.zeros(4, 4))
+    assert pairs == [(i, i) for i in range(4)] and y == [1] * 4
+
+
+def test_itm_uses_this_ranks_rows_of_an_uneven_global_batch(tokenizer, monkeypatch):
+    """Rank 1 of 2 holds 2 samples after rank 0's 3: its texts and clips are rows 3 and 4 of the global
+    batch. The collectives are replaced by a fake world whose rank 0 rows are known."""
+    model = make_model(tokenizer).eval()
+    other = make_batch(tokenizer, n=3, seed=1)
+    local = make_batch(tokenizer, n=2, seed=2, first=3)
+    length = model.cfg.text.max_length
+    pad = lambda t: F.pad(t, (0, 0, 0, length - t.shape[1]))  # noqa: E731
+    with torch.no_grad():
+        ov = model.encode_video(other["pixels"])
+        ot = model.encode_text(other["input_ids"], other["attention_mask"])
+        lv = model.encode_video(local["pixels"])
+        lt = model.encode_text(local["input_ids"], local["attention_mask"])
+
+    def gather(t: torch.Tensor) -> torch.Tensor:
+        if t.ndim == 1:  # the local batch size, or labels / hashes / indices (all distinct)
+            head = torch.tensor([3]) if t.numel() == 1 else torch.arange(100, 103)
+        elif not t.is_floating_point():  # attention masks, padded to max_length
+            head = F.pad(ot.mask, (0, length - ot.mask.shape[1]))
+        elif t.shape[1:] == ov.tokens.shape[1:]:
+            head = ov.tokens
+        elif t.shape[1:] == (length, ot.hidden.shape[-1]):
+            head = pad(ot.hidden)
+        else:  # clip, sentence or frame embeddings
+            head = F.normalize(torch.randn(3, *t.shape[1:]), dim=-1)
+        return torch.cat([head, t])
+
+    for module in (pretrain, contrastive):
+        monkeypatch.setattr(module, "gather_with_grad", gather)
+        monkeypatch.setattr(module, "gather_no_grad", gather)
+    monkeypatch.setattr(contrastive, "get_world_size", lambda: 2)
+    # Steer the draws: text i's negative is clip i + 1, so clip j's negative is text j - 1 (mod 5).
+    shift = torch.roll(torch.eye(5), 1, dims=1)
+    real_sample = pretrain.sample_hard_negatives
+    monkeypatch.setattr(
+        pretrain, "sample_hard_negatives", lambda sim, pos: real_sample(sim + 1e4 * shift, pos)
+    )
+    with torch.no_grad(), recording(model.alignment) as calls:
+        PretrainTask(model, rank=1, world_size=2)(local, ALL)
+    [(hidden, _, tokens)] = calls
+    texts = identify(hidden, torch.cat([pad(ot.hidden), pad(lt.hidden)]))
+    clips = identify(tokens, torch.cat([ov.tokens, lv.tokens]))
+    assert list(zip(texts, clips)) == [(3, 3), (4, 4), (3, 4), (4, 0), (2, 3), (3, 4)]
