@@ -17,6 +17,15 @@ from videovl.models.matching import frame_similarity, global_similarity, word_fr
 SENTENCES = ["a digit moves left", "two", "the number seven falls slowly to the bottom"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: on a busy shared CPU a second thread makes each step many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_config(**overrides) -> ModelConfig:
     cfg = videovl.model_config("test", **overrides)
     fill_token_ids(cfg.text, load_tokenizer(cfg.text))
