@@ -123,5 +123,9 @@ class VideoLanguageModel(nn.Module):
     def no_weight_decay(self) -> set[str]:
         names = {f"visual.{n}" for n in self.visual.no_weight_decay()}
         names |= {f"text.{n}" for n in self.text.no_weight_decay()}
+        for head_name in ("alignment", "caption", "action_head"):
+            head = getattr(self, head_name)
+            if hasattr(head, "no_weight_decay"):  # heads may declare their own (the caption positions)
+                names |= {f"{head_name}.{n}" for n in head.no_weight_decay()}
         names.add("logit_scale")
         return names
