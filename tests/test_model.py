@@ -164,6 +164,7 @@ def test_no_weight_decay_names_exist_and_include_the_temperature(model):
     params = dict(model.named_parameters())
     assert names <= params.keys()
     assert {"logit_scale", "visual.pos_embed", "visual.temporal_embed", "visual.cls_token"} <= names
+    assert "caption.pos_embed" in names  # the heads' own declarations are included
     assert "visual_proj.weight" not in names and "text_proj.weight" not in names
 
 
