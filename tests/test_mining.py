@@ -122,3 +122,21 @@ def test_mining_dataset_keeps_the_order_of_concatenated_sources(tiny):
     assert emb.shape[0] == sum(data.sizes) == 2 * n
     np.testing.assert_allclose(emb[:n], emb[n:], atol=1e-5)
     assert not np.allclose(emb[0], emb[1])
+
+
+def test_benchmark_script_runs_at_a_tiny_size():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_mining.py"
+    spec = importlib.util.spec_from_file_location("bench_mining", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    try:
+        args = ["--sizes", "300", "--dim", "16", "--k", "4", "--ivf-from", "200", "--data", "clustered"]
+        rows = bench.main([*args, "--clusters", "10", "--threads", str(threads)])
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["method"] for r in rows] == ["torch", "faiss-flat", "faiss-ivf"]
+    assert rows[1]["recall"] == pytest.approx(1.0) and rows[2]["recall"] > 0.5
+    assert all(r["seconds"] > 0 and r["speedup"] > 0 for r in rows)
