@@ -51,8 +51,12 @@ class PretrainTask(nn.Module):
             out.update(self._itm(batch, video, text, logits_t2v))
             loss = loss + weights.itm * out["itm_loss"]
         if weights.caption > 0:
-            logits = model.caption(batch["input_ids"], batch["attention_mask"], video.tokens)
-            out.update(caption_loss(logits, batch["input_ids"], batch["attention_mask"]))
+            # The data layer truncates text to text.max_length, which may exceed the decoder's positions:
+            # longer captions are learnt up to caption.max_length tokens rather than failing the step.
+            length = model.cfg.caption.max_length
+            ids, mask = batch["input_ids"][:, :length], batch["attention_mask"][:, :length]
+            logits = model.caption(ids, mask, video.tokens)
+            out.update(caption_loss(logits, ids, mask))
             loss = loss + weights.caption * out["caption_loss"]
         out["loss"] = loss
         out["logit_scale"] = scale.detach()
