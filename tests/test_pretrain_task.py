@@ -16,6 +16,7 @@ import videovl.tasks.pretrain as pretrain
 from videovl.config import ConfigError, LossWeights
 from videovl.data.collate import text_hash
 from videovl.data.tokenizer import fill_token_ids, load_tokenizer
+from videovl.losses.caption import caption_loss
 from videovl.losses.contrastive import positive_mask
 from videovl.tasks.pretrain import PretrainTask
 
@@ -115,6 +116,24 @@ def test_only_the_weighted_losses_run(tokenizer):
         "caption_loss",
     } & out.keys()
     torch.testing.assert_close(out["loss"], out["contrastive_loss"])
+
+
+def test_captions_longer_than_the_decoder_are_learnt_up_to_its_length(tokenizer):
+    """The data layer truncates to text.max_length (32 here), the caption decoder has 16 positions."""
+    model = make_model(tokenizer)
+    assert model.cfg.caption.max_length < model.cfg.text.max_length
+    batch = make_batch(tokenizer)
+    words = " ".join(f"word{i}" for i in range(40))
+    tokens = tokenizer(
+        [words, *TEXTS[1:4]], padding=True, truncation=True, max_length=32, return_tensors="pt"
+    )
+    batch["input_ids"], batch["attention_mask"] = tokens["input_ids"], tokens["attention_mask"]
+    out = run(PretrainTask(model), batch, LossWeights(caption=1.0))
+    with torch.no_grad():
+        video = model.encode_video(batch["pixels"])
+        logits = model.caption(batch["input_ids"][:, :16], batch["attention_mask"][:, :16], video.tokens)
+    expected = caption_loss(logits, batch["input_ids"][:, :16], batch["attention_mask"][:, :16])
+    torch.testing.assert_close(out["caption_loss"], expected["caption_loss"])
 
 
 def test_disabled_head_with_a_weight_is_a_clear_error(tokenizer):
