@@ -216,6 +216,7 @@ class TrainConfig:
     output_dir: str = "runs/demo"
     seed: int = 0
     weight_decay: float = 0.05
+    text_lr_scale: float = 1.0  # the text tower's lr relative to the stage's (pretrained towers want less)
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
     grad_accum: int = 1

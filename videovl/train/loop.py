@@ -163,7 +163,7 @@ def pretrain(
         save_config(cfg, out_dir / "config.yaml")
     model = model if model is not None else create_model(cfg.model)
     task = make_task(model, accelerator.process_index, accelerator.num_processes)
-    optimizer = build_optimizer(model, cfg.train.weight_decay, cfg.train.betas)
+    optimizer = build_optimizer(model, cfg.train.weight_decay, cfg.train.betas, cfg.train.text_lr_scale)
     task, optimizer = accelerator.prepare(task, optimizer)
     accelerator.print(
         f"training on {accelerator.num_processes} processes ({accelerator.device}), "
@@ -220,7 +220,7 @@ def pretrain(
         while state.stage_step < stage.steps:
             lr = lr_at(state.step)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             for _ in range(accum):
                 modality, batch = next(batches)
                 state.bad_samples.extend(batch.pop("bad"))

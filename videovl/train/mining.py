@@ -11,7 +11,7 @@ hard they are. :func:`brute_force_neighbours` is the exact torch reference for t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import faiss
 import numpy as np
@@ -35,6 +35,7 @@ __all__ = [
     "mining_dataset",
     "embed_for_mining",
     "negative_similarity",
+    "sampler_negative_similarity",
 ]
 
 # k-means cost grows with its training points; 64 per list places coarse centroids well enough, and faiss
@@ -224,3 +225,10 @@ def negative_similarity(embeddings: np.ndarray | Tensor, batch: Sequence[int] | 
     # Sum over all pairs is |sum x|^2; the diagonal holds each row's own |x|^2.
     off_diagonal = total @ total - (x * x).sum()
     return float(off_diagonal / (b * (b - 1)))
+
+
+def sampler_negative_similarity(embeddings: np.ndarray | Tensor, sampler, steps: Iterable[int]) -> float:
+    """Mean :func:`negative_similarity` of a batch sampler's global batches at ``steps`` (any sampler with
+    ``global_batch(step)``): log it for the neighbour sampler and for the random one at each mining pass
+    to see how much harder mined batches are."""
+    return float(np.mean([negative_similarity(embeddings, sampler.global_batch(s)) for s in steps]))

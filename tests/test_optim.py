@@ -1,0 +1,41 @@
+import torch
+from torch import nn
+
+from videovl.train.optim import build_optimizer, param_groups
+from videovl.train.stages import apply_freeze
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.visual = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+        self.text = nn.Sequential(nn.Linear(4, 4))
+        self.visual_proj, self.text_proj = nn.Linear(4, 2, bias=False), nn.Linear(4, 2, bias=False)
+        self.logit_scale = nn.Parameter(torch.ones(()))
+
+    def no_weight_decay(self):
+        return {"logit_scale"}
+
+
+def test_groups_cover_every_parameter_once_and_skip_decay_on_norms_biases():
+    model = Toy()
+    groups = param_groups(model, weight_decay=0.1, text_lr_scale=0.1)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    assert by_param[id(model.visual[0].weight)]["weight_decay"] == 0.1
+    for p in (model.visual[0].bias, model.visual[1].weight, model.logit_scale):
+        assert by_param[id(p)]["weight_decay"] == 0.0
+    assert by_param[id(model.text[0].weight)]["lr_scale"] == 0.1
+    assert by_param[id(model.visual[0].weight)]["lr_scale"] == 1.0
+
+
+def test_frozen_parameters_stay_in_the_optimizer_for_later_stages():
+    model = Toy()
+    apply_freeze(model, ["text", "projections"])
+    assert not model.text[0].weight.requires_grad and not model.visual_proj.weight.requires_grad
+    assert model.visual[0].weight.requires_grad
+    opt = build_optimizer(model, 0.05, (0.9, 0.98))
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    apply_freeze(model, [])
+    assert all(p.requires_grad for p in model.parameters())
