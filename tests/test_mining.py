@@ -18,6 +18,7 @@ from videovl.train.mining import (
     nearest_neighbours,
     negative_similarity,
     recall_at_k,
+    sampler_negative_similarity,
 )
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -79,10 +80,11 @@ def test_neighbour_batches_hold_harder_negatives_than_random_batches():
     neighbours = nearest_neighbours(x, 16)
     mined = NeighbourBatchSampler(neighbours, batch_size=32, per_seed=7, seed=0)
     random = WeightedBatchSampler([len(x)], [1.0], batch_size=32, seed=0)
-    hardness = {
-        name: np.mean([negative_similarity(x, s.global_batch(step)) for step in range(20)])
-        for name, s in (("mined", mined), ("random", random))
-    }
+    samplers = {"mined": mined, "random": random}
+    hardness = {name: sampler_negative_similarity(x, s, range(20)) for name, s in samplers.items()}
+    assert hardness["random"] == pytest.approx(
+        np.mean([negative_similarity(x, random.global_batch(step)) for step in range(20)])
+    )
     assert hardness["mined"] > hardness["random"] + 0.1, hardness
 
 
