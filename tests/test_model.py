@@ -26,13 +26,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_config(**overrides) -> ModelConfig:
+def tiny_config(**overrides) -> ModelConfig:
     cfg = videovl.model_config("test", **overrides)
     fill_token_ids(cfg.text, load_tokenizer(cfg.text))
     return cfg
-
-
-test_config.__test__ = False  # a helper, not a test
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +41,7 @@ def tokens():
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = videovl.create_model(test_config(vision={"tubelet_size": 2})).eval()
+    m = videovl.create_model(tiny_config(vision={"tubelet_size": 2})).eval()
     with torch.no_grad():  # a trained model's temporal branch is not zero: let it change the output
         for p in m.visual.temporal_parameters():
             p.normal_(0, 0.05)
@@ -126,7 +123,7 @@ def test_each_sample_is_encoded_independently_of_its_batch(model, tokens):
 @pytest.mark.parametrize("agg", ["softmax", "mean", "max"])
 def test_similarity_modes(agg, tokens):
     torch.manual_seed(0)
-    m = videovl.create_model(test_config(frame_agg=agg, frame_agg_temperature=0.3)).eval()
+    m = videovl.create_model(tiny_config(frame_agg=agg, frame_agg_temperature=0.3)).eval()
     with torch.no_grad():
         v = m.encode_video(torch.randn(4, 3, 4, 32, 32))
         t = m.encode_text(tokens["input_ids"], tokens["attention_mask"])
@@ -146,7 +143,7 @@ def test_similarity_modes(agg, tokens):
 
 
 def test_logit_scale_starts_at_the_init_temperature_and_is_clamped():
-    m = videovl.create_model(test_config(init_temperature=0.05, max_logit_scale=50.0))
+    m = videovl.create_model(tiny_config(init_temperature=0.05, max_logit_scale=50.0))
     assert m.scale().item() == pytest.approx(20.0, rel=1e-5)
     m.scale().backward()
     assert m.logit_scale.grad.item() == pytest.approx(20.0, rel=1e-5)  # d exp(s) / ds
@@ -170,7 +167,7 @@ def test_no_weight_decay_names_exist_and_include_the_temperature(model):
 
 def test_grad_checkpointing_flags_from_config_reach_both_towers():
     on = {"grad_checkpointing": True}
-    m = videovl.create_model(test_config(vision=on, text=on))
+    m = videovl.create_model(tiny_config(vision=on, text=on))
     assert m.visual.grad_checkpointing
     assert all(layer.gradient_checkpointing for layer in m.text.model.encoder.layer)
     m.set_grad_checkpointing(False)
@@ -182,7 +179,7 @@ def test_grad_checkpointing_flags_from_config_reach_both_towers():
 
 
 def test_create_model_from_name_dict_and_config():
-    by_name = videovl.create_model(test_config())
+    by_name = videovl.create_model(tiny_config())
     assert by_name.cfg.name == "test" and by_name.cfg.embed_dim == 32
     assert by_name.alignment is not None and by_name.caption is not None and by_name.action_head is None
     cfg = videovl.model_config({"name": "test", "vision": {"depth": 1}})
@@ -227,4 +224,4 @@ def test_caption_head_needs_the_tokenizer_ids():
     m = videovl.create_model("test", caption={"enabled": False})  # no tokenizer needed then
     assert m.caption is None
     vocab = load_tokenizer(m.cfg.text)
-    assert videovl.create_model(test_config()).caption.lm_head.out_features == len(vocab)
+    assert videovl.create_model(tiny_config()).caption.lm_head.out_features == len(vocab)
