@@ -199,7 +199,8 @@ def embed_shards(
         got = list(itertools.islice(parts, math.ceil(len(rows) / batch_size)))
         out = {key: torch.cat([p[key] for p in got]).cpu() for key in ("clip", "frames", "index", "valid")}
         assert out["index"].tolist() == list(rows), f"shard {k}: rows arrived out of order"
-        captions = [(i, c) for i in rows for c in dataset.samples[i].captions] if tokenizer else []
+        with_text = tokenizer is not None
+        captions = [(i, c) for i in rows for c in dataset.samples[i].captions] if with_text else []
         if captions:
             texts = tokenized_batches(tokenizer, [c for _, c in captions], batch_size, max_length)
             out["text"] = embed_texts(model, texts, device, dtype).cpu()
