@@ -84,7 +84,7 @@ def _embed_all(ckpt: Path, samples, **dataset_kwargs):
     return model, load_tokenizer(cfg.model.text), model.encode_video(pixels)
 
 
-def test_retrieval_keys_json_and_counts_against_a_full_matrix(ckpt, manifest, tmp_path):
+def test_retrieval_keys_json_and_counts_against_a_full_matrix(ckpt, manifest, tmp_path, caplog):
     out = tmp_path / "metrics.json"
     metrics = _run(
         ckpt, "--task", "retrieval", "--manifest", str(manifest), "--dual-softmax", "--output", str(out)
@@ -96,6 +96,7 @@ def test_retrieval_keys_json_and_counts_against_a_full_matrix(ckpt, manifest, tm
     assert metrics["rerank/k"] == 128  # the checkpoint's model.alignment.rerank_k
     # the corrupt file and the absent one are reported, not scored
     assert metrics["data/unreadable"] == 1 and metrics["data/missing"] == 1
+    assert "1 unreadable videos left out" in caplog.text and "corrupt.mp4" in caplog.text
     samples = _readable(manifest)
     assert metrics["data/videos"] == 16 and metrics["data/queries"] == sum(len(s.captions) for s in samples)
 
@@ -240,9 +241,11 @@ def test_retrieval_benchmarks_report_missing_videos(ckpt, shared_dir, tmp_path, 
     write_test_video(root / f"{names[1]}.mp4", num_frames=20)
     (root / f"{names[2]}.mp4").write_bytes(b"\x00" * 100)  # present but unreadable
     args = ["--benchmark", benchmark, "--annotations", str(ann), "--video-root", str(root), "--rerank-k", "0"]
-    metrics = _run(ckpt, "--task", "retrieval", *args)
+    # one-frame clips (encoded as images: no frame-level scores), one per batch, 8-token captions
+    small = ["--num-frames", "1", "--batch-size", "1", "--text-length", "8"]
+    metrics = _run(ckpt, "--task", "retrieval", *args, *small)
     assert metrics["data/videos"] == 2 and metrics["data/queries"] == 2
-    assert not any(k.startswith("rerank/") for k in metrics)  # --rerank-k 0: off
+    assert not any(k.startswith(("rerank/", "frame/")) for k in metrics)  # --rerank-k 0: off
     assert metrics["data/missing"] == total - 3 and metrics["data/unreadable"] == 1
     assert 50 <= metrics["t2v/R@1"] <= 100 and 1 <= metrics["t2v/MdR"] <= 2
     with pytest.raises(SystemExit):  # retrieval benchmarks have no action labels

@@ -17,6 +17,7 @@ query set), ``rerank/...`` the alignment decoder re-ranking each query's top-``k
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from videovl.models.action import class_embeddings_from_prompts, zero_shot_logit
 from videovl.models.matching import frame_similarity
 
 __all__ = ["Evaluator", "ACTION_MODES", "format_metrics"]
+
+log = logging.getLogger(__name__)
 
 ACTION_MODES = ("zero-shot", "head")
 _RETRIEVAL = {
@@ -140,7 +143,10 @@ class Evaluator:
         return torch.cat(sentences), torch.cat(hidden), torch.cat(mask)
 
     def _counts(self, data: EvalSet, valid: Tensor) -> dict[str, float]:
-        return {"data/missing": float(len(data.missing)), "data/unreadable": float((~valid).sum())}
+        bad = [data.samples[i].path for i in (~valid).nonzero().squeeze(1).tolist()]
+        if bad and get_rank() == 0:
+            log.warning("%d unreadable videos left out of the metrics, e.g. %s", len(bad), bad[:5])
+        return {"data/missing": float(len(data.missing)), "data/unreadable": float(len(bad))}
 
     # ----------------------------------------------------------------------------------------- retrieval
 
@@ -336,5 +342,7 @@ def format_metrics(metrics: dict[str, float]) -> str:
             done |= set(keys)
     rest = sorted(k for k in metrics if k not in done)
     width = max((len(k) for k in rest), default=0)
-    lines += [f"{k:<{width}}  {metrics[k]:8.2f}" for k in rest]
+    for k in rest:  # counts print as whole numbers
+        value = f"{int(metrics[k]):8d}" if k.startswith(("data/", "rerank/k")) else f"{metrics[k]:8.2f}"
+        lines.append(f"{k:<{width}}  {value}")
     return "\n".join(lines)
