@@ -244,7 +244,7 @@ class Evaluator:
                     f"the action head has {model.action_head.fc.out_features} outputs but the class list has "
                     f"{len(classes)} names; pass the fine-tuning class list (one name a line, head order)"
                 )
-            score = lambda clip: model.action_head(clip)
+            score = model.action_head
         elif mode == "zero-shot":
             class_emb, scale = self.class_embeddings(classes, prompts), model.scale()
             score = lambda clip: zero_shot_logits(clip, class_emb, scale)
@@ -266,6 +266,8 @@ class Evaluator:
         )
         video = torch.arange(len(data.samples)).repeat_interleave(dataset.views)  # item -> its video
         valid = out["valid"]
+        if not valid.any():
+            raise ValueError(f"{data.name}: no video could be read; see the warnings above")
         probs = average_views(out["logits"][valid], video_ids=video[valid])  # rows: ascending readable videos
         labels = torch.tensor([label_to_id[s.label] for s in data.samples])[video[valid].unique()]
         read = torch.zeros(len(data.samples), dtype=torch.bool).index_fill_(0, video[valid], True)
@@ -291,9 +293,8 @@ class Evaluator:
 
         def generate(pixels: Tensor) -> dict[str, Tensor]:
             ids = decoder.generate(self.model.encode_video(pixels).tokens, length, num_beams=num_beams)
-            return {
-                "ids": F.pad(ids, (0, length - ids.shape[1]), value=decoder.pad_id)
-            }  # one width to gather
+            pad = length - ids.shape[1]  # every batch to one width, so that processes can gather them
+            return {"ids": F.pad(ids, (0, pad), value=decoder.pad_id)}
 
         out = self._map_videos(self._clips(data.samples), generate, "caption: generating")
         kept = out["valid"].nonzero().squeeze(1).tolist()
