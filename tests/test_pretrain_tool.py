@@ -40,13 +40,16 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 
 
-def test_resume_gives_the_same_weights_as_a_straight_run(tiny_demo, tmp_path):
-    # One stage of 4 steps: straight, and 2 steps then --resume for the other 2.
+@pytest.mark.parametrize("mining", [False, True])
+def test_resume_gives_the_same_weights_as_a_straight_run(tiny_demo, tmp_path, mining):
+    # One stage of 4 steps: straight, and 2 steps then --resume for the other 2. With mining, the
+    # neighbour table mined at step 0 travels in the checkpoint and step 2 mines again.
     common = [
         "stages=[{name: joint, steps: 4, warmup_steps: 1, video_ratio: 0.5, sources: "
         "[{manifest: 'demo:video_train.jsonl', kind: video-text}, "
         "{manifest: 'demo:image_train.jsonl', kind: image-text}], "
-        "losses: {contrastive: 1.0, frame: 0.5, itm: 0.5, caption: 0.2}}]",
+        "losses: {contrastive: 1.0, frame: 0.5, itm: 0.5, caption: 0.2}, "
+        f"mining: {{enabled: {str(mining).lower()}, every: 2, k: 4, neighbours_per_seed: 3}}}}]",
         "data.val_manifest=null",
         "data.val_image_manifest=null",
         "data.test_manifest=null",

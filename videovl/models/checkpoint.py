@@ -7,6 +7,7 @@ saving never leaves a folder that looks complete.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ def save_checkpoint(
     try:
         cfg = copy.deepcopy(cfg)
         cfg.model.text.config = model.text.hf_config()
+        # An encoder inflated from timm knows its full architecture; storing it (without the timm
+        # source) lets the checkpoint rebuild without the original weights file.
+        cfg.model.vision = dataclasses.replace(model.visual.cfg, timm_model=None, timm_checkpoint=None)
         save_model(model, str(tmp / WEIGHTS_NAME))
         if extra_files is not None:
             extra_files(tmp)

@@ -12,10 +12,20 @@ from videovl.data.collate import Collator
 from videovl.data.datasets import ClipDataset, build_label_map
 from videovl.data.loader import build_loader
 from videovl.data.manifest import Sample, read_manifest
+from videovl.data.mixing import MixedBatches, modality_order
 from videovl.data.samplers import NeighbourBatchSampler, WeightedBatchSampler
 from videovl.data.transforms import build_transform
 
-__all__ = ["KINDS", "StageData", "resolve_manifest", "load_source", "build_stage_data", "build_eval_dataset"]
+__all__ = [
+    "KINDS",
+    "StageData",
+    "resolve_manifest",
+    "load_source",
+    "build_stage_data",
+    "make_loader",
+    "open_batches",
+    "build_eval_dataset",
+]
 
 KINDS = ("video-text", "video-label", "image-text", "image-label")
 
@@ -142,6 +152,31 @@ def make_loader(
     return build_loader(
         data.dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.data.num_workers
     )
+
+
+def open_batches(
+    cfg: Config,
+    data: dict[str, StageData],
+    stage: StageConfig,
+    collator: Collator,
+    seed: int,
+    micro_step: int,
+    rank: int,
+    world_size: int,
+    neighbours=None,
+):
+    """The stage's stream of ``(modality, batch)`` from micro-step ``micro_step`` on: modalities mixed by
+    ``stage.video_ratio`` in an order every process agrees on; video batches from neighbourhoods when a
+    mined ``neighbours`` table is given."""
+    ratio = stage.video_ratio if len(data) > 1 else (1.0 if "video" in data else 0.0)
+    order = [modality_order(s, ratio, seed) for s in range(micro_step)]
+    loaders = {
+        m: make_loader(d, collator, cfg, rank=rank, world_size=world_size, seed=seed + (m == "video"),
+                       start_step=order.count(m), neighbours=neighbours if m == "video" else None,
+                       stage=stage)
+        for m, d in data.items()
+    }  # fmt: skip
+    return iter(MixedBatches(loaders, ratio, seed, start_step=micro_step))
 
 
 def build_eval_dataset(samples: list[Sample], cfg: Config, num_frames: int) -> ClipDataset:

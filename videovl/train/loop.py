@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from torch import nn
@@ -18,7 +19,6 @@ from videovl.data.collate import Collator
 from videovl.data.demo import generate_demo
 from videovl.data.loader import build_loader
 from videovl.data.manifest import Sample, read_manifest
-from videovl.data.mixing import MixedBatches, modality_order
 from videovl.data.tokenizer import fill_token_ids, load_tokenizer
 from videovl.eval.embed import embed_texts, embed_videos, gather_in_order, shard_indices
 from videovl.eval.retrieval import retrieval_metrics
@@ -27,7 +27,8 @@ from videovl.models.factory import create_model
 from videovl.models.matching import frame_similarity
 from videovl.models.model import VideoLanguageModel
 from videovl.tasks.pretrain import PretrainTask
-from videovl.train.data import build_eval_dataset, build_stage_data, make_loader, resolve_manifest
+from videovl.train.data import build_eval_dataset, build_stage_data, open_batches, resolve_manifest
+from videovl.train.mining import embed_for_mining, mining_dataset, nearest_neighbours
 from videovl.train.optim import build_optimizer
 from videovl.train.schedule import StagedSchedule
 from videovl.train.stages import apply_freeze
@@ -38,6 +39,8 @@ __all__ = ["pretrain", "evaluate_retrieval", "NonFiniteLossError", "latest_check
 Validator = Callable[..., dict[str, float]]
 
 log = logging.getLogger(__name__)
+
+NEIGHBOURS_NAME = "neighbours.npy"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -104,19 +107,41 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
-def _save_state(accelerator: Accelerator, cfg: Config, step: int) -> None:
+def _save_state(accelerator: Accelerator, cfg: Config, step: int, neighbours: np.ndarray | None) -> None:
     root = Path(cfg.train.output_dir) / "checkpoints"
     final, tmp = root / f"step_{step:08d}", root / f"step_{step:08d}.tmp"
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_config(cfg, tmp / "config.yaml")
+        if neighbours is not None:  # so a resumed run draws the same mined batches
+            np.save(tmp / NEIGHBOURS_NAME, neighbours)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)  # only a fully written folder gets a name that latest_checkpoint accepts
         for old in sorted(root.glob("step_*[0-9]"))[: -cfg.train.keep_checkpoints]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+def _load_neighbours(path: Path) -> np.ndarray | None:
+    file = Path(path) / NEIGHBOURS_NAME
+    return np.load(file) if file.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------------ mining
+
+
+def _mine(accelerator, model, cfg: Config, data: dict, stage, state: TrainState) -> np.ndarray:
+    """Embed the stage's training videos with the current model and return each one's neighbours."""
+    dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
+    emb = embed_for_mining(
+        model, mining_dataset(data["video"], cfg), batch_size=cfg.eval.batch_size,
+        num_workers=min(cfg.data.num_workers, 1), device=accelerator.device, dtype=dtype,
+        rank=accelerator.process_index, world_size=accelerator.num_processes,
+    )  # fmt: skip
+    state.mined_at = state.stage_step
+    return nearest_neighbours(emb, stage.mining.k, ivf_threshold=stage.mining.ivf_threshold)
 
 
 # ----------------------------------------------------------------------------------------------- loop
@@ -171,6 +196,7 @@ def pretrain(
     )
     state = TrainState()
     accelerator.register_for_checkpointing(state)
+    resume_path = None
     if resume:
         path = latest_checkpoint(out_dir) if resume == "latest" else Path(resume)
         if path is None:
@@ -178,6 +204,7 @@ def pretrain(
                 f"--resume latest: no complete checkpoint under {out_dir / 'checkpoints'}"
             )
         accelerator.load_state(str(path))
+        resume_path = path
         accelerator.print(f"resumed from {path}: stage {state.stage}, step {state.step}")
     if cfg.train.tracker:
         accelerator.init_trackers("videovl", config=_flat(to_dict(cfg)))
@@ -188,6 +215,7 @@ def pretrain(
         validate = lambda acc, m, c, tok, stage: _validate(acc, m, c, val, tok, stage)  # noqa: E731
     accum = cfg.train.grad_accum
     rank, world = accelerator.process_index, accelerator.num_processes
+    neighbours = _load_neighbours(resume_path) if resume_path is not None else None
 
     while state.stage < len(cfg.stages):
         si, stage = state.stage, cfg.stages[state.stage]
@@ -198,22 +226,11 @@ def pretrain(
         )
         data = build_stage_data(cfg, si)
         micro0 = state.stage_step * accum  # micro-batches already drawn in this stage
-        ratio = stage.video_ratio if len(data) > 1 else (1.0 if "video" in data else 0.0)
         seed = cfg.train.seed + 1000 * si
-        order = [modality_order(s, ratio, seed) for s in range(micro0)]
-        loaders = {
-            m: make_loader(
-                d,
-                collator,
-                cfg,
-                rank=rank,
-                world_size=world,
-                seed=seed + (m == "video"),
-                start_step=order.count(m),
-            )
-            for m, d in data.items()
-        }
-        batches = iter(MixedBatches(loaders, ratio, seed, start_step=micro0))
+        mining = stage.mining.enabled and "video" in data
+        if mining and (neighbours is None or state.mined_at < 0):
+            neighbours = _mine(accelerator, model, cfg, data, stage, state)
+        batches = open_batches(cfg, data, stage, collator, seed, micro0, rank, world, neighbours)
         bar = tqdm(
             total=stage.steps, initial=state.stage_step, desc=stage.name, disable=not main, dynamic_ncols=True
         )
@@ -221,6 +238,16 @@ def pretrain(
             lr = lr_at(state.step)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
+            if (
+                mining
+                and state.stage_step > 0
+                and state.stage_step % stage.mining.every == 0
+                and state.mined_at != state.stage_step
+            ):
+                neighbours = _mine(accelerator, model, cfg, data, stage, state)
+                batches = open_batches(
+                    cfg, data, stage, collator, seed, state.stage_step * accum, rank, world, neighbours
+                )
             for _ in range(accum):
                 modality, batch = next(batches)
                 state.bad_samples.extend(batch.pop("bad"))
@@ -251,9 +278,11 @@ def pretrain(
             if last:  # the checkpoint saved below must resume at the next stage
                 state.stage += 1
                 state.stage_step = 0
+                state.mined_at = -1
+                neighbours = None
             stop = stop_after is not None and state.step >= stop_after
             if (cfg.train.save_every and state.step % cfg.train.save_every == 0) or last or stop:
-                _save_state(accelerator, cfg, state.step)
+                _save_state(accelerator, cfg, state.step, neighbours)
             if stop:
                 accelerator.print(f"stopped after step {state.step}; continue with --resume latest")
                 accelerator.end_training()
