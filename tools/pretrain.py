@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import set_seed
 
 from videovl.config import load_config
+from videovl.train.accelerator import make_accelerator
 from videovl.train.loop import pretrain
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -36,17 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict[str, float]:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    # Several CPU processes only form a process group when Accelerate is told to use the CPU.
-    cpu = args.cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
-    accelerator = Accelerator(
-        cpu=cpu,
-        mixed_precision=cfg.train.mixed_precision,
-        gradient_accumulation_steps=cfg.train.grad_accum,
-        log_with=cfg.train.tracker,
-        project_dir=cfg.train.output_dir,
-        # Image batches skip temporal attention and stages may freeze parts: not every parameter is used.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
+    accelerator = make_accelerator(cfg, cpu=args.cpu)
     set_seed(cfg.train.seed)
     metrics = pretrain(cfg, accelerator, resume=args.resume, stop_after=args.stop_after_steps)
     if accelerator.is_main_process:
