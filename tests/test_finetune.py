@@ -2,6 +2,9 @@
 RecognitionTask against a direct cross-entropy."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,8 @@ from videovl.eval import runner
 from videovl.models.factory import model_config
 from videovl.tasks.recognition import RecognitionTask
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
 # The action config's model overrides: a new head, both decoders left out.
 ACTION_OVERRIDES = {"alignment": {"enabled": False}, "caption": {"enabled": False}}
 
@@ -173,6 +177,24 @@ def test_config_errors_name_the_fix(ckpt, tiny_demo, tmp_path):
         tool.main(_args("caption", ckpt, tiny_demo, tmp_path, "stages.0.losses.caption=0"))
     with pytest.raises(SystemExit):
         tool.main(_args("retrieval", ckpt, tiny_demo, tmp_path, "--label-smoothing", "0.3"))
+
+
+@pytest.mark.slow
+def test_action_on_two_cpu_processes(ckpt, tiny_demo, tmp_path):
+    # Validation is sharded inside the loop; the test pass runs after the loop has ended the process group.
+    out = tmp_path / "action"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", "29617", str(ROOT / "tools" / "finetune.py"), "--cpu",
+           "--metrics-out", str(tmp_path / "m.json"),
+           *_args("action", ckpt, tiny_demo, out, *_steps(1, 1))]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 processes" in proc.stdout and "val/action/top1=" in proc.stdout
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert 0 <= metrics["test/action/top1"] <= 100
+    assert (out / "model" / "classes.txt").read_text().count("\n") == 8
 
 
 # ------------------------------------------------------------------------------------ RecognitionTask

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import Subset
 
 from videovl.config import Config, ConfigError, apply_overrides, from_dict
@@ -43,6 +42,7 @@ from videovl.data.demo import generate_demo
 from videovl.data.loader import build_loader
 from videovl.data.tokenizer import load_tokenizer
 from videovl.data.transforms import build_transform
+from videovl.distributed import get_rank, get_world_size
 from videovl.eval.benchmarks import EvalSet, load_manifest
 from videovl.eval.embed import shard_indices
 from videovl.eval.runner import Evaluator, format_metrics
@@ -50,6 +50,7 @@ from videovl.losses.caption import caption_loss
 from videovl.models.checkpoint import CONFIG_NAME, load_checkpoint
 from videovl.tasks.pretrain import PretrainTask
 from videovl.tasks.recognition import RecognitionTask
+from videovl.train.accelerator import make_accelerator
 from videovl.train.data import load_source, resolve_manifest
 from videovl.train.loop import pretrain
 
@@ -199,7 +200,9 @@ def evaluate_caption_loss(accelerator, model, cfg, tokenizer, data: EvalSet, num
         backend=cfg.data.backend,
         text="caption",
     )
-    shard = Subset(dataset, shard_indices(len(dataset), accelerator.process_index, accelerator.num_processes))
+    # The live process group decides the sharding: after the loop has ended it, one process does it all.
+    world = get_world_size()
+    shard = Subset(dataset, shard_indices(len(dataset), get_rank(), world))
     loader = build_loader(
         shard,
         batch_size=cfg.eval.batch_size,
@@ -222,7 +225,7 @@ def evaluate_caption_loss(accelerator, model, cfg, tokenizer, data: EvalSet, num
             total += torch.stack([caption_loss(logits, ids, mask)["caption_loss"] * tokens, tokens.float()])
     finally:
         model.train()
-    total = accelerator.reduce(total, "sum") if accelerator.num_processes > 1 else total
+    total = accelerator.reduce(total, "sum") if world > 1 else total
     loss = float(total[0] / total[1].clamp_min(1))
     return {f"{prefix}/caption_loss": loss, f"{prefix}/caption_ppl": math.exp(min(loss, 50.0))}
 
@@ -252,17 +255,7 @@ def make_validator(task: str, val: EvalSet | None, classes: list[str] | None):
 def main(argv=None) -> dict[str, float]:
     args = parse_args(argv)
     cfg, model_overrides = build_config(args.config, args.overrides, args.checkpoint)
-    # Several CPU processes only form a process group when Accelerate is told to use the CPU.
-    cpu = args.cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
-    accelerator = Accelerator(
-        cpu=cpu,
-        mixed_precision=cfg.train.mixed_precision,
-        gradient_accumulation_steps=cfg.train.grad_accum,
-        log_with=cfg.train.tracker,
-        project_dir=cfg.train.output_dir,
-        # Frozen towers and unused heads (the caption decoder in an action run) get no gradient.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
+    accelerator = make_accelerator(cfg, cpu=args.cpu)
     set_seed(cfg.train.seed)  # before loading: a new head's initialisation is part of the run
     out_dir = Path(cfg.train.output_dir)
     classes = None
@@ -319,17 +312,17 @@ def main(argv=None) -> dict[str, float]:
         validate=make_validator(args.task, val, classes),
     )
     finished = args.stop_after_steps is None or args.stop_after_steps >= sum(s.steps for s in cfg.stages)
-    if finished and args.task != "retrieval":
-        # test numbers replace the validation ones, as in pretraining; caption scores of val clips join them
-        tested = _test(args, accelerator, model, cfg, test_manifest, classes)
-        metrics = ({} if test_manifest else metrics) | tested
+    # The loop ends the process group when training ends, so the test pass runs on the main process alone.
     if accelerator.is_main_process:
+        if finished and args.task != "retrieval":
+            # test numbers replace the validation ones, as in pretraining; caption scores of val clips join
+            tested = _test(args, accelerator, model, cfg, test_manifest, classes)
+            metrics = ({} if test_manifest else metrics) | tested
         if classes and (out_dir / "model").is_dir():
             (out_dir / "model" / CLASSES_NAME).write_text("\n".join(classes) + "\n")
         print(format_metrics(metrics))
         if args.metrics_out:
             Path(args.metrics_out).write_text(json.dumps(metrics, indent=2) + "\n")
-    accelerator.wait_for_everyone()
     return metrics
 
 
