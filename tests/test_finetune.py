@@ -59,6 +59,7 @@ def _args(task: str, ckpt: Path, demo: Path, out: Path, *extra: str) -> list[str
         "data.batch_size=8",
         "eval.batch_size=16",
         "train.tracker=null",
+        "train.mixed_precision='no'",  # fp32: the test numbers must equal evaluate.py's
         *extra,
     ]
 
