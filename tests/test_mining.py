@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -46,6 +47,13 @@ def test_ivf_recall_on_clustered_data():
     assert index.nlist > 1 and 1 <= index.nprobe < index.nlist  # inverted lists, not a full scan
     found = nearest_neighbours(x, 16, ivf_threshold=1000)
     assert recall_at_k(found, brute_force_neighbours(x, 16)) >= 0.9
+
+
+def test_unclustered_data_falls_back_to_exact_search():
+    x = np.random.default_rng(4).standard_normal((3000, 32)).astype(np.float32)  # no cluster structure
+    assert isinstance(build_index(x, ivf_threshold=1000, k=16), faiss.IndexFlatIP)
+    forced = build_index(x, ivf_threshold=1000, k=16, exact_fallback=False)
+    assert isinstance(forced, faiss.IndexIVFFlat) and forced.nprobe > forced.nlist / 8
 
 
 def test_self_is_never_a_neighbour_even_among_duplicates():

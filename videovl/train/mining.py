@@ -10,6 +10,7 @@ hard they are. :func:`brute_force_neighbours` is the exact torch reference for t
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
 
@@ -38,10 +39,15 @@ __all__ = [
     "sampler_negative_similarity",
 ]
 
+log = logging.getLogger(__name__)
+
 # k-means cost grows with its training points; 64 per list places coarse centroids well enough, and faiss
 # warns below 39 per list, which bounds nlist for small sets.
 _TRAIN_POINTS_PER_LIST = 64
 _MIN_POINTS_PER_LIST = 39
+# Scanning inverted lists costs about 7x more per vector than the flat index's matrix product (measured on
+# 100k 256-d vectors, benchmarks/bench_mining.py), so probing more than 1/8 of the lists cannot beat it.
+_MAX_PROBED_SHARE = 1 / 8
 
 
 def _normalised(embeddings: np.ndarray) -> np.ndarray:
@@ -60,20 +66,21 @@ def build_index(
     nprobe: int | None = None,
     target_recall: float = 0.95,
     k: int = 32,
+    exact_fallback: bool = True,
 ) -> faiss.Index:
     """An inner-product index over the L2-normalised rows of ``embeddings`` (N, D).
 
     Below ``ivf_threshold`` rows: exact ``IndexFlatIP``. From there on: ``IndexIVFFlat`` with ``nlist``
     lists (default ~4 sqrt(N)) around k-means centroids; ``nprobe`` lists are visited per query. By default
     nprobe is the smallest power of two whose recall@``k`` on 256 sampled rows reaches ``target_recall``:
-    how many lists that takes depends on how clustered the embeddings are, not on N alone.
+    how many lists that takes depends on how clustered the embeddings are, not on N alone. Embeddings with
+    so little cluster structure that more than 1/8 of the lists must be probed get the exact index instead
+    (cheaper then); ``exact_fallback=False`` keeps the IVF index anyway.
     """
     x = _normalised(embeddings)
     n, d = x.shape
     if n < ivf_threshold:
-        index = faiss.IndexFlatIP(d)
-        index.add(x)
-        return index
+        return _flat(x)
     nlist = nlist or max(1, min(round(4 * math.sqrt(n)), n // _MIN_POINTS_PER_LIST))
     # The index keeps a Python reference to its quantizer, so the quantizer lives as long as it does.
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -81,6 +88,18 @@ def build_index(
     index.train(x)
     index.add(x)
     index.nprobe = nprobe or _calibrate_nprobe(index, x, min(k, n - 1), target_recall)
+    if not nprobe and exact_fallback and index.nprobe > nlist * _MAX_PROBED_SHARE:
+        log.info(
+            "IVF needs %d of %d lists for recall %.2f on these %d embeddings; exact search is cheaper",
+            index.nprobe, nlist, target_recall, n,
+        )  # fmt: skip
+        return _flat(x)
+    return index
+
+
+def _flat(x: np.ndarray) -> faiss.Index:
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
     return index
 
 
