@@ -3,8 +3,9 @@
 Every so often the loop embeds the training set with the current model (:func:`embed_for_mining` over
 :func:`mining_dataset`), finds each sample's ``k`` nearest other samples (:func:`nearest_neighbours`, a
 FAISS inner-product search over L2-normalised rows: exact below ``ivf_threshold`` samples, inverted lists
-above) and hands the (N, k) table to :class:`~videovl.data.samplers.NeighbourBatchSampler`, whose batches
-are seeds plus their neighbours, so in-batch negatives are hard. :func:`negative_similarity` measures how
+above unless the embeddings are too unclustered for lists to pay) and hands the (N, k) table to
+:class:`~videovl.data.samplers.NeighbourBatchSampler`, whose batches are seeds plus their neighbours, so
+in-batch negatives are hard. :func:`negative_similarity` measures how
 hard they are. :func:`brute_force_neighbours` is the exact torch reference for tests and benchmarks.
 """
 
