@@ -5,8 +5,8 @@ Every so often the loop embeds the training set with the current model (:func:`e
 FAISS inner-product search over L2-normalised rows: exact below ``ivf_threshold`` samples, inverted lists
 above unless the embeddings are too unclustered for lists to pay) and hands the (N, k) table to
 :class:`~videovl.data.samplers.NeighbourBatchSampler`, whose batches are seeds plus their neighbours, so
-in-batch negatives are hard. :func:`negative_similarity` measures how
-hard they are. :func:`brute_force_neighbours` is the exact torch reference for tests and benchmarks.
+in-batch negatives are hard. :func:`negative_similarity` measures how hard they are.
+:func:`brute_force_neighbours` is the exact torch reference for tests and benchmarks.
 """
 
 from __future__ import annotations
