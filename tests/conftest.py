@@ -62,6 +62,7 @@ def tiny_pretrain_args(demo_root: Path, out: Path, *extra: str) -> list[str]:
         "data.num_workers=0",
         "data.batch_size=8",
         "train.tracker=null",
+        "train.mixed_precision=no",
         "eval.batch_size=16",
         "stages.0.steps=2",
         "stages.1.steps=2",

