@@ -1,4 +1,4 @@
-"""Data flows one way: data -> models -> losses -> tasks -> eval -> train; config and distributed are leaves."""
+"""Data flows one way (data -> models -> losses -> tasks -> eval -> train); config, distributed: leaves."""
 
 import ast
 from pathlib import Path
