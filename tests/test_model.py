@@ -17,13 +17,7 @@ from videovl.models.matching import frame_similarity, global_similarity, word_fr
 SENTENCES = ["a digit moves left", "two", "the number seven falls slowly to the bottom"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: on a busy shared CPU a second thread makes each step many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**overrides) -> ModelConfig:

@@ -34,13 +34,7 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: on a busy shared CPU a second thread makes each step many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
