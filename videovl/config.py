@@ -232,8 +232,6 @@ class TrainConfig:
 class EvalConfig:
     batch_size: int = 64
     chunk_size: int = 4096  # similarity is computed this many queries at a time
-    dual_softmax: bool = False
-    rerank: bool = False  # alignment-decoder re-ranking of the dual encoder's top-k
 
 
 @dataclass
