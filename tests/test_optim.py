@@ -39,3 +39,24 @@ def test_frozen_parameters_stay_in_the_optimizer_for_later_stages():
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
     apply_freeze(model, [])
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_a_fully_frozen_tower_runs_in_eval_mode_while_the_model_trains():
+    import videovl
+    from videovl.data.tokenizer import fill_token_ids, load_tokenizer
+
+    cfg = videovl.model_config("test")
+    fill_token_ids(cfg.text, load_tokenizer(cfg.text))
+    model = videovl.create_model(cfg)
+    apply_freeze(model, ["text"])  # LiT: a locked text tower gives the same features every step
+    assert model.training and model.visual.training and not model.text.training
+    assert not any(m.training for m in model.text.modules())
+    model.eval().train()  # the loop's validation switches modes; the locked tower stays in eval
+    assert model.visual.training and not model.text.training
+    apply_freeze(model, ["temporal"])  # a partly frozen tower still trains (drop path, dropout)
+    assert model.visual.training and model.text.training
+    ids = torch.tensor([[101, 2000, 2001, 2002, 102]])
+    encode = lambda: model.encode_text(ids, torch.ones_like(ids)).sentence
+    assert not torch.equal(encode(), encode())  # trainable: BERT's dropout is on
+    apply_freeze(model, ["text"])
+    assert torch.equal(encode(), encode())  # locked: deterministic

@@ -116,6 +116,17 @@ class VideoLanguageModel(nn.Module):
 
     # ---------------------------------------------------------------------------- uniform interface
 
+    def train(self, mode: bool = True) -> VideoLanguageModel:
+        """As ``nn.Module.train``, except that a tower with no trainable parameter stays in eval mode: a
+        locked tower (LiT's locked text, a linear probe's frozen encoder) gives the same features every
+        step instead of dropout noise."""
+        super().train(mode)
+        if mode:
+            for tower in (self.visual, self.text):
+                if not any(p.requires_grad for p in tower.parameters()):
+                    tower.eval()
+        return self
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.visual.set_grad_checkpointing(enable)
         self.text.set_grad_checkpointing(enable)

@@ -12,7 +12,9 @@ FREEZABLE = ("visual", "text", "temporal", "projections")
 
 
 def apply_freeze(model: nn.Module, freeze: list[str]) -> dict[str, int]:
-    """Make exactly the parts in ``freeze`` untrainable (everything else trainable); returns counts."""
+    """Make exactly the parts in ``freeze`` untrainable (everything else trainable); returns counts.
+
+    A fully frozen tower of a :class:`VideoLanguageModel` then runs in eval mode while the model trains."""
     unknown = [f for f in freeze if f not in FREEZABLE]
     if unknown:
         raise ConfigError(f"stages[].freeze has {unknown}; each entry must be one of {FREEZABLE}")
@@ -28,5 +30,6 @@ def apply_freeze(model: nn.Module, freeze: list[str]) -> dict[str, int]:
     if "temporal" in freeze:
         for p in model.visual.temporal_parameters():
             p.requires_grad_(False)
+    model.train(model.training)  # a model that keeps locked towers in eval mode re-reads what is locked
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"trainable": trainable, "frozen": sum(p.numel() for p in model.parameters()) - trainable}
