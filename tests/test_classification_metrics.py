@@ -37,13 +37,15 @@ def test_ties_count_as_correct_and_warn():
 def test_average_views_consecutive_and_by_id():
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(4 * 3, 5, generator=gen)  # 4 videos x 3 views
-    want = torch.stack([logits[3 * i : 3 * i + 3].softmax(-1).mean(0) for i in range(4)])
+    want = torch.stack([logits[3 * i : 3 * i + 3].double().softmax(-1).mean(0) for i in range(4)])
     assert torch.allclose(average_views(logits, num_views=3), want)
     ids = torch.tensor([7, 7, 7, 2, 2, 2, 9, 9, 9, 4, 4, 4])
     perm = torch.randperm(12, generator=gen)
     by_id = average_views(logits[perm], video_ids=ids[perm])  # rows in ascending id order: 2, 4, 7, 9
     assert torch.allclose(by_id, want[[1, 3, 0, 2]], atol=1e-6)
-    assert torch.allclose(average_views(logits, num_views=3, softmax=False), logits.view(4, 3, 5).mean(1))
+    assert torch.allclose(
+        average_views(logits, num_views=3, softmax=False), logits.view(4, 3, 5).mean(1).double()
+    )
     with pytest.raises(ValueError, match="num_views=5"):
         average_views(logits, num_views=5)
 
@@ -53,6 +55,15 @@ def test_softmax_first_stops_one_confident_view_outvoting():
     logits = torch.tensor([[20.0, 0.0], [0.0, 3.0], [0.0, 3.0]])
     assert average_views(logits, num_views=3).argmax().item() == 1
     assert average_views(logits, num_views=3, softmax=False).argmax().item() == 0
+
+
+def test_a_confidently_wrong_clip_is_not_rescued_by_underflow_ties():
+    # class 0 is 150 logits ahead: in float32 every other class would have probability exactly 0, and the
+    # true class 3 would tie classes 1, 2, 4, 5 and 6 and count as correct at top-5
+    logits = torch.tensor([[150.0, 10.0, 9.0, 0.0, 8.0, 7.0, 6.0]])
+    probs = average_views(logits, num_views=1)
+    assert (probs[0, 1:] > 0).all()
+    assert topk_accuracy(probs, torch.tensor([3]), ks=(1, 5)) == {"action/top1": 0.0, "action/top5": 0.0}
 
 
 def test_bad_labels_are_named():

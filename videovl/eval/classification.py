@@ -64,8 +64,12 @@ def average_views(
     (``video_ids.unique()``). With ``softmax`` (default) each view's logits become probabilities first, as
     in SlowFast / MViT testing, so one over-confident view cannot outvote the rest; pass ``softmax=False``
     for scores that are already probabilities.
+
+    Float64 throughout: in float32 a class more than about 100 logits below the best one has probability
+    exactly 0, so a confidently wrong clip would tie its true class with every other unlikely class and
+    the optimistic tie rule would count it correct at top-5. Float64 keeps them apart up to about 700.
     """
-    probs = scores.float().softmax(-1) if softmax else scores.float()
+    probs = scores.double().softmax(-1) if softmax else scores.double()
     if (num_views is None) == (video_ids is None):
         raise ValueError("average_views needs exactly one of num_views (consecutive views) or video_ids")
     if num_views is not None:
