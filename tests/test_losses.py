@@ -119,13 +119,14 @@ def test_hard_negatives_are_never_positives():
     pos = positive_mask(labels, None, video_ids=torch.arange(n) // 2)  # pairs of captions per clip
     sim = 5 * torch.randn(n, n, generator=gen)
     sim[pos] += 50  # positives are by far the most similar: a careless sampler would pick them
-    for _ in range(200):
-        neg_v, neg_t = sample_hard_negatives(sim, pos, gen)
+    for i in range(200):
+        neg_v, neg_t = sample_hard_negatives(sim, pos, gen, uniform=(0.0, 0.5, 1.0)[i % 3])
         assert not pos[torch.arange(n), neg_v].any()
         assert not pos[neg_t, torch.arange(n)].any()
 
 
-def test_hard_negatives_follow_softmax_of_negatives():
+@pytest.mark.parametrize("uniform", [0.0, 0.3, 1.0])
+def test_hard_negatives_follow_softmax_of_negatives(uniform):
     sim = torch.tensor(
         [[3.0, 2.0, 1.0, 0.0], [0.0, 3.0, 1.0, 2.0], [1.0, 0.0, 3.0, 2.0], [2.0, 1.0, 0.0, 3.0]]
     )
@@ -135,12 +136,14 @@ def test_hard_negatives_follow_softmax_of_negatives():
     draws = 4000
     counts_v, counts_t = torch.zeros(4, 4), torch.zeros(4, 4)
     for _ in range(draws):
-        neg_v, neg_t = sample_hard_negatives(sim, pos, gen)
+        neg_v, neg_t = sample_hard_negatives(sim, pos, gen, uniform=uniform)
         counts_v[torch.arange(4), neg_v] += 1
         counts_t[torch.arange(4), neg_t] += 1
     for counts, s, p in ((counts_v, sim, pos), (counts_t, sim.t(), pos.t())):
-        expected = torch.softmax(s, 1) * ~p
-        expected /= expected.sum(1, keepdim=True)
+        hard = torch.softmax(s, 1) * ~p
+        hard /= hard.sum(1, keepdim=True)
+        flat = (~p).float() / (~p).sum(1, keepdim=True)
+        expected = (1 - uniform) * hard + uniform * flat
         # binomial std <= sqrt(0.25 / 4000) = 0.008; 0.03 is almost 4 sigma
         assert (counts / draws - expected).abs().max() < 0.03
 
@@ -152,6 +155,12 @@ def test_row_without_negatives_gets_minus_one():
     pos = positive_mask(torch.tensor([0, 0, 1]), None)
     neg_v, _ = sample_hard_negatives(torch.randn(3, 3), pos)
     assert neg_v[:2].tolist() == [2, 2] and neg_v[2].item() in (0, 1)
+    neg_v, _ = sample_hard_negatives(
+        torch.randn(3, 3), positive_mask(torch.tensor([0, 0, 0]), None), uniform=0.5
+    )
+    assert neg_v.tolist() == [-1, -1, -1]
+    with pytest.raises(ValueError, match="uniform must lie in"):
+        sample_hard_negatives(torch.randn(3, 3), pos, uniform=1.5)
 
 
 def test_hard_negatives_survive_huge_logits():

@@ -202,7 +202,7 @@ def itm_pairs(task: PretrainTask, batch: dict, monkeypatch, truth: torch.Tensor)
     labels = []
     real_itm_loss, real_sample = pretrain.itm_loss, pretrain.sample_hard_negatives
     monkeypatch.setattr(pretrain, "itm_loss", lambda logits, y: labels.append(y) or real_itm_loss(logits, y))
-    lure = lambda sim, pos: real_sample(sim + 1e4 * truth, pos)  # noqa: E731
+    lure = lambda sim, pos, **kw: real_sample(sim + 1e4 * truth, pos, **kw)  # noqa: E731
     monkeypatch.setattr(pretrain, "sample_hard_negatives", lure)
     with torch.no_grad(), recording(model.alignment) as calls:
         task(batch, ALL)
@@ -283,7 +283,7 @@ def test_itm_uses_this_ranks_rows_of_an_uneven_global_batch(tokenizer, monkeypat
     shift = torch.roll(torch.eye(5), 1, dims=1)
     real_sample = pretrain.sample_hard_negatives
     monkeypatch.setattr(
-        pretrain, "sample_hard_negatives", lambda sim, pos: real_sample(sim + 1e4 * shift, pos)
+        pretrain, "sample_hard_negatives", lambda sim, pos, **kw: real_sample(sim + 1e4 * shift, pos, **kw)
     )
     with torch.no_grad(), recording(model.alignment) as calls:
         PretrainTask(model, rank=1, world_size=2)(local, ALL)

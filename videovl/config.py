@@ -180,6 +180,9 @@ class LossWeights:
     contrastive: float = 1.0
     frame: float = 0.0  # frame-level fine-grained contrastive
     itm: float = 0.0  # alignment decoder with hard negatives
+    # Not a weight: the share of ITM negatives drawn uniformly instead of by similarity (0: ALBEF's hard
+    # negatives only; see videovl.losses.itm.sample_hard_negatives).
+    itm_uniform_negatives: float = 0.0
     caption: float = 0.0  # captioning language-modelling loss
 
 

@@ -48,7 +48,7 @@ class PretrainTask(nn.Module):
             out.update(self.frame(video.frames, text.sentence, scale, **ids, **dist))
             loss = loss + weights.frame * out["frame_loss"]
         if weights.itm > 0:
-            out.update(self._itm(batch, video, text, logits_t2v))
+            out.update(self._itm(batch, video, text, logits_t2v, weights.itm_uniform_negatives))
             loss = loss + weights.itm * out["itm_loss"]
         if weights.caption > 0:
             # The data layer truncates text to text.max_length, which may exceed the decoder's positions:
@@ -62,7 +62,7 @@ class PretrainTask(nn.Module):
         out["logit_scale"] = scale.detach()
         return out
 
-    def _itm(self, batch: dict, video, text, logits_t2v: Tensor) -> dict[str, Tensor]:
+    def _itm(self, batch: dict, video, text, logits_t2v: Tensor, uniform: float) -> dict[str, Tensor]:
         """ALBEF/BLIP alignment loss: each local pair, plus a hard negative video for each local text and
         a hard negative text for each local video, drawn from the similarities of the global batch."""
         n_local = video.clip.shape[0]
@@ -80,7 +80,7 @@ class PretrainTask(nn.Module):
             pos = positive_mask(gather_no_grad(batch["labels"]), gather_no_grad(batch["text_hash"]))
             index = gather_no_grad(batch["index"])
             pos |= index[:, None] == index[None, :]
-            neg_video, neg_text = sample_hard_negatives(logits_t2v, pos)
+            neg_video, neg_text = sample_hard_negatives(logits_t2v, pos, uniform=uniform)
         tokens_all, hidden_all = gather_with_grad(video.tokens), gather_with_grad(hidden)
         mask_all = gather_no_grad(mask)
         local = slice(offset, offset + n_local)
