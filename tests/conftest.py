@@ -63,7 +63,7 @@ def tiny_demo(tmp_path_factory) -> Path:
 
 
 def tiny_pretrain_args(demo_root: Path, out: Path, *extra: str) -> list[str]:
-    """Overrides for a seconds-long run of the demo config: test-size model, 2+2 steps, no workers."""
+    """Overrides for a seconds-long run of the demo config: test-size model, 2 steps a stage, no workers."""
     return [
         "model.name=test",
         f"data.demo_root={demo_root}",
@@ -75,7 +75,9 @@ def tiny_pretrain_args(demo_root: Path, out: Path, *extra: str) -> list[str]:
         "eval.batch_size=16",
         "stages.0.steps=2",
         "stages.1.steps=2",
+        "stages.2.steps=2",
         "stages.0.warmup_steps=1",
         "stages.1.warmup_steps=1",
+        "stages.2.warmup_steps=1",
         *extra,
     ]

@@ -58,7 +58,7 @@ def outputs(model) -> list[torch.Tensor]:
         v, t = model(video, ids, mask)
         out = [*v, *t, model.scale()]
         if model.alignment is not None:
-            out.append(model.alignment(t.hidden, t.mask, v.tokens))
+            out.append(model.match_logits(t.hidden, t.mask, v.tokens))
         if model.caption is not None:
             out.append(model.caption(ids, mask, v.tokens))
         if model.action_head is not None:

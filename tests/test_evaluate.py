@@ -135,7 +135,7 @@ def test_rerank_of_everything_is_the_alignment_ranking_and_of_one_the_dual_encod
     with torch.no_grad():
         text = model.encode_text(tokens["input_ids"], tokens["attention_mask"])
         pairs = [v.expand(len(samples), -1, -1) for v in videos.tokens[:, None]]  # one video, every text
-        scores = torch.stack([model.alignment.score(text.hidden, text.mask, v) for v in pairs], 1)  # (Nt, Nv)
+        scores = torch.stack([model.match_score(text.hidden, text.mask, v) for v in pairs], 1)  # (Nt, Nv)
     want = naive_metrics(scores.double().numpy(), torch.arange(len(samples)).numpy())
     assert {k: everything[f"rerank/{k}"] for k in keys} == pytest.approx(want, abs=1e-6)
     assert any(everything[f"rerank/{k}"] != pytest.approx(plain[k]) for k in keys)  # a different ranking

@@ -219,3 +219,19 @@ def test_caption_head_needs_the_tokenizer_ids():
     assert m.caption is None
     vocab = load_tokenizer(m.cfg.text)
     assert videovl.create_model(tiny_config()).caption.lm_head.out_features == len(vocab)
+
+
+def test_match_logits_fuse_the_joint_space_and_train_the_projections(tokens):
+    torch.manual_seed(0)
+    model = videovl.create_model(tiny_config())
+    video = model.encode_video(torch.randn(3, 3, 4, 32, 32))
+    text = model.encode_text(tokens["input_ids"], tokens["attention_mask"])
+    logits = model.match_logits(text.hidden, text.mask, video.tokens)
+    assert logits.shape == (3, 2)
+    assert torch.equal(model.match_score(text.hidden, text.mask, video.tokens), logits[:, 1] - logits[:, 0])
+    logits[:, 1].sum().backward()
+    for part in (model.text_proj, model.visual_proj, model.alignment, model.visual.patch_embed):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters() if p.ndim > 1)
+    no_head = videovl.create_model(tiny_config(alignment={"enabled": False}))
+    with pytest.raises(ConfigError, match="no alignment decoder"):
+        no_head.match_logits(text.hidden, text.mask, video.tokens)

@@ -185,6 +185,11 @@ def recording(module: torch.nn.Module):
         handle.remove()
 
 
+def joint_tokens(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Visual tokens as the alignment decoder receives them: projected into the joint space, unit norm."""
+    return F.normalize(model.visual_proj(tokens), dim=-1)
+
+
 def identify(rows: torch.Tensor, reference: torch.Tensor) -> list[int]:
     """Index of the reference row each row equals (rows of distinct content)."""
     flat_rows, flat_ref = rows.flatten(1), reference.flatten(1)
@@ -209,11 +214,11 @@ def itm_pairs(task: PretrainTask, batch: dict, monkeypatch, truth: torch.Tensor)
     with torch.no_grad():
         video = model.encode_video(batch["pixels"])
         text = model.encode_text(batch["input_ids"], batch["attention_mask"])
-    [(hidden, mask, tokens)] = calls
+    [(words, mask, tokens)] = calls  # the decoder sees both sequences in the joint space
     length = text.hidden.shape[1]
-    assert not hidden[:, length:].any() and not mask[:, length:].any()  # padding to max_length only
-    texts = identify(hidden[:, :length], text.hidden)
-    clips = identify(tokens, video.tokens)
+    assert not words[:, length:].any() and not mask[:, length:].any()  # padding to max_length only
+    texts = identify(words[:, :length], text.words)
+    clips = identify(tokens, joint_tokens(model, video.tokens))
     return list(zip(texts, clips)), labels[0].tolist()
 
 
@@ -287,7 +292,7 @@ def test_itm_uses_this_ranks_rows_of_an_uneven_global_batch(tokenizer, monkeypat
     )
     with torch.no_grad(), recording(model.alignment) as calls:
         PretrainTask(model, rank=1, world_size=2)(local, ALL)
-    [(hidden, _, tokens)] = calls
-    texts = identify(hidden, torch.cat([pad(ot.hidden), pad(lt.hidden)]))
-    clips = identify(tokens, torch.cat([ov.tokens, lv.tokens]))
+    [(words, _, tokens)] = calls
+    texts = identify(words, torch.cat([pad(ot.words), pad(lt.words)]))
+    clips = identify(tokens, joint_tokens(model, torch.cat([ov.tokens, lv.tokens])))
     assert list(zip(texts, clips)) == [(3, 3), (4, 4), (3, 4), (4, 0), (2, 3), (3, 4)]

@@ -1,4 +1,4 @@
-"""The main job end to end on a tiny model: both stages, metrics, checkpoints, resume, failures."""
+"""The main job end to end on a tiny model: every stage, metrics, checkpoints, resume, failures."""
 
 import json
 import os
@@ -18,7 +18,7 @@ from videovl.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_both_stages_report_test_metrics(tiny_demo, tmp_path):
+def test_every_stage_runs_and_the_run_reports_test_metrics(tiny_demo, tmp_path):
     out = tmp_path / "run"
     metrics = tool.main(tiny_pretrain_args(tiny_demo, out, "--metrics-out", str(tmp_path / "m.json")))
     for key in ("test/t2v/R@1", "test/v2t/R@5", "test/t2v/MdR", "test/frame/t2v/R@1"):
@@ -28,8 +28,13 @@ def test_both_stages_report_test_metrics(tiny_demo, tmp_path):
     resolved = load_config(out / "config.yaml")  # the resolved config next to the outputs
     assert resolved.stages[0].steps == 2 and resolved.model.vision.width == 32
     ckpts = sorted((out / "checkpoints").iterdir())
-    assert [p.name for p in ckpts] == ["step_00000002", "step_00000004"]
+    assert [p.name for p in ckpts] == ["step_00000004", "step_00000006"]  # three stages, the last two kept
     assert (ckpts[-1] / "config.yaml").is_file()  # the config inside every checkpoint
+    # the demo's last stage trains the alignment decoder alone on the frozen dual encoder
+    joint, align = _weights(ckpts[0]), _weights(ckpts[1])
+    towers = [k for k in joint if k.startswith(("model.visual", "model.text", "model.logit_scale"))]
+    assert towers and all(torch.equal(joint[k], align[k]) for k in towers)
+    assert any(not torch.equal(joint[k], align[k]) for k in joint if k.startswith("model.alignment."))
     model, cfg = load_checkpoint(out / "model")
     assert cfg.model.text.vocab_size == model.caption.lm_head.out_features
     x = torch.zeros(1, 3, 8, 32, 32)

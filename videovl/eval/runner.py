@@ -192,7 +192,7 @@ class Evaluator:
             def pair_scores(t: Tensor, v: Tensor) -> Tensor:  # stored rows go to the device a slice at a time
                 slices = zip(t.split(256), v.split(256), strict=True)
                 scores = [
-                    model.alignment.score(hidden[a].to(dev), mask[a].to(dev), tokens[b].to(dev))
+                    model.match_score(hidden[a].to(dev), mask[a].to(dev), tokens[b].to(dev))
                     for a, b in slices
                 ]
                 return torch.cat(scores).float().cpu()

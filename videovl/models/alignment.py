@@ -1,8 +1,12 @@
 """Cross-modal alignment decoder: the image-text matching (ITM) head of ALBEF / BLIP.
 
-The text encoder's token states attend to each other and, through cross-attention, to the clip's visual
-tokens; the first token's ([CLS]) output is classified as no-match / match. It is trained on hard
-negatives during pretraining and re-ranks the top-k candidates of the dual encoder at evaluation.
+The text's token states attend to each other and, through cross-attention, to the clip's visual tokens;
+the first token's ([CLS]) output is classified as no-match / match. It is trained on hard negatives during
+pretraining and re-ranks the top-k candidates of the dual encoder at evaluation.
+
+The decoder takes any two token sequences; :meth:`VideoLanguageModel.match_logits` feeds it both towers'
+tokens after the joint-space projections (align before fuse), so call the model's method, not the
+decoder, to score pairs of a model.
 """
 
 from __future__ import annotations

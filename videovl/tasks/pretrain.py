@@ -89,7 +89,7 @@ class PretrainTask(nn.Module):
         pair_hidden = torch.cat([hidden, hidden[kv], hidden_all[nt[kt]]])
         pair_mask = torch.cat([mask, mask[kv], mask_all[nt[kt]]])
         pair_tokens = torch.cat([video.tokens, tokens_all[nv[kv]], video.tokens[kt]])
-        logits = self.model.alignment(pair_hidden, pair_mask, pair_tokens)
+        logits = self.model.match_logits(pair_hidden, pair_mask, pair_tokens)
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         labels[:n_local] = 1
         out = dict(itm_loss(logits, labels))
