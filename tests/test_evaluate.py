@@ -141,9 +141,19 @@ def test_rerank_of_everything_is_the_alignment_ranking_and_of_one_the_dual_encod
     assert any(everything[f"rerank/{k}"] != pytest.approx(plain[k]) for k in keys)  # a different ranking
 
 
-def test_zero_shot_action_with_views_and_prompt_ensemble(ckpt, manifest):
+def test_zero_shot_action_with_views_and_prompt_ensemble(ckpt, manifest, tmp_path):
     prompts = ["the digit moves {label}", "a video of {label}"]
-    args = ["--task", "action", "--manifest", str(manifest), "--views", "2x3"]
+    predictions = tmp_path / "predictions.json"
+    args = [
+        "--task",
+        "action",
+        "--manifest",
+        str(manifest),
+        "--views",
+        "2x3",
+        "--predictions",
+        str(predictions),
+    ]
     metrics = _run(ckpt, *args, *(a for p in prompts for a in ("--prompt", p)))
     assert {"action/top1", "action/top5", "action/mean_class_acc"} <= metrics.keys()
     assert metrics["data/views"] == 6 and metrics["data/videos"] == 16 and metrics["data/unreadable"] == 1
@@ -163,6 +173,13 @@ def test_zero_shot_action_with_views_and_prompt_ensemble(ckpt, manifest):
     rank = 1 + (probs > probs.gather(1, labels[:, None])).sum(1)
     assert metrics["action/top1"] == pytest.approx(100 * (rank == 1).double().mean().item())
     assert metrics["action/top5"] == pytest.approx(100 * (rank <= 5).double().mean().item())
+    rows = json.loads(predictions.read_text())  # one per readable video, in manifest order
+    assert [r["id"] for r in rows] == [s.id for s in samples]
+    assert [r["label"] for r in rows] == [s.label for s in samples]
+    assert [r["prediction"] for r in rows] == [classes[i] for i in probs.argmax(1).tolist()]
+    for row, p in zip(rows, probs, strict=True):
+        assert [c for c, _ in row["top5"]] == [classes[i] for i in p.topk(5).indices.tolist()]
+        assert [q for _, q in row["top5"]] == pytest.approx(p.topk(5).values.tolist(), abs=1e-5)
 
 
 def test_head_mode_uses_the_fine_tuned_head_and_its_class_list(ckpt, tiny_demo, tmp_path):

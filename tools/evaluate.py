@@ -66,6 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--prompt", action="append", help="zero-shot template with {label}; repeat to ensemble")
     p.add_argument("--classes", help="action class names, one a line (line index = class id)")
+    p.add_argument("--predictions", help="action: write each video's predicted class and top-5 (JSON)")
     p.add_argument("--num-beams", type=int, default=1, help="caption beam width (1: greedy)")
     p.add_argument("--captions-out", help="where the generated captions go (default: beside --output)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator is present")
@@ -122,7 +123,11 @@ def main(argv=None) -> dict[str, float]:
             classes_file = head_classes
         classes = resolve_classes(data, classes_file)
         prompts = args.prompt or [DEFAULT_PROMPTS["video"]]
-        metrics = evaluator.action(data, classes, mode=args.mode, prompts=prompts, views=args.views)
+        metrics = evaluator.action(
+            data, classes, mode=args.mode, prompts=prompts, views=args.views, predictions_out=args.predictions
+        )
+        if args.predictions:
+            accelerator.print(f"predictions: {args.predictions}")
     else:
         out = args.captions_out or (
             Path(args.output).with_suffix(".captions.json") if args.output else "captions.json"

@@ -57,6 +57,22 @@ _RETRIEVAL = {
 _RANK_COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 
 
+def _write_predictions(path: str | Path, samples: list, probs: Tensor, classes: Sequence[str]) -> None:
+    top = probs.topk(min(5, len(classes)), dim=1)
+    rows = [
+        {
+            "id": sample.id,
+            "label": sample.label,
+            "prediction": classes[int(ids[0])],
+            "top5": [[classes[int(i)], round(float(p), 6)] for p, i in zip(values, ids, strict=True)],
+        }
+        for sample, values, ids in zip(samples, top.values, top.indices, strict=True)
+    ]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}{k}": v for k, v in metrics.items()}
 
@@ -225,10 +241,13 @@ class Evaluator:
         mode: str = "zero-shot",
         prompts: Sequence[str] = (DEFAULT_PROMPTS["video"],),
         views: tuple[int, int] = (1, 1),
+        predictions_out: str | Path | None = None,
     ) -> dict[str, float]:
         """Top-1, top-5 and mean class accuracy over ``views`` = (temporal clips, spatial crops) per video,
         averaged after softmax. ``mode``: ``zero-shot`` (class-name prompts through the text tower) or
-        ``head`` (the fine-tuned ``model.action_head``, whose outputs are ``classes`` in order)."""
+        ``head`` (the fine-tuned ``model.action_head``, whose outputs are ``classes`` in order).
+        ``predictions_out``: also write, per readable video, its id, label, predicted class and top-5
+        (class, probability) pairs as JSON, for error analysis (confusions between given classes)."""
         model = self.model
         unlabelled = [s.path for s in data.samples if s.label is None]
         if unlabelled:
@@ -271,6 +290,10 @@ class Evaluator:
         probs = average_views(out["logits"][valid], video_ids=video[valid])  # rows: ascending readable videos
         labels = torch.tensor([label_to_id[s.label] for s in data.samples])[video[valid].unique()]
         read = torch.zeros(len(data.samples), dtype=torch.bool).index_fill_(0, video[valid], True)
+        if predictions_out is not None and get_rank() == 0:
+            _write_predictions(
+                predictions_out, [data.samples[i] for i in video[valid].unique()], probs, classes
+            )
         counts = {
             "data/videos": float(len(labels)),
             "data/views": float(dataset.views),
