@@ -30,6 +30,7 @@ from videovl.config import load_config
 from videovl.data.demo import generate_demo
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / "configs" / "demo.yaml"  # tools/pretrain.py's default
 GLOBAL_R1, FRAME_R1 = "val/video/t2v/R@1", "val/video/frame/t2v/R@1"
 Curve = list[tuple[int, float]]  # (step, R@1) pairs
 COLUMNS = ("global", "frame", "frame/global")  # the last: the frame run's recall by global similarity
@@ -118,6 +119,8 @@ def main(argv=None) -> dict:
         "train.tracker=tensorboard",
         "train.save_every=0",
         "data.test_manifest=null",
+        # stages after the joint one (the demo's alignment stage) change neither tower: left out
+        *(f"stages.{i}.steps=0" for i in range(2, len(load_config(a.config or DEMO_CONFIG).stages))),
         *([f"stages.1.steps={steps}"] if steps else []),
         *a.overrides,
     ]

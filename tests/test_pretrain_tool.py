@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from tests.conftest import tiny_pretrain_args
 from tools import pretrain as tool
 from videovl import load_checkpoint
-from videovl.config import load_config
+from videovl.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +39,15 @@ def test_every_stage_runs_and_the_run_reports_test_metrics(tiny_demo, tmp_path):
     assert cfg.model.text.vocab_size == model.caption.lm_head.out_features
     x = torch.zeros(1, 3, 8, 32, 32)
     assert model.encode_video(x).clip.shape == (1, 32)
+
+
+def test_a_stage_of_zero_steps_is_skipped_and_negative_steps_are_an_error(tiny_demo, tmp_path):
+    out = tmp_path / "run"
+    metrics = tool.main(tiny_pretrain_args(tiny_demo, out, "stages.2.steps=0"))
+    assert "test/t2v/R@1" in metrics
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step_00000002", "step_00000004"]
+    with pytest.raises(ConfigError, match=r"stages.1.steps is -1; expected >= 0"):
+        tool.main(tiny_pretrain_args(tiny_demo, tmp_path / "bad", "stages.1.steps=-1"))
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
-from videovl.config import Config, save_config, to_dict
+from videovl.config import Config, ConfigError, save_config, to_dict
 from videovl.data.collate import Collator
 from videovl.data.demo import generate_demo
 from videovl.data.loader import build_loader
@@ -217,8 +217,15 @@ def pretrain(
     rank, world = accelerator.process_index, accelerator.num_processes
     neighbours = _load_neighbours(resume_path) if resume_path is not None else None
 
+    for i, stage in enumerate(cfg.stages):
+        if stage.steps < 0:
+            raise ConfigError(f"stages.{i}.steps is {stage.steps}; expected >= 0 (0 skips the stage)")
     while state.stage < len(cfg.stages):
         si, stage = state.stage, cfg.stages[state.stage]
+        if stage.steps == 0:  # `stages.N.steps=0` on the command line leaves a stage out of a run
+            accelerator.print(f"stage {si} '{stage.name}': 0 steps, skipped")
+            state.stage += 1
+            continue
         counts = apply_freeze(model, stage.freeze)
         accelerator.print(
             f"stage {si} '{stage.name}': {stage.steps} steps, {counts['trainable']:,} trainable "
