@@ -48,7 +48,7 @@ def test_a_fully_frozen_tower_runs_in_eval_mode_while_the_model_trains():
     cfg = videovl.model_config("test")
     fill_token_ids(cfg.text, load_tokenizer(cfg.text))
     model = videovl.create_model(cfg)
-    apply_freeze(model, ["text"])  # LiT: a locked text tower gives the same features every step
+    apply_freeze(model, ["text"])  # a locked text tower gives the same features every step
     assert model.training and model.visual.training and not model.text.training
     assert not any(m.training for m in model.text.modules())
     model.eval().train()  # the loop's validation switches modes; the locked tower stays in eval

@@ -120,8 +120,9 @@ class VideoLanguageModel(nn.Module):
         (``TextEmbedding.hidden``, ``VideoEmbedding.tokens``). Both pass through the joint-space
         projections first, so the decoder fuses features that the contrastive losses have already aligned
         (ALBEF's "align before fuse"). On the raw states a decoder trained from scratch has to learn both
-        mappings again from a binary label; on the demo corpus it stayed at the class prior for 600 steps,
-        where on the projected tokens it starts learning within 100.
+        mappings again from a binary label: on the demo corpus, over frozen towers and with mostly uniform
+        negatives, it stayed at the class prior for 600 steps on the raw states and left it within 100 on
+        the projected ones.
         """
         if self.alignment is None:
             raise ConfigError("this model has no alignment decoder (model.alignment.enabled is false)")
@@ -138,8 +139,8 @@ class VideoLanguageModel(nn.Module):
 
     def train(self, mode: bool = True) -> VideoLanguageModel:
         """As ``nn.Module.train``, except that a tower with no trainable parameter stays in eval mode: a
-        locked tower (LiT's locked text, a linear probe's frozen encoder) gives the same features every
-        step instead of dropout noise."""
+        locked pretrained tower (as in LiT, or a linear probe's frozen encoder) gives the same features
+        every step instead of dropout noise."""
         super().train(mode)
         if mode:
             for tower in (self.visual, self.text):
