@@ -8,7 +8,10 @@ Three clips/s figures per DataLoader worker count, each the best of --rounds:
   encode    ``model.encode_video`` on the same batches, decoded beforehand and held in memory;
   extract   ``videovl.eval.extract.embed_shards`` (what tools/extract_embeddings.py runs), shards written.
 The ratio extract / min(decode, encode) is >= 0.8 when decoding in the workers overlaps encoding in the
-main process, which needs a free core for each. "serial" is the rate with no overlap at all,
+main process, which needs a free core for each. Overlap is not free even then: on a 2-core machine a
+decoding worker on the other core slowed the encoding process itself by 15-25 % (shared caches and
+memory bandwidth), which caps the ratio there near 0.8. The default 440 clips keep worker start-up, a
+fixed cost, from weighing on a run that lasts seconds. "serial" is the rate with no overlap at all,
 1 / (1/decode + 1/encode): all a machine without a spare core can give. The model is randomly
 initialised (speed does not depend on the weights); ``--threads`` is the main process's torch thread
 count, each worker decodes on one thread.
@@ -51,7 +54,9 @@ def timed(run: Callable[[], object], rounds: int) -> float:
 def main(argv=None) -> dict[int, dict[str, float]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="demo", help="model size (default: demo)")
-    p.add_argument("--demo-clips", type=int, default=120, help="demo test clips to generate (default 120)")
+    p.add_argument(
+        "--demo-clips", type=int, default=440, help="demo test clips to generate (default 440, the most)"
+    )
     p.add_argument("--demo-root", help="an existing demo corpus (default: generate one in a temp folder)")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=16)
