@@ -265,6 +265,8 @@ def test_retrieval_benchmarks_report_missing_videos(ckpt, shared_dir, tmp_path, 
     assert not any(k.startswith(("rerank/", "frame/")) for k in metrics)  # --rerank-k 0: off
     assert metrics["data/missing"] == total - 3 and metrics["data/unreadable"] == 1
     assert 50 <= metrics["t2v/R@1"] <= 100 and 1 <= metrics["t2v/MdR"] <= 2
+    with pytest.raises(SystemExit):  # only action evaluation has predictions to write
+        tool.parse_args(["--checkpoint", "x", "--task", "retrieval", "--manifest", "m", "--predictions", "p"])
     with pytest.raises(SystemExit):  # retrieval benchmarks have no action labels
         tool.parse_args(["--checkpoint", "x", "--task", "action", *args])
 

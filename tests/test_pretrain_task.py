@@ -246,6 +246,20 @@ def test_itm_never_draws_a_positive_as_negative(tokenizer, monkeypatch):
         assert drawn == []
 
 
+def test_the_stage_uniform_share_reaches_the_negative_sampler(tokenizer, monkeypatch):
+    model = make_model(tokenizer).eval()
+    seen = []
+    real_sample = pretrain.sample_hard_negatives
+    monkeypatch.setattr(
+        pretrain,
+        "sample_hard_negatives",
+        lambda sim, pos, **kw: seen.append(kw) or real_sample(sim, pos, **kw),
+    )
+    with torch.no_grad():
+        PretrainTask(model)(make_batch(tokenizer), LossWeights(itm=1.0, itm_uniform_negatives=0.8))
+    assert seen == [{"uniform": 0.8}]
+
+
 def test_itm_without_any_negative_scores_only_the_pairs(tokenizer, monkeypatch):
     model = make_model(tokenizer).eval()
     batch = make_batch(tokenizer, labels=torch.zeros(4, dtype=torch.long))  # one class: all positives

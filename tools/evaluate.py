@@ -71,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--captions-out", help="where the generated captions go (default: beside --output)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator is present")
     args = p.parse_args(argv)
+    if args.predictions and args.task != "action":
+        p.error(f"--predictions writes action predictions; --task {args.task} has none")
     if args.benchmark:
         if not (args.annotations and args.video_root):
             p.error(f"--benchmark {args.benchmark} needs --annotations and --video-root")

@@ -288,12 +288,11 @@ class Evaluator:
         if not valid.any():
             raise ValueError(f"{data.name}: no video could be read; see the warnings above")
         probs = average_views(out["logits"][valid], video_ids=video[valid])  # rows: ascending readable videos
-        labels = torch.tensor([label_to_id[s.label] for s in data.samples])[video[valid].unique()]
-        read = torch.zeros(len(data.samples), dtype=torch.bool).index_fill_(0, video[valid], True)
+        kept = video[valid].unique()  # the video of each row of probs
+        labels = torch.tensor([label_to_id[s.label] for s in data.samples])[kept]
+        read = torch.zeros(len(data.samples), dtype=torch.bool).index_fill_(0, kept, True)
         if predictions_out is not None and get_rank() == 0:
-            _write_predictions(
-                predictions_out, [data.samples[i] for i in video[valid].unique()], probs, classes
-            )
+            _write_predictions(predictions_out, [data.samples[i] for i in kept.tolist()], probs, classes)
         counts = {
             "data/videos": float(len(labels)),
             "data/views": float(dataset.views),
