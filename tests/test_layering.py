@@ -1,11 +1,12 @@
-"""Data flows one way (data -> models -> losses -> tasks -> eval -> train); config, distributed: leaves."""
+"""Data flows one way (data -> models -> losses -> tasks -> eval -> train -> cli); config, distributed
+and progress are leaves."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "videovl"
-ORDER = ["data", "models", "losses", "tasks", "eval", "train"]
-LEAVES = {"config", "distributed"}
+ORDER = ["data", "models", "losses", "tasks", "eval", "train", "cli"]
+LEAVES = {"config", "distributed", "progress"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -18,9 +18,15 @@ from videovl.config import ConfigError, load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_stage_runs_and_the_run_reports_test_metrics(tiny_demo, tmp_path):
+def test_every_stage_runs_and_the_run_reports_test_metrics(tiny_demo, tmp_path, capsys):
     out = tmp_path / "run"
-    metrics = tool.main(tiny_pretrain_args(tiny_demo, out, "--metrics-out", str(tmp_path / "m.json")))
+    metrics = tool.main(
+        tiny_pretrain_args(tiny_demo, out, "train.log_every=1", "--metrics-out", str(tmp_path / "m.json"))
+    )
+    # stderr is not a terminal here: progress is whole lines (one a step at log_every 1), no redraws
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert "image: 1/2 (50%) step" in err and "image: 2/2 (100%) step" in err and "loss=" in err
     for key in ("test/t2v/R@1", "test/v2t/R@5", "test/t2v/MdR", "test/frame/t2v/R@1"):
         assert key in metrics
     assert 0 <= metrics["test/t2v/R@1"] <= 100 and metrics["test/t2v/MdR"] >= 1

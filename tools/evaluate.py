@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 from accelerate import Accelerator
 
+from videovl.cli import run_tool
 from videovl.data.datasets import DEFAULT_PROMPTS
 from videovl.data.tokenizer import load_tokenizer
 from videovl.data.transforms import build_transform
@@ -146,4 +146,4 @@ def main(argv=None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_tool(main)

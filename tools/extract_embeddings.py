@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import faiss
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
+from videovl.cli import run_tool
 from videovl.config import save_config
 from videovl.data.tokenizer import load_tokenizer
 from videovl.eval.embed import shard_indices
@@ -41,6 +40,7 @@ from videovl.eval.extract import (
     write_spec,
 )
 from videovl.models.checkpoint import load_checkpoint
+from videovl.progress import progress
 from videovl.train.mining import build_index
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
     shards = shard_ranges(len(samples), args.shard_size)
     mine = shard_indices(len(shards), accelerator.process_index, accelerator.num_processes)
     todo = {k: shards[k] for k in mine if not shard_path(out, k).is_file()}
-    bar = tqdm(
+    bar = progress(
         total=sum(len(r) for r in todo.values()),
         desc="extracting" if accelerator.num_processes == 1 else "extracting (main process's shards)",
         unit="clip",
@@ -152,4 +152,4 @@ def _finish(args, cfg, samples, out: Path, num_shards: int) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_tool(main)

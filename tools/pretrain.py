@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from accelerate.utils import set_seed
 
+from videovl.cli import run_tool
 from videovl.config import load_config
 from videovl.train.accelerator import make_accelerator
 from videovl.train.loop import pretrain
@@ -51,4 +51,4 @@ def format_table(metrics: dict[str, float]) -> str:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_tool(main)

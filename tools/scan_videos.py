@@ -13,10 +13,10 @@ import argparse
 from multiprocessing import Pool
 from pathlib import Path
 
-from tqdm import tqdm
-
+from videovl.cli import run_tool
 from videovl.data.manifest import Sample, read_manifest
 from videovl.data.video_io import BACKENDS, VideoReadError, probe, read_frames, read_image
+from videovl.progress import progress
 
 
 def check(item: tuple[Sample, str]) -> tuple[str, str | None]:
@@ -54,9 +54,9 @@ def main(argv=None) -> dict[str, int]:
     bar = dict(total=len(items), desc="scanning", unit="file", disable=args.quiet)
     if args.workers > 0:
         with Pool(args.workers) as pool:
-            results = list(tqdm(pool.imap(check, items, chunksize=4), **bar))
+            results = list(progress(pool.imap(check, items, chunksize=4), **bar))
     else:
-        results = [check(item) for item in tqdm(items, **bar)]
+        results = [check(item) for item in progress(items, **bar)]
     bad = [(path, error) for path, error in results if error is not None]
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(
@@ -68,4 +68,4 @@ def main(argv=None) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
+from videovl.cli import run_tool
 from videovl.data.tokenizer import load_tokenizer
 from videovl.eval.embed import embed_texts, tokenized_batches
 from videovl.eval.extract import load_index, read_lines, search
@@ -65,4 +65,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_tool(main)

@@ -36,6 +36,7 @@ __all__ = [
     "EvalConfig",
     "Config",
     "load_config",
+    "read_yaml",
     "from_dict",
     "to_dict",
     "apply_overrides",
@@ -451,19 +452,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     raw: dict[str, Any] = {}
     where = "config"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+        raw = read_yaml(path)
         where = f"{path}: config"
     raw = apply_overrides(raw, overrides or [])
     raw["model"] = model_config_dict(raw.get("model") or {}, f"{where}: model")
     return from_dict(Config, raw, where)
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file's top-level mapping (empty file: ``{}``); a missing file or bad YAML is a ConfigError
+    that names the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

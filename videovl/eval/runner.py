@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
-from tqdm.auto import tqdm
 
 from videovl.data.collate import Collator
 from videovl.data.datasets import DEFAULT_PROMPTS, ClipDataset, MultiViewDataset
@@ -42,6 +41,7 @@ from videovl.eval.embed import gather_in_order, shard_indices
 from videovl.eval.retrieval import rerank_topk, retrieval_metrics
 from videovl.models.action import class_embeddings_from_prompts, zero_shot_logits
 from videovl.models.matching import frame_similarity
+from videovl.progress import progress
 
 __all__ = ["Evaluator", "ACTION_MODES", "format_metrics"]
 
@@ -122,7 +122,7 @@ class Evaluator:
             num_workers=self.num_workers,
         )
         parts = defaultdict(list)
-        for batch in tqdm(loader, desc=desc, disable=rank != 0, dynamic_ncols=True):
+        for batch in progress(loader, desc=desc, disable=rank != 0, dynamic_ncols=True):
             for key, rows in fn(batch["pixels"].to(self.device, non_blocking=True)).items():
                 parts[key].append(rows.cpu())
             parts["valid"].append(batch["valid"].long())  # long: not every backend gathers bool

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
 from safetensors.torch import load_file, save_model
 from torch import Tensor
 
@@ -23,6 +22,7 @@ from videovl.config import (
     deep_merge,
     from_dict,
     model_config_dict,
+    read_yaml,
     save_config,
 )
 from videovl.models.model import VideoLanguageModel
@@ -87,7 +87,7 @@ def load_checkpoint(path: str | Path, **model_overrides: Any) -> tuple[VideoLang
         if not (path / name).is_file():
             raise ConfigError(f"{path} is not a videovl checkpoint: {name} is missing")
     where = f"{path}/{CONFIG_NAME}"
-    raw = yaml.safe_load((path / CONFIG_NAME).read_text())
+    raw = read_yaml(path / CONFIG_NAME, what="checkpoint config")
     saved = raw.get("model", {})
     raw["model"] = model_config_dict(deep_merge(saved, model_overrides), f"{where}: model")
     cfg = from_dict(Config, raw, where)

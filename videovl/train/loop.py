@@ -12,7 +12,6 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import Subset
-from tqdm.auto import tqdm
 
 from videovl.config import Config, ConfigError, save_config, to_dict
 from videovl.data.collate import Collator
@@ -26,6 +25,7 @@ from videovl.models.checkpoint import save_checkpoint
 from videovl.models.factory import create_model
 from videovl.models.matching import frame_similarity
 from videovl.models.model import VideoLanguageModel
+from videovl.progress import progress
 from videovl.tasks.pretrain import PretrainTask
 from videovl.train.data import build_eval_dataset, build_stage_data, open_batches, resolve_manifest
 from videovl.train.mining import embed_for_mining, mining_dataset, nearest_neighbours
@@ -238,8 +238,14 @@ def pretrain(
         if mining and (neighbours is None or state.mined_at < 0):
             neighbours = _mine(accelerator, model, cfg, data, stage, state)
         batches = open_batches(cfg, data, stage, collator, seed, micro0, rank, world, neighbours)
-        bar = tqdm(
-            total=stage.steps, initial=state.stage_step, desc=stage.name, disable=not main, dynamic_ncols=True
+        bar = progress(
+            total=stage.steps,
+            initial=state.stage_step,
+            desc=stage.name,
+            unit="step",
+            disable=not main,
+            dynamic_ncols=True,
+            every=cfg.train.log_every,
         )
         while state.stage_step < stage.steps:
             lr = lr_at(state.step)
@@ -269,9 +275,9 @@ def pretrain(
                     optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.stage_step += 1
-            bar.update(1)
             logs = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
             bar.set_postfix(loss=f"{logs['loss']:.3f}", mod=modality[0])
+            bar.update(1)
             if state.step % cfg.train.log_every == 0:
                 accelerator.log(
                     {f"train/{k}": v for k, v in logs.items()} | {"train/lr": lr}, step=state.step
