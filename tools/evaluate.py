@@ -34,6 +34,7 @@ from videovl.models.checkpoint import load_checkpoint
 
 TASKS = ("retrieval", "action", "caption")
 DEFAULT_VIEWS = {"k400": "4x3"}  # others: 1x1
+RERANK_DUAL_WEIGHT = 0.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,6 +58,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dual-softmax", action="store_true", help="also report dual-softmax retrieval (dsl/)")
     p.add_argument(
         "--rerank-k", type=int, help="re-rank each query's top K with the alignment decoder; 0: off"
+    )
+    p.add_argument(
+        "--rerank-dual-weight",
+        type=float,
+        default=RERANK_DUAL_WEIGHT,
+        help="re-ranking score: the decoder's match log-odds + this x the dual encoder's logit "
+        f"(default: {RERANK_DUAL_WEIGHT}; 0: the decoder alone)",
     )
     p.add_argument(
         "--views", help="action test views CLIPSxCROPS, crops 1 or 3 (default: 4x3 for k400, else 1x1)"
@@ -117,7 +125,10 @@ def main(argv=None) -> dict[str, float]:
         rerank_k = args.rerank_k
         if rerank_k is None:
             rerank_k = cfg.model.alignment.rerank_k if model.alignment is not None else 0
-        metrics = evaluator.retrieval(data, dual_softmax=args.dual_softmax, rerank_k=rerank_k)
+        weight = args.rerank_dual_weight
+        metrics = evaluator.retrieval(
+            data, dual_softmax=args.dual_softmax, rerank_k=rerank_k, rerank_dual_weight=weight
+        )
     elif args.task == "action":
         classes_file = args.classes
         head_classes = Path(args.checkpoint) / "classes.txt"  # written beside a fine-tuned head, if any

@@ -32,6 +32,10 @@ def user_error_message(err: BaseException) -> str:
 
 def run_tool(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> None:
     """Run ``main(argv)`` (default: ``sys.argv[1:]``) and exit; user errors exit 2 with one message."""
+    if not sys.stderr.isatty():  # a log file: no redrawn bars from the libraries either (see progress)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         main(sys.argv[1:] if argv is None else argv)
     except USER_ERRORS as err:

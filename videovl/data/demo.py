@@ -212,7 +212,8 @@ def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
         write_manifest(out / f"video_{split}.jsonl", rows)
 
         rng, bitmaps, images = np.random.default_rng([p["seed"], 2, k]), pool(split), []
-        n = p["train_images"] if train else 10  # val/test: one image per digit, so captions are unique
+        # val/test: by default one image per digit, so captions are unique (more: digits cycle, as classes)
+        n = p["train_images"] if train else p["eval_images"]
         digits = np.concatenate([rng.permutation(10) for _ in range(-(-n // 10))])[:n]
         for i, d in enumerate(digits.tolist()):
             used = [next(bitmaps[d])]
@@ -250,6 +251,7 @@ def generate_demo(
     train_videos: int = 1200,
     eval_videos: int = 120,
     train_images: int = 1500,
+    eval_images: int = 10,
     two_digit_fraction: float = 0.3,
     canvas: int = 32,
     num_frames: int = 16,
@@ -259,16 +261,21 @@ def generate_demo(
 
     ``eval_videos`` clips go to val and to test each (at most 440 unique captions: 80 single digits, then
     360 pairs); 10% of each digit's bitmaps are held out for val and 10% for test. Clips play at 8 fps.
+    ``eval_images`` images go to val and to test each (10: one per digit; more cycle through the digits,
+    for zero-shot digit classification of images).
     """
     # Every knob below is part of the cache key, so a corpus is rebuilt whenever one of them changes.
     params = {"version": VERSION, **{k: v for k, v in locals().items() if k not in ("root", "force")}}
+    if eval_images == 10:  # the default before the knob existed: corpora written then stay valid
+        del params["eval_images"]
     root = Path(os.path.realpath(root))  # a symlinked root: build beside and replace its target, not the link
-    bad = canvas % 2 or canvas < 32 or num_frames < 4 or min(train_videos, train_images) < 1
+    bad = canvas % 2 or canvas < 32 or num_frames < 4 or min(train_videos, train_images, eval_images) < 1
     if bad or not 1 <= eval_videos <= 440:
         raise ValueError(
             f"generate_demo: got canvas={canvas}, num_frames={num_frames}, eval_videos={eval_videos}, "
-            f"train_videos={train_videos}, train_images={train_images}; need an even canvas >= 32 (digits "
-            "are 16 px), num_frames >= 4, eval_videos in 1..440 (captions stay unique), >= 1 training sample"
+            f"train_videos={train_videos}, train_images={train_images}, eval_images={eval_images}; need an "
+            "even canvas >= 32 (digits are 16 px), num_frames >= 4, eval_videos in 1..440 (captions stay "
+            "unique), >= 1 training and evaluation image"
         )
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     if not force and (corpus := _cached(root, key)) is not None:
@@ -316,7 +323,7 @@ def main(argv: list[str] | None = None) -> DemoCorpus:
     parser.add_argument("--root", default="data/moving_digits", help="output folder (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="regenerate even if a matching corpus exists")
-    for knob in ("train_videos", "eval_videos", "train_images"):
+    for knob in ("train_videos", "eval_videos", "train_images", "eval_images"):
         parser.add_argument(f"--{knob.replace('_', '-')}", type=int, help="default: see generate_demo")
     args = vars(parser.parse_args(argv))
     started = time.perf_counter()
