@@ -68,7 +68,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--checkpoint", required=True, help="a model folder written by pretraining (save_checkpoint)"
     )
     p.add_argument("--config", help="YAML config (default: configs/finetune_TASK.yaml)")
-    p.add_argument("--resume", help="a checkpoint folder, or 'latest' in train.output_dir/checkpoints")
+    p.add_argument(
+        "--resume",
+        help="a checkpoint folder, 'latest' in train.output_dir/checkpoints, or 'auto' (the latest if "
+        "there is one, else a fresh start)",
+    )
     p.add_argument("--stop-after-steps", type=int, help="save and exit after this many steps of the run")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator is present")
     p.add_argument("--metrics-out", help="write the final metrics to this JSON file")
@@ -130,6 +134,11 @@ def action_classes(cfg: Config) -> list[str]:
             raise ConfigError(
                 f"--task action: stages.{i} ('{stage.name}') has source kinds {unlabelled or 'none'}; "
                 "action fine-tuning trains on labelled sources only (kind video-label or image-label)"
+            )
+        if any(s.shards for s in stage.sources):
+            raise ConfigError(
+                f"--task action: stages.{i} ('{stage.name}') reads shards, whose labels are only known "
+                "once read; the classifier head needs its class list up front: use manifests"
             )
         samples = [
             x for j, s in enumerate(stage.sources) for x in load_source(s, cfg, f"stages.{i}.sources.{j}")
