@@ -174,8 +174,9 @@ def pretrain(
     time-limited jobs; ``--resume latest`` continues exactly where it stopped). ``resume``: a checkpoint
     folder, "latest" (an error if there is none) or "auto" (the latest if there is one, else a fresh
     start). Fine-tuning passes a loaded ``model``, its own ``make_task(model, rank, world_size)`` (a
-    module whose forward takes ``(batch, loss_weights)`` and returns ``{"loss", ...}``) and ``validate(accelerator, model, cfg,
-    tokenizer, stage) -> metrics`` (default: retrieval on the configured validation manifests).
+    module whose forward takes ``(batch, loss_weights)`` and returns ``{"loss", ...}``) and
+    ``validate(accelerator, model, cfg, tokenizer, stage) -> metrics`` (default: retrieval on the
+    configured validation manifests).
     """
     out_dir = Path(cfg.train.output_dir)
     main = accelerator.is_main_process
