@@ -3,6 +3,10 @@ mixing with manifests, and tools/make_shards.py."""
 
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,3 +232,86 @@ def test_make_shards_writes_counts_stats_and_resumes(tmp_path):
     assert (out / "00001.tar").read_bytes() == before
     with pytest.raises(ManifestError, match="other options"):
         make_shards.main(args[:2] + ["--samples-per-shard", "3"])
+
+
+@pytest.fixture(scope="module")
+def demo_shards(tiny_demo, tmp_path_factory):
+    """The tiny demo's training videos and images as shards of uneven size (the last one short)."""
+    out = tmp_path_factory.mktemp("demo_shards")
+    videos = make_shards.main(
+        [str(tiny_demo / "video_train.jsonl"), str(out / "v"), "--samples-per-shard", "14"]
+    )
+    images = make_shards.main(
+        [str(tiny_demo / "image_train.jsonl"), str(out / "i"), "--samples-per-shard", "30"]
+    )
+    return videos["pattern"], images["pattern"]
+
+
+def shard_stage(videos: str, images: str, tiny_demo) -> list[str]:
+    return [
+        "stages=[{name: joint, steps: 4, warmup_steps: 1, video_ratio: 0.5, sources: ["
+        f"{{shards: '{videos}', kind: video-text}}, "
+        f"{{manifest: '{tiny_demo / 'video_train.jsonl'}', kind: video-text, weight: 0.5}}, "
+        f"{{shards: '{images}', kind: image-label}}], "
+        "losses: {contrastive: 1.0, frame: 0.5}}]",
+        "data.val_manifest=null",
+        "data.val_image_manifest=null",
+        "data.test_manifest=null",
+    ]
+
+
+@pytest.mark.slow
+def test_pretraining_on_shards_stops_and_resumes_with_the_same_samples(tiny_demo, demo_shards, tmp_path,
+                                                                       monkeypatch, one_thread):  # fmt: skip
+    from safetensors.torch import load_file
+
+    from tests.conftest import tiny_pretrain_args
+    from tools import pretrain as tool
+    from videovl.train import loop
+
+    seen: list = []
+    real = loop.open_batches
+
+    def recording(*args, **kwargs):
+        for modality, batch in real(*args, **kwargs):
+            seen.append((modality, batch["index"].tolist()))
+            yield modality, batch
+
+    monkeypatch.setattr(loop, "open_batches", recording)
+    common = shard_stage(*demo_shards, tiny_demo)
+    tool.main(tiny_pretrain_args(tiny_demo, tmp_path / "straight", *common))
+    straight, seen[:] = list(seen), []
+    # --resume auto: a fresh start the first time (no checkpoint yet), the checkpoint the second
+    tool.main(
+        tiny_pretrain_args(
+            tiny_demo, tmp_path / "resumed", *common, "--resume", "auto", "--stop-after-steps", "2"
+        )
+    )
+    tool.main(tiny_pretrain_args(tiny_demo, tmp_path / "resumed", *common, "--resume", "auto"))
+    assert seen == straight and len(straight) == 4
+    assert {m for m, _ in straight} == {"video", "image"}
+    a = load_file(str(tmp_path / "straight" / "checkpoints" / "step_00000004" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "checkpoints" / "step_00000004" / "model.safetensors"))
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+@pytest.mark.slow
+def test_two_processes_on_shards_take_the_same_steps_and_distinct_samples(tiny_demo, demo_shards, tmp_path):
+    from tests.conftest import tiny_pretrain_args
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", "29617",
+        str(root / "tests" / "record_batches.py"), str(tmp_path), "--cpu",
+        *tiny_pretrain_args(tiny_demo, tmp_path / "run", *shard_stage(*demo_shards, tiny_demo)),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 4  # every step on both ranks: none waits for the other
+    for (m0, i0), (m1, i1) in zip(*ranks):
+        assert m0 == m1 and len(i0) == len(i1) == 8 and not set(i0) & set(i1)
+    assert (tmp_path / "run" / "checkpoints" / "step_00000004").is_dir()
