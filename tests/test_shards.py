@@ -261,8 +261,9 @@ def shard_stage(videos: str, images: str, tiny_demo) -> list[str]:
 
 
 @pytest.mark.slow
-def test_pretraining_on_shards_stops_and_resumes_with_the_same_samples(tiny_demo, demo_shards, tmp_path,
-                                                                       monkeypatch, one_thread):  # fmt: skip
+def test_pretraining_on_shards_resumes_with_the_same_samples(
+    tiny_demo, demo_shards, tmp_path, monkeypatch, capsys, one_thread
+):
     from safetensors.torch import load_file
 
     from tests.conftest import tiny_pretrain_args
@@ -278,7 +279,13 @@ def test_pretraining_on_shards_stops_and_resumes_with_the_same_samples(tiny_demo
             yield modality, batch
 
     monkeypatch.setattr(loop, "open_batches", recording)
+    broken = tmp_path / "broken.tar"  # an unreadable shard among the good ones: skipped, counted, reported
+    broken.write_bytes(b"\0garbage" * 50)
+    (tmp_path / "broken_stats.json").write_text('{"count": 3}')
     common = shard_stage(*demo_shards, tiny_demo)
+    common[0] = common[0].replace(
+        "sources: [", f"sources: [{{shards: '{broken}', kind: video-text, weight: 0.5}}, "
+    )
     tool.main(tiny_pretrain_args(tiny_demo, tmp_path / "straight", *common))
     straight, seen[:] = list(seen), []
     # --resume auto: a fresh start the first time (no checkpoint yet), the checkpoint the second
@@ -289,6 +296,7 @@ def test_pretraining_on_shards_stops_and_resumes_with_the_same_samples(tiny_demo
     )
     tool.main(tiny_pretrain_args(tiny_demo, tmp_path / "resumed", *common, "--resume", "auto"))
     assert seen == straight and len(straight) == 4
+    assert "broken.tar" in capsys.readouterr().out  # the end-of-run report of unreadable samples
     assert {m for m, _ in straight} == {"video", "image"}
     a = load_file(str(tmp_path / "straight" / "checkpoints" / "step_00000004" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "checkpoints" / "step_00000004" / "model.safetensors"))

@@ -13,9 +13,10 @@ Every process and worker yields one batch per step forever; the loop's step coun
 process can run out of data before another (the WebDataset + DDP hang).
 
 A shard sample that cannot be used (corrupt or truncated member, missing caption or label, unreadable
-shard) is logged once per process, named in the batch's ``bad`` list and its place taken by the last good
-sample of the same source in this lane (else another of the batch, else the next readable one of the
-stream, the only case that moves the stream).
+shard) is logged once per process, named in the batch's ``bad`` list and its place taken by a good sample
+of the same batch, so the batch depends on its step alone. Only a batch with no good sample at all looks
+elsewhere: the lane's last good sample of that source, else the next readable one of the stream (which
+moves the stream on: the one case a resumed run can differ from a straight one).
 """
 
 from __future__ import annotations
@@ -137,8 +138,9 @@ class StreamBatches(IterableDataset):
                 wanting.append((k, part_index))
             else:
                 last_good[part_index] = item
-        for k, part_index in wanting:
-            items[k] = self._substitute(part_index, items, streams, last_good, bad)
+        good = [item for item in items if item is not None]
+        for j, (k, part_index) in enumerate(wanting):
+            items[k] = good[j % len(good)] if good else self._substitute(part_index, streams, last_good, bad)
         out = [dict(item, bad=list(item.get("bad", []))) for item in items]  # substitutes are shared dicts
         out[0]["bad"] += bad
         return out
@@ -158,12 +160,10 @@ class StreamBatches(IterableDataset):
             log.warning("unusable shard sample (replaced): %s", error)
         return None
 
-    def _substitute(self, part_index: int, items: list, streams: dict, last_good: dict, bad: list[str]):
+    def _substitute(self, part_index: int, streams: dict, last_good: dict, bad: list[str]) -> dict[str, Any]:
+        """A whole batch unusable: the lane's last good sample of the source, else the next one read."""
         if part_index in last_good:
             return last_good[part_index]
-        for item in items:
-            if item is not None:
-                return item
         part = self.parts[part_index]
         for _ in range(part.shards.total):  # nothing good yet in this lane: read on
             item = self._decode(part, next(streams[part_index]), bad)
