@@ -152,6 +152,21 @@ def test_slots_cover_every_sample_once_per_epoch_over_uneven_shards():
         assert members == sorted((shard, m) for shard, n in enumerate(counts) for m in range(n))
 
 
+def test_block_shuffle_keeps_each_epoch_whole_and_any_position_reachable(tmp_path):
+    shards = open_shards(image_shards(tmp_path, [5, 7, 2]), "image-text", shuffle_block=4)
+    straight = [(e.index, e.epoch, e.position) for e in take(slot_stream(shards, 1, 2, seed=3, block=4), 21)]
+    tar_order = [e.index for e in take(slot_stream(shards, 1, 2, seed=3), 7)]
+    assert [i for i, _, _ in straight[:7]] != tar_order and sorted(i for i, _, _ in straight[:7]) == sorted(
+        tar_order
+    )
+    assert [p for _, _, p in straight] == list(range(21)) and straight[7][1] == 1
+    for start in (1, 5, 9, 14):
+        resumed = [
+            (e.index, e.epoch, e.position) for e in take(slot_stream(shards, 1, 2, 3, start, 4), 21 - start)
+        ]
+        assert resumed == straight[start:]
+
+
 def test_ranks_take_equal_batches_and_split_each_epoch_over_uneven_shards(tmp_path):
     shards = open_shards(image_shards(tmp_path, [5, 7, 2]), "image-text")
     per_rank = [indices(take(stream(shards, 3, rank=r, world_size=2), 8)) for r in range(2)]

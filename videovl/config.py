@@ -154,6 +154,7 @@ class DataSource:
     prompt: str | None = None  # label -> text template; default depends on the modality
     caption_key: str | None = None  # shards: the caption is this key of KEY.json (default: KEY.txt)
     label_key: str = "label"  # shards: the label is this key of KEY.json
+    shuffle_block: int = 32  # shards: shuffle the read order in blocks of this many samples (held in memory)
 
 
 @dataclass

@@ -13,8 +13,9 @@ is read once to count its samples.
 Order (what makes resuming exact). Epoch ``e`` lays the shards out in a permutation drawn from
 ``(seed, e)`` and concatenates their samples in tar order; that sequence is cut into ``slots`` contiguous,
 equal (within one sample) ranges, one per (process, loader worker). A slot's stream is its range of epoch
-0, then of epoch 1, and so on: a pure function of the counts, so position ``p`` of a slot's stream can be
-reached by skipping whole shards unread and ``k`` members of the open one undecoded.
+0, then of epoch 1, and so on, each shuffled in blocks of ``shuffle_block`` consecutive samples: a pure
+function of the counts, so position ``p`` of a slot's stream can be reached by skipping whole shards
+unread and ``k`` members of the open one undecoded.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,7 @@ class ShardSet:
     text: str  # "caption" or "label": what every sample must carry
     caption_key: str | None = None  # json key of the caption; None: the .txt member
     label_key: str = "label"
+    shuffle_block: int = 1  # shuffle each lane's stream in blocks of this many samples (1: tar order)
     unreadable: list[str] = field(default_factory=list)  # shards that could not be counted
 
     @property
@@ -167,6 +170,7 @@ def open_shards(
     *,
     caption_key: str | None = None,
     label_key: str = "label",
+    shuffle_block: int = 1,
     where: str = "shards",
 ) -> ShardSet:
     """The shards of ``pattern`` with their counts; unreadable ones get count 0 and are listed."""
@@ -180,8 +184,10 @@ def open_shards(
             log.warning("%s: unreadable shard %s left out (%s)", where, url, e)
             counts.append(0)
             unreadable.append(url)
+    if shuffle_block < 1:
+        raise ManifestError(f"{where}: shuffle_block is {shuffle_block}; expected >= 1 (1: tar order)")
     shards = ShardSet(urls, counts, modality, "caption" if what == "text" else "label",
-                      caption_key, label_key, unreadable)  # fmt: skip
+                      caption_key, label_key, shuffle_block, unreadable)  # fmt: skip
     if shards.total == 0:
         raise ManifestError(f"{where}: the {len(urls)} shards of {pattern!r} hold no readable samples")
     return shards
@@ -269,34 +275,52 @@ def read_members(url: str, start: int, stop: int) -> Iterator[tuple[dict[str, An
         yield None, reason
 
 
-def slot_stream(shards: ShardSet, slot: int, slots: int, seed: int, start: int = 0) -> Iterator[ShardEntry]:
-    """Slot ``slot``'s endless stream (see the module docstring) from position ``start`` on."""
+def _epoch_entries(shards: ShardSet, slot: int, slots: int, seed: int, epoch: int, skip: int):
+    """The entries of a slot's range of ``epoch`` in tar order, from the ``skip``-th on."""
+    offsets = shards.offsets
+    for shard, a, b in slot_pieces(shards.counts, epoch_order(len(shards.urls), seed, epoch), slot, slots):
+        if skip >= b - a:  # finished before: not even opened
+            skip -= b - a
+            continue
+        url = shards.urls[shard]
+        for member, (raw, error) in enumerate(read_members(url, a + skip, b), a + skip):
+            entry = ShardEntry(0, epoch, int(offsets[shard]) + member, f"{url}#{member}")
+            if raw is not None:
+                entry.name = f"{url}#{raw.get('__key__', member)}"
+                try:
+                    entry.sample = to_sample(raw, shards, url)
+                except ValueError as e:
+                    entry.error = str(e)
+            else:
+                entry.error = f"{url}: sample {member} unreadable ({error})"
+            yield entry
+        skip = 0
+
+
+def slot_stream(
+    shards: ShardSet, slot: int, slots: int, seed: int, start: int = 0, block: int = 1
+) -> Iterator[ShardEntry]:
+    """Slot ``slot``'s endless stream (see the module docstring) from position ``start`` on.
+
+    With ``block > 1`` each run of ``block`` consecutive samples of the slot's range (held in memory as
+    bytes) is shuffled by a permutation drawn from ``(seed, epoch, block number)``: batches mix shards'
+    neighbours less, and position ``p`` still names one sample, reached by reading its block again.
+    """
     length = slot_pieces(shards.counts, np.arange(len(shards.counts)), slot, slots)
     length = sum(b - a for _, a, b in length)
     if length == 0:
         raise ValueError(f"slot {slot} of {slots} gets no samples from {shards.total}")
-    offsets = shards.offsets
-    epoch, skip = divmod(start, length)
-    position = start
+    block = max(1, block)
+    epoch, offset = divmod(start, length)
     while True:
-        for shard, a, b in slot_pieces(
-            shards.counts, epoch_order(len(shards.urls), seed, epoch), slot, slots
-        ):
-            if skip >= b - a:
-                skip -= b - a
-                continue
-            url = shards.urls[shard]
-            for member, (raw, error) in enumerate(read_members(url, a + skip, b), a + skip):
-                entry = ShardEntry(position, epoch, int(offsets[shard]) + member, f"{url}#{member}")
-                if raw is not None:
-                    entry.name = f"{url}#{raw.get('__key__', member)}"
-                    try:
-                        entry.sample = to_sample(raw, shards, url)
-                    except ValueError as e:
-                        entry.error = str(e)
-                else:
-                    entry.error = f"{url}: sample {member} unreadable ({error})"
+        first = offset - offset % block
+        entries = _epoch_entries(shards, slot, slots, seed, epoch, first)
+        for begin in range(first, length, block):
+            chunk = list(islice(entries, min(block, length - begin)))
+            order = np.random.default_rng([seed, 13, epoch, begin]).permutation(len(chunk))
+            for j in range(max(0, offset - begin), len(chunk)):
+                entry = chunk[order[j]]
+                entry.position = epoch * length + begin + j
                 yield entry
-                position += 1
-            skip = 0
+        offset = 0
         epoch += 1

@@ -108,7 +108,9 @@ class StreamBatches(IterableDataset):
         for i, part in enumerate(self.parts):
             if isinstance(part, ShardSource):
                 start = self._consumed(i, lane, step)
-                streams[i] = slot_stream(part.shards, slot, slots, self.seed + 7919 * i, start)
+                streams[i] = slot_stream(
+                    part.shards, slot, slots, self.seed + 7919 * i, start, part.shards.shuffle_block
+                )
         first = True
         while True:
             batch = self._batch(step, streams, last_good)

@@ -51,7 +51,8 @@ def load_source(source: DataSource, cfg: Config, where: str) -> list[Sample] | S
     if source.shards:
         try:
             return open_shards(source.shards, source.kind, caption_key=source.caption_key,
-                               label_key=source.label_key, where=f"{where}.shards")  # fmt: skip
+                               label_key=source.label_key, shuffle_block=source.shuffle_block,
+                               where=f"{where}.shards")  # fmt: skip
         except ManifestError as e:
             raise ConfigError(str(e)) from None
     samples = read_manifest(resolve_manifest(source.manifest, cfg), source.root)
