@@ -338,3 +338,23 @@ def test_two_processes_on_shards_take_the_same_steps_and_distinct_samples(tiny_d
     for (m0, i0), (m1, i1) in zip(*ranks):
         assert m0 == m1 and len(i0) == len(i1) == 8 and not set(i0) & set(i1)
     assert (tmp_path / "run" / "checkpoints" / "step_00000004").is_dir()
+
+
+def test_make_shards_by_bytes_shuffled_and_its_errors(tmp_path):
+    rows = []
+    for k in range(6):
+        (tmp_path / f"{k}.png").write_bytes(png(k))
+        rows.append({"image": f"{k}.png", "caption": f"c{k}"})
+    write_manifest(tmp_path / "m.jsonl", rows)
+    size = max((tmp_path / f"{k}.png").stat().st_size for k in range(6)) + 1536  # with member headers
+    args = [str(tmp_path / "m.jsonl"), str(tmp_path / "s"), "--max-bytes", str(2 * size), "--shuffle"]
+    total = make_shards.main(args + ["--seed", "1"])
+    assert total["shards"] == 3 and total["samples"] == 6
+    shards = open_shards(total["pattern"], "image-text")
+    captions = [e.sample.captions[0] for e in take(slot_stream(shards, 0, 1, seed=0), 6)]
+    assert sorted(captions) == [f"c{k}" for k in range(6)] and captions != sorted(captions)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "tools" / "make_shards.py"), str(tmp_path / "no.jsonl"),
+                           str(tmp_path / "t")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
+    assert proc.returncode == 2 and "no.jsonl does not exist" in proc.stderr

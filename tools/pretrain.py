@@ -3,6 +3,7 @@
 accelerate launch tools/pretrain.py                                   # demo: both stages, built-in data
 accelerate launch tools/pretrain.py --config configs/my.yaml stages.1.steps=5000 train.mixed_precision=bf16
 accelerate launch tools/pretrain.py --config configs/my.yaml --resume latest
+accelerate launch tools/pretrain.py --config configs/my.yaml --resume auto    # requeued jobs: latest or fresh
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def build_stage_data(cfg: Config, stage_index: int) -> dict[str, StageData]:
                 datasets[-1] = ShardSource(samples, datasets[-1], offset)
             offset += len(datasets[-1])
         streamed = any(isinstance(d, ShardSource) for d in datasets)
-        if streamed and stage.mining.enabled:
+        if streamed and stage.mining.enabled and modality == "video":
             raise ConfigError(
                 f"stages.{stage_index}.mining needs every sample indexed up front; it cannot mine over "
                 "shard sources: disable mining or use manifests"
