@@ -159,10 +159,13 @@ def make_loader(
 ):
     """A loader whose batch ``j`` is the sampler's step ``start_step + j`` for this process."""
     if data.streamed:
-        stream = StreamBatches(
-            data.streamed, data.weights, data.batch_size, rank=rank, world_size=world_size,
-            num_workers=cfg.data.num_workers, seed=seed, start_step=start_step,
-        )  # fmt: skip
+        try:
+            stream = StreamBatches(
+                data.streamed, data.weights, data.batch_size, rank=rank, world_size=world_size,
+                num_workers=cfg.data.num_workers, seed=seed, start_step=start_step,
+            )  # fmt: skip
+        except ValueError as e:  # too few shard samples for the processes x workers
+            raise ConfigError(f"the {data.modality} sources of the stage: {e}") from None
         return build_loader(stream, collate_fn=collator, num_workers=cfg.data.num_workers, seed=seed)
     if neighbours is not None:
         sampler = NeighbourBatchSampler(
