@@ -139,3 +139,10 @@ def test_two_cpu_processes(tiny_demo, tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert "test/t2v/R@1" in metrics
     assert "2 processes" in proc.stdout
+
+
+def test_resume_latest_without_a_checkpoint_is_an_error_and_auto_starts_fresh(tiny_demo, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="--resume auto starts fresh"):
+        tool.main(tiny_pretrain_args(tiny_demo, tmp_path / "run", "--resume", "latest"))
+    tool.main(tiny_pretrain_args(tiny_demo, tmp_path / "run", "--resume", "auto", "--stop-after-steps", "1"))
+    assert "--resume auto: no complete checkpoint" in capsys.readouterr().out

@@ -151,3 +151,29 @@ def test_multi_view_and_seeded_clips(test_video):
     np.testing.assert_array_equal(a, b)
     ids = frame_ids(a, reference)
     assert np.diff(ids).tolist() == [2] * 5
+
+
+@pytest.mark.parametrize("backend", ["decord", "av", "auto"])
+def test_bytes_decode_like_the_path(test_video, backend):
+    data = test_video.read_bytes()
+    assert probe(data, backend) == probe(test_video, backend)
+    rng = lambda: np.random.default_rng(3)  # noqa: E731
+    from_path = load_clip(test_video, num_frames=4, train=True, rng=rng(), backend=backend)
+    from_bytes = load_clip(data, num_frames=4, train=True, rng=rng(), backend=backend)
+    np.testing.assert_array_equal(from_path, from_bytes)
+
+
+def test_bytes_errors_name_the_member_and_images_need_their_modality(test_video, tmp_path):
+    data = test_video.read_bytes()
+    with pytest.raises(VideoReadError, match=r"s\.tar#k\.mp4") as e:
+        load_clip(data[: len(data) // 2], num_frames=4, name="s.tar#k.mp4")
+    assert set(e.value.errors) == {"decord", "av"}
+    with pytest.raises(VideoReadError, match="empty"):
+        load_clip(b"", num_frames=4, name="s.tar#k.mp4")
+    Image.fromarray(np.full((6, 5, 3), 9, np.uint8)).save(tmp_path / "a.png")
+    png = (tmp_path / "a.png").read_bytes()
+    np.testing.assert_array_equal(
+        load_clip(png, num_frames=4, modality="image"), read_image(tmp_path / "a.png")
+    )
+    with pytest.raises(VideoReadError, match="s.tar#k.png"):
+        read_image(png[:20], name="s.tar#k.png")

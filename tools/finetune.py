@@ -27,7 +27,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--checkpoint", required=True, help="a model folder written by pretraining (save_checkpoint)"
     )
     p.add_argument("--config", help="YAML config (default: configs/finetune_TASK.yaml)")
-    p.add_argument("--resume", help="a checkpoint folder, or 'latest' in train.output_dir/checkpoints")
+    p.add_argument(
+        "--resume",
+        help="a checkpoint folder, 'latest' in train.output_dir/checkpoints, or 'auto' (the latest if "
+        "there is one, else a fresh start)",
+    )
     p.add_argument("--stop-after-steps", type=int, help="save and exit after this many steps of the run")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator is present")
     p.add_argument("--metrics-out", help="write the final metrics to this JSON file")

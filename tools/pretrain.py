@@ -3,6 +3,7 @@
 accelerate launch tools/pretrain.py                                   # demo: both stages, built-in data
 accelerate launch tools/pretrain.py --config configs/my.yaml stages.1.steps=5000 train.mixed_precision=bf16
 accelerate launch tools/pretrain.py --config configs/my.yaml --resume latest
+accelerate launch tools/pretrain.py --config configs/my.yaml --resume auto    # requeued jobs: latest or fresh
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/demo.yaml)")
-    p.add_argument("--resume", help="a checkpoint folder, or 'latest' in train.output_dir/checkpoints")
+    p.add_argument(
+        "--resume",
+        help="a checkpoint folder, 'latest' in train.output_dir/checkpoints, or 'auto' (the latest if "
+        "there is one, else a fresh start)",
+    )
     p.add_argument("--stop-after-steps", type=int, help="save and exit after this many steps of the run")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator is present")
     p.add_argument("--metrics-out", help="write the final metrics to this JSON file")

@@ -144,13 +144,18 @@ class ModelConfig:
 
 @dataclass
 class DataSource:
-    """One manifest in a stage's mix. ``kind`` says what its samples carry."""
+    """One manifest, or one set of WebDataset shards, in a stage's mix. ``kind`` says what its samples
+    carry."""
 
     manifest: str = ""
+    shards: str = ""  # instead of a manifest: a brace pattern of tars, e.g. /data/webvid/{00000..01234}.tar
     kind: str = "video-text"  # video-text | video-label | image-text | image-label
     weight: float = 1.0
     root: str | None = None  # relative media paths resolve here; default: the manifest's folder
     prompt: str | None = None  # label -> text template; default depends on the modality
+    caption_key: str | None = None  # shards: the caption is this key of KEY.json (default: KEY.txt)
+    label_key: str = "label"  # shards: the label is this key of KEY.json
+    shuffle_block: int = 32  # shards: shuffle the read order in blocks of this many samples (held in memory)
 
 
 @dataclass

@@ -84,9 +84,10 @@ class ClipDataset(Dataset):
     ``transform`` is called as ``transform(frames, rng=rng, crop=crop)`` on uint8 (T, H, W, 3) frames
     (a :class:`~videovl.data.transforms.ClipTransform`); it needs a ``size`` attribute for evaluation's
     placeholder pixels. ``num_threads`` is the decoder's (default: 1 in workers, auto elsewhere).
-    Randomness (frame offsets, crop, caption choice) is seeded by ``(seed, epoch,
-    index)``, so an item is the same in any worker. ``set_epoch`` reaches persistent workers too (the
-    epoch lives in shared memory).
+    Randomness (frame offsets, crop, caption choice) is seeded by ``(seed, epoch, index)``, so an item
+    is the same in any worker. ``set_epoch`` reaches persistent workers too (the epoch lives in shared
+    memory). ``samples`` may be empty for a dataset that only decodes samples handed to :meth:`decode`
+    (shard members).
     """
 
     def __init__(
@@ -109,8 +110,6 @@ class ClipDataset(Dataset):
     ):
         if text not in TEXT_MODES:
             raise ValueError(f"text={text!r} is not one of {TEXT_MODES}")
-        if not samples:
-            raise ValueError("ClipDataset needs at least one sample")
         if prompt is not None and "{label}" not in prompt:
             raise ValueError(
                 f"prompt {prompt!r} has no '{{label}}' placeholder, e.g. 'a video of {{label}}.'"
@@ -161,12 +160,16 @@ class ClipDataset(Dataset):
 
     def _frames(self, i: int, view: int) -> np.ndarray:
         """Decoded uint8 frames of sample ``i``; ``view`` is a test view for MultiViewDataset."""
-        sample = self.samples[i]
+        return self._load(self.samples[i], (i,))
+
+    def _load(self, sample: Sample, key: tuple[int, ...]) -> np.ndarray:
         return load_clip(
-            sample.path,
+            sample.media,
+            modality=sample.modality,
+            name=sample.path,
             num_frames=self.num_frames,
             train=self.train,
-            rng=self._rng(i, 1),
+            rng=self._rng(*key, 1),
             start=sample.start,
             end=sample.end,
             backend=self.backend,
@@ -176,22 +179,34 @@ class ClipDataset(Dataset):
         )
 
     def _item(self, i: int, view: int = 0, crop: int | None = None) -> dict[str, Any]:
-        sample = self.samples[i]
-        frames = self._frames(i, view)
-        rng = self._rng(i, 2)
+        return self._make(self.samples[i], self._frames(i, view), (i,), i + self.index_offset, crop)
+
+    def _make(
+        self, sample: Sample, frames: np.ndarray, key: tuple[int, ...], index: int, crop: int | None = None
+    ) -> dict[str, Any]:
+        rng = self._rng(*key, 2)
         pixels = (
             self.transform(frames, rng=rng) if crop is None else self.transform(frames, rng=rng, crop=crop)
         )
         return {
             "pixels": pixels,
-            "text": self._text(sample, self._rng(i, 0)),
+            "text": self._text(sample, self._rng(*key, 0)),
             "label": self._label(sample),
-            "index": i + self.index_offset,
+            "index": index,
             "valid": True,
         }
 
+    def decode(self, sample: Sample, key: tuple[int, ...], index: int) -> dict[str, Any]:
+        """The item of a sample that is not in ``samples`` (a shard member), its randomness seeded by
+        ``(seed, epoch, *key)``; raises VideoReadError if it cannot be read (the caller replaces it)."""
+        return self._make(sample, self._load(sample, key), key, index)
+
     def _label(self, sample: Sample) -> int:
-        return self.label_to_id[sample.label] if self.label_to_id and sample.label is not None else -1
+        return (
+            self.label_to_id[sample.label]
+            if self.label_to_id is not None and sample.label is not None
+            else -1
+        )
 
     def _get(self, i: int, view: int = 0, crop: int | None = None) -> dict[str, Any]:
         bad: list[str] = []
@@ -262,7 +277,9 @@ class MultiViewDataset(ClipDataset):
         if self._cache is None or self._cache[0] != key:
             sample = self.samples[i]
             frames = load_clip(
-                sample.path,
+                sample.media,
+                modality=sample.modality,
+                name=sample.path,
                 num_frames=self.num_frames,
                 start=sample.start,
                 end=sample.end,

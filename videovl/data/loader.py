@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 __all__ = ["build_loader", "seed_worker"]
 
@@ -41,17 +41,19 @@ def build_loader(
     pin_memory: bool | None = None,
 ) -> DataLoader:
     """A DataLoader over ``dataset``: give a ``batch_sampler``, or a ``batch_size`` with ``shuffle`` or a
-    ``sampler``. ``pin_memory`` defaults to whether CUDA is available."""
+    ``sampler``, or neither for an IterableDataset that yields whole batches (lists of items, each list
+    collated). ``pin_memory`` defaults to whether CUDA is available."""
     if batch_sampler is not None and (batch_size is not None or shuffle or sampler is not None or drop_last):
         raise ValueError(
             "batch_sampler excludes batch_size, shuffle, sampler and drop_last; give one or the other"
         )
-    if batch_sampler is None and batch_size is None:
+    batches = isinstance(dataset, IterableDataset) and batch_size is None and batch_sampler is None
+    if batch_sampler is None and batch_size is None and not batches:
         raise ValueError("give either batch_size (with shuffle or a sampler) or a batch_sampler")
     workers = num_workers > 0
     return DataLoader(
         dataset,
-        batch_size=batch_size if batch_sampler is None else 1,
+        batch_size=None if batches else batch_size if batch_sampler is None else 1,
         shuffle=shuffle if sampler is None else False,
         sampler=sampler,
         batch_sampler=batch_sampler,

@@ -39,10 +39,16 @@ class Sample:
     end: float | None = None
     id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys are kept, not interpreted
+    data: bytes | None = None  # the media's content when it came from a shard (``path`` then names it)
 
     @property
     def is_video(self) -> bool:
         return self.modality == "video"
+
+    @property
+    def media(self) -> str | bytes:
+        """What the decoder reads: the bytes if the sample carries them, else the path."""
+        return self.path if self.data is None else self.data
 
 
 def _parse(obj: Any, where: str, base: Path) -> Sample:

@@ -48,13 +48,17 @@ class WeightedBatchSampler:
     def global_batch(self, step: int) -> np.ndarray:
         """The indices of the whole (all-process) batch of ``step``."""
         n = self.batch_size * self.world_size
-        rng = np.random.default_rng([self.seed, step])
-        sources = rng.choice(len(self.sizes), size=n, p=self.probs)
+        sources = self.batch_sources(step)
         out = np.empty(n, dtype=np.int64)
         for s in np.unique(sources):
             where = np.flatnonzero(sources == s)
             out[where] = self.offsets[s] + self._draw(int(s), step, len(where))
         return out
+
+    def batch_sources(self, step: int) -> np.ndarray:
+        """The source of each sample of the whole batch of ``step``."""
+        rng = np.random.default_rng([self.seed, step])
+        return rng.choice(len(self.sizes), size=self.batch_size * self.world_size, p=self.probs)
 
     def _draw(self, source: int, step: int, count: int) -> np.ndarray:
         size = self.sizes[source]

@@ -6,12 +6,18 @@ order (the i-th smallest packet pts), so the same indices give the same frames o
 decodes from the keyframe before the first wanted frame and matches frames by pts. decord's random access
 is wrong on open-GOP streams, so "auto" checks it against PyAV's packet table first (see _candidates).
 
+Every function takes the media as a path or as the file's bytes (a shard member read into memory):
+both backends and Pillow read bytes through a file-like object, so no temporary file is written and
+nothing downstream knows which it was. ``name`` labels bytes in errors (e.g. ``shard.tar#key``).
+
 Every failure (missing, empty, truncated, corrupt file, no video stream) becomes one
 :class:`VideoReadError` that names the file and each backend's error.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
@@ -25,6 +31,7 @@ from videovl.data.sampling import SAMPLINGS, frame_window, multi_view_indices, s
 
 __all__ = [
     "BACKENDS",
+    "Media",
     "IMAGE_SUFFIXES",
     "VideoInfo",
     "VideoReadError",
@@ -37,6 +44,8 @@ __all__ = [
 
 BACKENDS = ("auto", "decord", "av")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+Media = str | os.PathLike | bytes  # a file's path, or its whole content
 
 
 @dataclass(frozen=True)
@@ -72,10 +81,11 @@ def _default_threads() -> int:
 class _DecordReader:
     name = "decord"
 
-    def __init__(self, path: str, num_threads: int):
+    def __init__(self, source: str | bytes, num_threads: int):
         import decord
 
-        self._vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
+        source = io.BytesIO(source) if isinstance(source, bytes) else source
+        self._vr = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=num_threads)
         n, fps = len(self._vr), float(self._vr.get_avg_fps())
         if n <= 0:
             raise RuntimeError("no frames")
@@ -92,10 +102,10 @@ class _DecordReader:
 class _AVReader:
     name = "av"
 
-    def __init__(self, path: str, num_threads: int):
+    def __init__(self, source: str | bytes, num_threads: int):
         import av
 
-        self._container = av.open(path)
+        self._container = av.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         try:
             if not self._container.streams.video:
                 raise RuntimeError("no video stream")
@@ -174,7 +184,7 @@ _DECORD_EXACT: dict[tuple[str, int, int], bool] = {}
 _DECORD_EXACT_MAX = 200_000
 
 
-def _open(name: str, path: str, threads: int, errors: dict[str, str]) -> Any:
+def _open(name: str, path: str | bytes, threads: int, errors: dict[str, str]) -> Any:
     try:
         return _READERS[name](path, threads)
     except Exception as e:  # whatever the library raises, the next backend gets its chance
@@ -182,7 +192,7 @@ def _open(name: str, path: str, threads: int, errors: dict[str, str]) -> Any:
         return None
 
 
-def _candidates(path: str, backend: str, threads: int, errors: dict[str, str]) -> Iterator[Any]:
+def _candidates(path: str | bytes, backend: str, threads: int, errors: dict[str, str]) -> Iterator[Any]:
     """Open readers lazily, in the order to try them; each is closed when the caller moves on.
 
     In "auto" mode decord is first checked against PyAV's packet table: decord numbers keyframes by
@@ -197,8 +207,11 @@ def _candidates(path: str, backend: str, threads: int, errors: dict[str, str]) -
                 opened.append(reader)
                 yield reader
             return
-        stat = os.stat(path)
-        key = (path, stat.st_mtime_ns, stat.st_size)
+        if isinstance(path, bytes):
+            key = ("bytes", hashlib.blake2b(path, digest_size=16).hexdigest(), len(path))
+        else:
+            stat = os.stat(path)
+            key = (path, stat.st_mtime_ns, stat.st_size)
         exact = _DECORD_EXACT.get(key)
         dec = _open("decord", path, threads, errors) if exact is not False else None
         ref = None
@@ -223,18 +236,31 @@ def _candidates(path: str, backend: str, threads: int, errors: dict[str, str]) -
             reader.close()
 
 
-def _with_reader(path: str | Path, backend: str, fn: Callable[[Any], Any], num_threads: int | None) -> Any:
+def _source(media: Media, name: str | None) -> tuple[str | bytes, str]:
+    """The media as a path string or bytes, and the name errors give it; missing and empty fail here."""
+    if isinstance(media, (bytes, bytearray, memoryview)):
+        data, label = bytes(media), name or f"<{len(media)} bytes>"
+        if not data:
+            raise VideoReadError(label, {"file": "is empty (0 bytes)"})
+        return data, label
+    path = str(media)
+    if not os.path.isfile(path):
+        raise VideoReadError(name or path, {"file": "does not exist"})
+    if os.path.getsize(path) == 0:
+        raise VideoReadError(name or path, {"file": "is empty (0 bytes)"})
+    return path, name or path
+
+
+def _with_reader(
+    media: Media, backend: str, fn: Callable[[Any], Any], num_threads: int | None, name: str | None = None
+) -> Any:
     """Call ``fn(reader)`` with each usable backend in turn until one succeeds."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {BACKENDS}; use 'auto' to try decord then PyAV")
-    path = str(path)
-    if not os.path.isfile(path):
-        raise VideoReadError(path, {"file": "does not exist"})
-    if os.path.getsize(path) == 0:
-        raise VideoReadError(path, {"file": "is empty (0 bytes)"})
+    source, path = _source(media, name)
     threads = _default_threads() if num_threads is None else num_threads
     errors: dict[str, str] = {}
-    with closing(_candidates(path, backend, threads, errors)) as readers:
+    with closing(_candidates(source, backend, threads, errors)) as readers:
         for reader in readers:
             try:
                 return fn(reader)
@@ -257,37 +283,44 @@ def _fetch(reader: Any, indices: Sequence[int] | np.ndarray) -> np.ndarray:
     return reader.get(unique)[inverse]
 
 
-def probe(path: str | Path, backend: str = "auto", num_threads: int | None = None) -> VideoInfo:
-    """Frame count, average fps and duration of a video."""
-    return _with_reader(path, backend, lambda r: r.info, num_threads)
+def probe(
+    media: Media, backend: str = "auto", num_threads: int | None = None, name: str | None = None
+) -> VideoInfo:
+    """Frame count, average fps and duration of a video (a path or its bytes)."""
+    return _with_reader(media, backend, lambda r: r.info, num_threads, name)
 
 
 def read_frames(
-    path: str | Path,
+    media: Media,
     indices: Sequence[int] | np.ndarray,
     backend: str = "auto",
     num_threads: int | None = None,
+    name: str | None = None,
 ) -> np.ndarray:
     """uint8 RGB frames (T, H, W, 3) at 0-based ``indices``; out-of-range indices raise IndexError."""
-    return _with_reader(path, backend, lambda r: _fetch(r, indices), num_threads)
+    return _with_reader(media, backend, lambda r: _fetch(r, indices), num_threads, name)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An image as a one-frame clip: uint8 RGB (1, H, W, 3)."""
+def read_image(media: Media, name: str | None = None) -> np.ndarray:
+    """An image (a path or its bytes) as a one-frame clip: uint8 RGB (1, H, W, 3)."""
     from PIL import Image, UnidentifiedImageError
 
-    path = str(path)
-    if not os.path.isfile(path):
-        raise VideoReadError(path, {"file": "does not exist"})
+    if isinstance(media, (bytes, bytearray, memoryview)):
+        label, opened = name or f"<{len(media)} bytes>", io.BytesIO(bytes(media))
+    else:
+        label = opened = str(media)
+        if not os.path.isfile(opened):
+            raise VideoReadError(name or label, {"file": "does not exist"})
+        label = name or label
     try:
-        with Image.open(path) as im:
+        with Image.open(opened) as im:
             return np.array(im.convert("RGB"))[None]  # a writable copy, as torch.as_tensor wants
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise VideoReadError(path, {"pillow": f"{type(e).__name__}: {e}"}) from e
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+        raise VideoReadError(label, {"pillow": f"{type(e).__name__}: {e}"}) from e
 
 
 def load_clip(
-    path: str | Path,
+    media: Media,
     *,
     num_frames: int,
     train: bool = False,
@@ -300,8 +333,13 @@ def load_clip(
     num_views: int = 1,
     view: int = 0,
     num_threads: int | None = None,
+    modality: str | None = None,
+    name: str | None = None,
 ) -> np.ndarray:
     """Decode one clip of ``num_frames`` frames as uint8 (T, H, W, 3); images give (1, H, W, 3).
+
+    ``media`` is a path or the file's bytes. ``modality`` ("video" or "image") says which it holds;
+    by default a path's suffix decides, and bytes are a video. ``name`` labels the media in errors.
 
     ``start``/``end`` (seconds) restrict the window; ``sampling`` is "segment" (TSN: a random frame per
     segment when training, the centre otherwise) or "dense" (every ``stride``-th frame). With
@@ -312,8 +350,14 @@ def load_clip(
         raise ValueError(f"sampling={sampling!r} is not one of {SAMPLINGS}")
     if not 0 <= view < num_views:
         raise ValueError(f"view={view} must be in [0, num_views={num_views})")
-    if is_image(path):
-        return read_image(path)
+    if modality not in (None, "video", "image"):
+        raise ValueError(f"modality={modality!r} is not 'video' or 'image'")
+    if modality is None:
+        modality = (
+            "video" if isinstance(media, (bytes, bytearray, memoryview)) or not is_image(media) else "image"
+        )
+    if modality == "image":
+        return read_image(media, name)
 
     def clip(reader: Any) -> np.ndarray:
         first, last = frame_window(reader.info.num_frames, reader.info.fps, start, end)
@@ -327,4 +371,4 @@ def load_clip(
             )
         return _fetch(reader, indices)
 
-    return _with_reader(path, backend, clip, num_threads)
+    return _with_reader(media, backend, clip, num_threads, name)

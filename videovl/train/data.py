@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.utils.data import ConcatDataset
@@ -11,9 +11,11 @@ from videovl.config import Config, ConfigError, DataSource, StageConfig
 from videovl.data.collate import Collator
 from videovl.data.datasets import ClipDataset, build_label_map
 from videovl.data.loader import build_loader
-from videovl.data.manifest import Sample, read_manifest
+from videovl.data.manifest import ManifestError, Sample, read_manifest
 from videovl.data.mixing import MixedBatches, modality_order
 from videovl.data.samplers import NeighbourBatchSampler, WeightedBatchSampler
+from videovl.data.shards import HashedLabels, ShardSet, open_shards
+from videovl.data.stream import ShardSource, StreamBatches
 from videovl.data.transforms import build_transform
 
 __all__ = [
@@ -37,11 +39,22 @@ def resolve_manifest(spec: str, cfg: Config) -> Path:
     return Path(spec)
 
 
-def load_source(source: DataSource, cfg: Config, where: str) -> list[Sample]:
+def load_source(source: DataSource, cfg: Config, where: str) -> list[Sample] | ShardSet:
+    """A manifest's samples, or a shard set (read as a stream later)."""
     if source.kind not in KINDS:
         raise ConfigError(f"{where}.kind is '{source.kind}'; expected one of {KINDS}")
-    if not source.manifest:
-        raise ConfigError(f"{where}.manifest is empty; give the path of a JSON Lines manifest")
+    if bool(source.manifest) == bool(source.shards):
+        raise ConfigError(
+            f"{where} needs exactly one of 'manifest' (a JSON Lines file) or 'shards' (a tar pattern such as "
+            f"/data/{{00000..00099}}.tar); got manifest={source.manifest!r}, shards={source.shards!r}"
+        )
+    if source.shards:
+        try:
+            return open_shards(source.shards, source.kind, caption_key=source.caption_key,
+                               label_key=source.label_key, shuffle_block=source.shuffle_block,
+                               where=f"{where}.shards")  # fmt: skip
+        except ManifestError as e:
+            raise ConfigError(str(e)) from None
     samples = read_manifest(resolve_manifest(source.manifest, cfg), source.root)
     modality, what = source.kind.split("-")
     wrong = [s for s in samples if s.modality != modality]
@@ -63,11 +76,13 @@ def load_source(source: DataSource, cfg: Config, where: str) -> list[Sample]:
 @dataclass
 class StageData:
     modality: str
-    dataset: ConcatDataset
+    dataset: ConcatDataset | None  # the manifest sources' datasets (None: shards only)
     sizes: list[int]
     weights: list[float]
     batch_size: int
     num_frames: int
+    # Every source in order (ClipDatasets and ShardSources) when any is shards: then batches stream.
+    streamed: list = field(default_factory=list)
 
 
 def build_stage_data(cfg: Config, stage_index: int) -> dict[str, StageData]:
@@ -78,8 +93,11 @@ def build_stage_data(cfg: Config, stage_index: int) -> dict[str, StageData]:
     loaded = [
         (s, load_source(s, cfg, f"stages.{stage_index}.sources.{i}")) for i, s in enumerate(stage.sources)
     ]
-    labelled = [x for s, samples in loaded if s.kind.endswith("label") for x in samples]
-    label_map = build_label_map(labelled) if labelled else None
+    if any(isinstance(x, ShardSet) and s.kind.endswith("label") for s, x in loaded):
+        label_map = HashedLabels()  # shard labels are unknown until read: ids from the names
+    else:
+        labelled = [x for s, samples in loaded if s.kind.endswith("label") for x in samples]
+        label_map = build_label_map(labelled) if labelled else None
     out: dict[str, StageData] = {}
     for modality in ("image", "video"):
         parts = [(s, x) for s, x in loaded if s.kind.startswith(modality)]
@@ -92,7 +110,7 @@ def build_stage_data(cfg: Config, stage_index: int) -> dict[str, StageData]:
             is_label = source.kind.endswith("label")
             datasets.append(
                 ClipDataset(
-                    samples,
+                    [] if isinstance(samples, ShardSet) else samples,
                     num_frames=frames,
                     transform=transform,
                     train=True,
@@ -104,14 +122,25 @@ def build_stage_data(cfg: Config, stage_index: int) -> dict[str, StageData]:
                     seed=cfg.train.seed,
                 )
             )
-            offset += len(samples)
+            if isinstance(samples, ShardSet):
+                datasets[-1] = ShardSource(samples, datasets[-1], offset)
+            offset += len(datasets[-1])
+        streamed = any(isinstance(d, ShardSource) for d in datasets)
+        if streamed and stage.mining.enabled and modality == "video":
+            raise ConfigError(
+                f"stages.{stage_index}.mining needs every sample indexed up front; it cannot mine over "
+                "shard sources: disable mining or use manifests"
+            )
         out[modality] = StageData(
             modality,
-            ConcatDataset(datasets),
+            ConcatDataset(manifests)
+            if (manifests := [d for d in datasets if isinstance(d, ClipDataset)])
+            else None,
             [len(d) for d in datasets],
             [s.weight for s, _ in parts],
             stage.batch_size or cfg.data.batch_size,
             frames,
+            datasets if streamed else [],
         )
     return out
 
@@ -129,6 +158,15 @@ def make_loader(
     stage: StageConfig | None = None,
 ):
     """A loader whose batch ``j`` is the sampler's step ``start_step + j`` for this process."""
+    if data.streamed:
+        try:
+            stream = StreamBatches(
+                data.streamed, data.weights, data.batch_size, rank=rank, world_size=world_size,
+                num_workers=cfg.data.num_workers, seed=seed, start_step=start_step,
+            )  # fmt: skip
+        except ValueError as e:  # too few shard samples for the processes x workers
+            raise ConfigError(f"the {data.modality} sources of the stage: {e}") from None
+        return build_loader(stream, collate_fn=collator, num_workers=cfg.data.num_workers, seed=seed)
     if neighbours is not None:
         sampler = NeighbourBatchSampler(
             neighbours,

@@ -101,6 +101,11 @@ def action_classes(cfg: Config) -> list[str]:
                 f"--task action: stages.{i} ('{stage.name}') has source kinds {unlabelled or 'none'}; "
                 "action fine-tuning trains on labelled sources only (kind video-label or image-label)"
             )
+        if any(s.shards for s in stage.sources):
+            raise ConfigError(
+                f"--task action: stages.{i} ('{stage.name}') reads shards, whose labels are only known "
+                "once read; the classifier head needs its class list up front: use manifests"
+            )
         samples = [
             x for j, s in enumerate(stage.sources) for x in load_source(s, cfg, f"stages.{i}.sources.{j}")
         ]

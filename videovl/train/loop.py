@@ -171,10 +171,12 @@ def pretrain(
     """Run every stage of ``cfg``; returns the final metrics (test split if configured, else validation).
 
     ``stop_after``: save a checkpoint and return after this many optimizer steps of the whole run (for
-    time-limited jobs; ``--resume latest`` continues exactly where it stopped). Fine-tuning passes a
-    loaded ``model``, its own ``make_task(model, rank, world_size)`` (a module whose forward takes
-    ``(batch, loss_weights)`` and returns ``{"loss", ...}``) and ``validate(accelerator, model, cfg,
-    tokenizer, stage) -> metrics`` (default: retrieval on the configured validation manifests).
+    time-limited jobs; ``--resume latest`` continues exactly where it stopped). ``resume``: a checkpoint
+    folder, "latest" (an error if there is none) or "auto" (the latest if there is one, else a fresh
+    start). Fine-tuning passes a loaded ``model``, its own ``make_task(model, rank, world_size)`` (a
+    module whose forward takes ``(batch, loss_weights)`` and returns ``{"loss", ...}``) and
+    ``validate(accelerator, model, cfg, tokenizer, stage) -> metrics`` (default: retrieval on the
+    configured validation manifests).
     """
     out_dir = Path(cfg.train.output_dir)
     main = accelerator.is_main_process
@@ -197,12 +199,17 @@ def pretrain(
     state = TrainState()
     accelerator.register_for_checkpointing(state)
     resume_path = None
-    if resume:
-        path = latest_checkpoint(out_dir) if resume == "latest" else Path(resume)
-        if path is None:
-            raise FileNotFoundError(
-                f"--resume latest: no complete checkpoint under {out_dir / 'checkpoints'}"
-            )
+    path = latest_checkpoint(out_dir) if resume in ("latest", "auto") else Path(resume) if resume else None
+    if resume == "latest" and path is None:
+        raise FileNotFoundError(
+            f"--resume latest: no complete checkpoint under {out_dir / 'checkpoints'} "
+            "(--resume auto starts fresh when there is none)"
+        )
+    if resume == "auto" and path is None:
+        accelerator.print(
+            f"--resume auto: no complete checkpoint under {out_dir / 'checkpoints'}, starting fresh"
+        )
+    if path is not None:
         accelerator.load_state(str(path))
         resume_path = path
         accelerator.print(f"resumed from {path}: stage {state.stage}, step {state.step}")
