@@ -404,6 +404,14 @@ def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
             line += block.count(b"\n")
 
 
+def _utf8(block: bytes) -> bool:
+    """Whether ``block`` is valid UTF-8 (pyarrow does not check; the line reader names the bad line)."""
+    try:
+        return block.isascii() or bool(block.decode("utf-8"))
+    except UnicodeDecodeError:
+        return False
+
+
 def _parse_lines(builder: _Builder, block: bytes, first: int, path: Path) -> None:
     """The line-by-line reader (the rules of :func:`~videovl.data.manifest.parse_fields`)."""
     try:
@@ -431,7 +439,7 @@ def _parse_file(path: Path, base: str | Path) -> SampleTable:
     builder = _Builder()
     for first, block in _blocks(path):
         # pyarrow cannot tell a key set to null from a missing one, nor does it split lines at a lone \r.
-        fast = b"null" not in block and b"\r" not in block
+        fast = b"null" not in block and b"\r" not in block and _utf8(block)
         if fast:
             try:
                 # One thread: on a busy machine no slower, and worker threads' heaps would keep 40 MB.
@@ -503,9 +511,10 @@ def _write_cache(target: Path, stamp: dict[str, Any], columns: dict[str, np.ndar
 def _read_cache(target: Path, stamp: dict[str, Any]) -> dict[str, np.ndarray] | None:
     with target.open("rb") as f:
         head = f.read(len(_MAGIC) + 8)
-        if head[: len(_MAGIC)] != _MAGIC:
+        size = int.from_bytes(head[len(_MAGIC) :], "little")
+        if head[: len(_MAGIC)] != _MAGIC or size > target.stat().st_size:
             return None
-        header = json.loads(f.read(int.from_bytes(head[len(_MAGIC) :], "little")))
+        header = json.loads(f.read(size))
     if header["stamp"] != stamp:
         return None
     start = len(_MAGIC) + 8 + int.from_bytes(head[len(_MAGIC) :], "little")
