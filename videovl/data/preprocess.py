@@ -101,6 +101,7 @@ def encode_video(src: str | Path, dst: str | Path, settings: EncodeSettings) -> 
     """Re-encode ``src`` into ``dst`` (mp4, h264, see the module docstring); written under a temporary name
     and renamed. Returns the output's frames, size and rate. Raises on an unreadable input (nothing left)."""
     import av
+    from av.video.frame import PictureType
 
     dst = Path(dst)
     tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp.mp4")
@@ -122,19 +123,24 @@ def encode_video(src: str | Path, dst: str | Path, settings: EncodeSettings) -> 
             with av.open(str(tmp), "w", format="mp4") as out:
                 enc = out.add_stream("libx264", rate=rate)
                 enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
-                enc.codec_context.gop_size = settings.keyframe_interval
+                # Keyframes are forced below, every interval exactly; x264's own placement is switched off
+                # (no scene-cut keyframes, a maximum interval it never reaches).
+                enc.codec_context.gop_size = 1 << 16
                 enc.codec_context.thread_count = settings.threads
                 enc.options = {
                     "crf": str(settings.crf),
                     "preset": settings.preset,
-                    "g": str(settings.keyframe_interval),
-                    "keyint_min": str(settings.keyframe_interval),
-                    "sc_threshold": "0",  # keyframes exactly every interval, not also at scene cuts
+                    "sc_threshold": "0",
                     "bf": "0",  # no B-frames: a frame needs only the ones before it
+                    "forced-idr": "1",  # a forced keyframe is an IDR frame: decoding can start there
                 }
                 for image in _resampled(inp.decode(stream), rate):
                     image = image.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
                     image.pts, image.time_base = frames, 1 / rate
+                    # Decoded frames carry their input picture type, and an input keyframe would force one
+                    # here too: every frame's type is set.
+                    keyframe = frames % settings.keyframe_interval == 0
+                    image.pict_type = PictureType.I if keyframe else PictureType.NONE
                     for packet in enc.encode(image):
                         out.mux(packet)
                     frames += 1
@@ -318,6 +324,7 @@ def preprocess_folder(
     folder, out_dir = Path(folder), Path(out_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"input folder {folder} does not exist")
+    _check_output(out_dir, [folder / "x"])
     out = out_dir.resolve()
     files = sorted(
         p
