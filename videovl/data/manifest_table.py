@@ -384,24 +384,40 @@ def _arrow_strings(arr) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(first line number, bytes) of blocks of whole lines."""
-    line = 1
+    """(byte offset, bytes) of blocks of whole lines; a partial last line is read again with the next block
+    (cheaper than joining it to the next read)."""
     with path.open("rb") as f:
-        rest = b""
         while True:
+            offset = f.tell()
             chunk = f.read(_BLOCK_BYTES)
             if not chunk:
-                if rest:
-                    yield line, rest
                 return
-            chunk = rest + chunk
             cut = chunk.rfind(b"\n") + 1
-            if cut == 0:
-                rest = chunk
-                continue
-            block, rest = chunk[:cut], chunk[cut:]
-            yield line, block
-            line += block.count(b"\n")
+            if cut and len(chunk) == _BLOCK_BYTES:
+                f.seek(offset + cut)
+                chunk = chunk[:cut]
+            elif len(chunk) == _BLOCK_BYTES:  # a line longer than a block: read on to its end
+                chunk += f.readline()
+            yield offset, chunk
+
+
+class _LineNumbers:
+    """The line number at a byte offset, counted only when asked (a slow block's errors need it; a file of
+    fast blocks never does)."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.line = path, 0, 1
+
+    def at(self, offset: int) -> int:
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            while self.offset < offset:
+                chunk = f.read(min(_BLOCK_BYTES, offset - self.offset))
+                if not chunk:
+                    break
+                self.line += chunk.count(b"\n")
+                self.offset += len(chunk)
+        return self.line
 
 
 def _utf8(block: bytes) -> bool:
@@ -436,8 +452,8 @@ def _parse_file(path: Path, base: str | Path) -> SampleTable:
     import pyarrow as pa
     import pyarrow.json as pj
 
-    builder = _Builder()
-    for first, block in _blocks(path):
+    builder, lines = _Builder(), _LineNumbers(path)
+    for offset, block in _blocks(path):
         # pyarrow cannot tell a key set to null from a missing one, nor does it split lines at a lone \r.
         fast = b"null" not in block and b"\r" not in block and _utf8(block)
         if fast:
@@ -452,7 +468,7 @@ def _parse_file(path: Path, base: str | Path) -> SampleTable:
             fast = builder.add_arrow(parsed)
             del parsed
         if not fast:
-            _parse_lines(builder, block, first, path)
+            _parse_lines(builder, block, lines.at(offset), path)
         del block
     table = builder.finish(base)
     del builder
