@@ -94,3 +94,16 @@ def test_folder_in_parallel_and_output_never_over_inputs(tmp_path, inputs):
         preprocess_videos.main(["--folder", str(inputs / "clips"), "--out", str(inputs), *SMALL])
     with pytest.raises(SystemExit):
         preprocess_videos.main(["--out", str(out)])  # neither a manifest nor a folder
+
+
+def test_root_out_manifest_and_encoder_flags(tmp_path, inputs):
+    manifest = tmp_path / "elsewhere" / "m.jsonl"
+    manifest.parent.mkdir()
+    manifest.write_text(json.dumps({"video": "b.mp4", "caption": "small"}) + "\n")
+    target = tmp_path / "lists" / "b_224.jsonl"
+    args = [str(manifest), "--root", str(inputs / "clips"), "--out", str(tmp_path / "out")]
+    args += ["--out-manifest", str(target), "--crf", "30", "--preset", "ultrafast", *SMALL]
+    assert preprocess_videos.main(args)["encoded"] == 1
+    (sample,) = read_manifest(target)
+    assert sample.path == str(tmp_path / "lists" / ".." / "out" / "b.mp4") and Path(sample.path).is_file()
+    assert not (target.parent / "b_224.jsonl.unreadable.txt").exists()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +94,7 @@ class ClipDataset(Dataset):
 
     def __init__(
         self,
-        samples: list[Sample],
+        samples: Sequence[Sample],
         *,
         num_frames: int,
         transform: Callable[..., torch.Tensor],

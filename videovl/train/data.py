@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def resolve_manifest(spec: str, cfg: Config) -> Path:
     return Path(spec)
 
 
-def load_source(source: DataSource, cfg: Config, where: str) -> list[Sample]:
+def load_source(source: DataSource, cfg: Config, where: str) -> Sequence[Sample]:
     if source.kind not in KINDS:
         raise ConfigError(f"{where}.kind is '{source.kind}'; expected one of {KINDS}")
     if not source.manifest:
