@@ -187,10 +187,15 @@ def output_name(media: str) -> str:
 
 
 def _job(args: tuple[str, str, EncodeSettings]) -> tuple[str, str | None]:
+    import av.error
+
     src, dst, settings = args
     try:
         encode_video(src, dst, settings)
-    except (OSError, ValueError, RuntimeError, EOFError) as e:  # av's errors derive from OSError/ValueError
+    except (av.error.FFmpegError, OSError, ValueError, RuntimeError, EOFError) as e:
+        where = Path(str(e.filename)) if isinstance(e, OSError) and e.filename else None
+        if where is not None and (where.parent == Path(dst).parent or where in Path(dst).parents):
+            raise  # the output cannot be written (permissions, disk full): not the input's fault
         return src, f"{type(e).__name__}: {' '.join(str(e).split())}"
     return src, None
 
