@@ -226,7 +226,7 @@ def _no_progress(it, total=None):
 
 def _check_output(out_dir: Path, inputs: list[Path]) -> None:
     out_dir = out_dir.resolve()
-    for folder in {p.resolve().parent for p in inputs}:
+    for folder in {Path(p).resolve() for p in {os.path.dirname(os.path.abspath(p)) for p in inputs}}:
         if folder == out_dir or out_dir in folder.parents:
             raise ConfigError(
                 f"output folder {out_dir} holds the inputs ({folder}); choose a separate folder, so inputs "
