@@ -546,6 +546,14 @@ def _read_cache(target: Path, stamp: dict[str, Any]) -> dict[str, np.ndarray] | 
     return columns
 
 
+def _cache_targets(path: Path) -> list[Path]:
+    """Beside the manifest, then the user's cache folder (when there is a home to find it in)."""
+    targets = [cache_path(path)]
+    with contextlib.suppress(RuntimeError, KeyError):  # no home directory: beside the manifest only
+        targets.append(cache_path(path, user=True))
+    return targets
+
+
 def load_table(path: str | Path, root: str | Path | None = None, *, cache: bool | None = None) -> SampleTable:
     """Read a manifest into a :class:`SampleTable` (see the module docstring); ``cache`` None: only for
     manifests of at least ``CACHE_MIN_BYTES``."""
@@ -555,18 +563,17 @@ def load_table(path: str | Path, root: str | Path | None = None, *, cache: bool 
     base = Path(root) if root is not None else path.resolve().parent
     stamp = _stamp(path)
     use_cache = cache if cache is not None else stamp["size"] >= CACHE_MIN_BYTES
-    if use_cache:
-        for target in (cache_path(path), cache_path(path, user=True)):
-            try:
-                columns = _read_cache(target, stamp) if target.is_file() else None
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                log.info("manifest cache %s unreadable (%s); reading the manifest", target, e)
-                columns = None
+    targets = _cache_targets(path) if use_cache else []
+    for target in targets:
+        try:
+            columns = _read_cache(target, stamp) if target.is_file() else None
             if columns is not None:
                 return SampleTable(columns, base)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.info("manifest cache %s unreadable (%s); reading the manifest", target, e)
     table = _parse_file(path, base)
-    if use_cache and _stamp(path) == stamp:  # a manifest changed while read is not cached
-        for target in (cache_path(path), cache_path(path, user=True)):
+    if targets and _stamp(path) == stamp:  # a manifest changed while read is not cached
+        for target in targets:
             try:
                 _write_cache(target, stamp, table.columns)
                 break
