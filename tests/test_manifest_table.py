@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from videovl.data import manifest_table
+from videovl.data import manifest_cache, manifest_table
 from videovl.data.activitynet import read_activitynet
 from videovl.data.kinetics import read_kinetics
 from videovl.data.manifest import ManifestError, Sample, read_manifest, read_manifest_objects
@@ -135,7 +135,7 @@ def test_cache_reused_invalidated_and_never_fatal(tmp_path, monkeypatch):
     blocked.write_text("")
     user = tmp_path / "user"
     places = {False: blocked / "m.vvltable", True: user / "m.vvltable"}
-    monkeypatch.setattr(manifest_table, "cache_path", lambda manifest, user=False: places[user])
+    monkeypatch.setattr(manifest_cache, "cache_path", lambda manifest, user=False: places[user])
     assert len(read_manifest(path, cache=True)) == 51 and places[True].is_file()
     assert isinstance(read_manifest(path, cache=True).columns["flags"], np.memmap)
     places[True] = blocked / "user.vvltable"

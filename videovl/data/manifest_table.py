@@ -17,26 +17,24 @@ Cache: the arrays of a large manifest are written beside it as ``<name>.vvltable
 not writable, under ``$XDG_CACHE_HOME/videovl/manifests``) and memory-mapped on the next read, so every
 process on a node shares one copy. The cache records the manifest's size and modification time and is
 ignored when either differs; it is written under a temporary name and renamed, and a cache that cannot be
-read or written is skipped, never an error.
+read or written is skipped, never an error. The file format is in :mod:`videovl.data.manifest_cache`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import io
 import json
 import logging
 import operator
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from videovl.data.manifest import ManifestError, Sample, parse_fields
+from videovl.data.manifest_cache import cache_path, cache_targets, read_arrays, stamp_of, write_arrays
 
 __all__ = ["SampleTable", "load_table", "cache_path", "modalities", "caption_counts", "labels"]
 
@@ -46,9 +44,6 @@ _IMAGE, _HAS_START, _HAS_END, _ID_IS_MEDIA = 1, 2, 4, 8  # bits of the per-sampl
 _KEYS = {"video", "image", "caption", "label", "start", "end", "id"}
 _BLOCK_BYTES = 32 << 20
 CACHE_MIN_BYTES = 8 << 20  # smaller manifests parse in well under a second: no cache file beside them
-_CACHE_VERSION = 1
-_MAGIC = b"VVLTABLE"
-_ALIGN = 64
 # Every character str.strip() removes, so the column-wise check finds each caption Python would change.
 _SPACE = "".join(chr(c) for c in range(0x3000 + 1) if chr(c).isspace())
 _SPACE_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _SPACE) + "]"
@@ -489,71 +484,6 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def cache_path(manifest: str | Path, user: bool = False) -> Path:
-    """Where the table cache of ``manifest`` lives: beside it, or (``user``) in the user's cache folder."""
-    manifest = Path(manifest).resolve()
-    if not user:
-        return manifest.with_name(manifest.name + ".vvltable")
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "videovl" / "manifests"
-    digest = hashlib.sha1(str(manifest).encode()).hexdigest()[:16]
-    return root / f"{digest}-{manifest.name}.vvltable"
-
-
-def _stamp(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    return {"version": _CACHE_VERSION, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _write_cache(target: Path, stamp: dict[str, Any], columns: dict[str, np.ndarray]) -> None:
-    entries, offset = {}, 0
-    for name, arr in columns.items():
-        entries[name] = {"dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset}
-        offset += -(-arr.nbytes // _ALIGN) * _ALIGN
-    header = json.dumps({"stamp": stamp, "arrays": entries}).encode()
-    header += b" " * (-(len(_MAGIC) + 8 + len(header)) % _ALIGN)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(_MAGIC + len(header).to_bytes(8, "little") + header)
-            for arr in columns.values():
-                raw = np.ascontiguousarray(arr).tobytes()
-                f.write(raw + b"\0" * (-len(raw) % _ALIGN))
-        os.replace(tmp, target)  # readers see the old file or the whole new one, never a part
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _read_cache(target: Path, stamp: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    with target.open("rb") as f:
-        head = f.read(len(_MAGIC) + 8)
-        size = int.from_bytes(head[len(_MAGIC) :], "little")
-        if head[: len(_MAGIC)] != _MAGIC or size > target.stat().st_size:
-            return None
-        header = json.loads(f.read(size))
-    if header["stamp"] != stamp:
-        return None
-    start = len(_MAGIC) + 8 + int.from_bytes(head[len(_MAGIC) :], "little")
-    raw = np.memmap(target, dtype=np.uint8, mode="r")
-    columns = {}
-    for name, e in header["arrays"].items():
-        dtype, shape = np.dtype(e["dtype"]), tuple(e["shape"])
-        nbytes = dtype.itemsize * int(np.prod(shape))
-        begin = start + e["offset"]
-        if begin + nbytes > len(raw):
-            return None
-        columns[name] = raw[begin : begin + nbytes].view(dtype).reshape(shape)
-    return columns
-
-
-def _cache_targets(path: Path) -> list[Path]:
-    """Beside the manifest, then the user's cache folder (when there is a home to find it in)."""
-    targets = [cache_path(path)]
-    with contextlib.suppress(RuntimeError, KeyError):  # no home directory: beside the manifest only
-        targets.append(cache_path(path, user=True))
-    return targets
-
-
 def load_table(path: str | Path, root: str | Path | None = None, *, cache: bool | None = None) -> SampleTable:
     """Read a manifest into a :class:`SampleTable` (see the module docstring); ``cache`` None: only for
     manifests of at least ``CACHE_MIN_BYTES``."""
@@ -561,21 +491,21 @@ def load_table(path: str | Path, root: str | Path | None = None, *, cache: bool 
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
     base = Path(root) if root is not None else path.resolve().parent
-    stamp = _stamp(path)
+    stamp = stamp_of(path)
     use_cache = cache if cache is not None else stamp["size"] >= CACHE_MIN_BYTES
-    targets = _cache_targets(path) if use_cache else []
+    targets = cache_targets(path) if use_cache else []
     for target in targets:
         try:
-            columns = _read_cache(target, stamp) if target.is_file() else None
+            columns = read_arrays(target, stamp) if target.is_file() else None
             if columns is not None:
                 return SampleTable(columns, base)
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.info("manifest cache %s unreadable (%s); reading the manifest", target, e)
     table = _parse_file(path, base)
-    if targets and _stamp(path) == stamp:  # a manifest changed while read is not cached
+    if targets and stamp_of(path) == stamp:  # a manifest changed while read is not cached
         for target in targets:
             try:
-                _write_cache(target, stamp, table.columns)
+                write_arrays(target, stamp, table.columns)
                 break
             except OSError as e:
                 log.info("cannot write the manifest cache %s (%s)", target, e)
