@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from videovl.data.manifest import Sample
+from videovl.data.manifest_table import labels
 from videovl.data.sampling import SAMPLINGS
 from videovl.data.video_io import BACKENDS, VideoReadError, load_clip
 
@@ -73,9 +74,11 @@ def index_files(root: str | os.PathLike | None) -> dict[str, str]:
     return index
 
 
-def build_label_map(samples: Iterable[Sample]) -> dict[str, int]:
-    """Label name -> id, ids in sorted name order (stable whatever the sample order)."""
-    return {name: i for i, name in enumerate(sorted({s.label for s in samples if s.label is not None}))}
+def build_label_map(*sample_sets: Iterable[Sample]) -> dict[str, int]:
+    """Label name -> id over one or more sets of samples, ids in sorted name order (stable whatever the
+    sample order)."""
+    names = set().union(*(set(labels(samples)) for samples in sample_sets)) - {None}
+    return {name: i for i, name in enumerate(sorted(names))}
 
 
 class ClipDataset(Dataset):
@@ -92,7 +95,7 @@ class ClipDataset(Dataset):
 
     def __init__(
         self,
-        samples: list[Sample],
+        samples: Sequence[Sample],
         *,
         num_frames: int,
         transform: Callable[..., torch.Tensor],
@@ -114,14 +117,16 @@ class ClipDataset(Dataset):
             raise ValueError(
                 f"prompt {prompt!r} has no '{{label}}' placeholder, e.g. 'a video of {{label}}.'"
             )
+        sample_labels = labels(samples) if text == "label" or label_to_id is not None else None
         if text == "label":
-            unlabelled = [s.path for s in samples if s.label is None]
-            if unlabelled:
+            unlabelled = np.flatnonzero(sample_labels == None)  # noqa: E711 (element-wise)
+            if unlabelled.size:
                 raise ValueError(
-                    f"text='label' but {len(unlabelled)} samples have no label (first: {unlabelled[0]})"
+                    f"text='label' but {unlabelled.size} samples have no label "
+                    f"(first: {samples[int(unlabelled[0])].path})"
                 )
         if label_to_id is not None:
-            unknown = sorted({s.label for s in samples if s.label is not None and s.label not in label_to_id})
+            unknown = sorted(set(sample_labels) - set(label_to_id) - {None})
             if unknown:
                 raise ValueError(
                     f"{len(unknown)} labels are not in label_to_id (first: {unknown[:3]}); "

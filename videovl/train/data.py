@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from torch.utils.data import ConcatDataset
 
 from videovl.config import Config, ConfigError, DataSource, StageConfig
@@ -12,6 +14,7 @@ from videovl.data.collate import Collator
 from videovl.data.datasets import ClipDataset, build_label_map
 from videovl.data.loader import build_loader
 from videovl.data.manifest import ManifestError, Sample, read_manifest
+from videovl.data.manifest_table import caption_counts, labels, modalities
 from videovl.data.mixing import MixedBatches, modality_order
 from videovl.data.samplers import NeighbourBatchSampler, WeightedBatchSampler
 from videovl.data.shards import HashedLabels, ShardSet, open_shards
@@ -39,7 +42,7 @@ def resolve_manifest(spec: str, cfg: Config) -> Path:
     return Path(spec)
 
 
-def load_source(source: DataSource, cfg: Config, where: str) -> list[Sample] | ShardSet:
+def load_source(source: DataSource, cfg: Config, where: str) -> Sequence[Sample] | ShardSet:
     """A manifest's samples, or a shard set (read as a stream later)."""
     if source.kind not in KINDS:
         raise ConfigError(f"{where}.kind is '{source.kind}'; expected one of {KINDS}")
@@ -57,18 +60,21 @@ def load_source(source: DataSource, cfg: Config, where: str) -> list[Sample] | S
             raise ConfigError(str(e)) from None
     samples = read_manifest(resolve_manifest(source.manifest, cfg), source.root)
     modality, what = source.kind.split("-")
-    wrong = [s for s in samples if s.modality != modality]
-    if wrong:
+    # Column-wise checks: a manifest of millions of lines builds no Sample object here.
+    wrong = np.flatnonzero(modalities(samples) != modality)
+    if wrong.size:
+        first = samples[int(wrong[0])]
         raise ConfigError(
-            f"{where}: kind '{source.kind}' but {len(wrong)} samples are {wrong[0].modality}s "
-            f"(first: {wrong[0].path})"
+            f"{where}: kind '{source.kind}' but {wrong.size} samples are {first.modality}s "
+            f"(first: {first.path})"
         )
-    missing = [s for s in samples if (not s.captions if what == "text" else s.label is None)]
-    if missing:
+    lacking = caption_counts(samples) == 0 if what == "text" else labels(samples) == None  # noqa: E711
+    missing = np.flatnonzero(lacking)
+    if missing.size:
         key = "caption" if what == "text" else "label"
         raise ConfigError(
             f"{where}: kind '{source.kind}' needs a '{key}' on every sample; "
-            f"{len(missing)} lack it (first: {missing[0].path})"
+            f"{missing.size} lack it (first: {samples[int(missing[0])].path})"
         )
     return samples
 
@@ -96,8 +102,8 @@ def build_stage_data(cfg: Config, stage_index: int) -> dict[str, StageData]:
     if any(isinstance(x, ShardSet) and s.kind.endswith("label") for s, x in loaded):
         label_map = HashedLabels()  # shard labels are unknown until read: ids from the names
     else:
-        labelled = [x for s, samples in loaded if s.kind.endswith("label") for x in samples]
-        label_map = build_label_map(labelled) if labelled else None
+        labelled = [samples for s, samples in loaded if s.kind.endswith("label")]
+        label_map = build_label_map(*labelled) if labelled else None
     out: dict[str, StageData] = {}
     for modality in ("image", "video"):
         parts = [(s, x) for s, x in loaded if s.kind.startswith(modality)]

@@ -106,10 +106,8 @@ def action_classes(cfg: Config) -> list[str]:
                 f"--task action: stages.{i} ('{stage.name}') reads shards, whose labels are only known "
                 "once read; the classifier head needs its class list up front: use manifests"
             )
-        samples = [
-            x for j, s in enumerate(stage.sources) for x in load_source(s, cfg, f"stages.{i}.sources.{j}")
-        ]
-        per_stage.append(list(build_label_map(samples)))
+        sets = [load_source(s, cfg, f"stages.{i}.sources.{j}") for j, s in enumerate(stage.sources)]
+        per_stage.append(list(build_label_map(*sets)))
     if not per_stage:
         raise ConfigError("--task action: the config has no stages")
     for i, classes in enumerate(per_stage[1:], 1):
