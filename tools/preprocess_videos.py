@@ -17,6 +17,7 @@ import argparse
 
 from videovl.cli import run_tool
 from videovl.data.preprocess import EncodeSettings, preprocess_folder, preprocess_manifest
+from videovl.progress import progress
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,10 +47,10 @@ def main(argv=None) -> dict[str, int]:
     args = parse_args(argv)
     settings = EncodeSettings(args.short_side, args.fps, args.keyframe_interval, args.crf, args.preset)
 
-    def progress(it, total):
+    def bar(it, total):
         return progress(it, total=total, desc="encoding", unit="video", disable=args.quiet)
 
-    common = dict(out_manifest=args.out_manifest, settings=settings, workers=args.workers, progress=progress)
+    common = dict(out_manifest=args.out_manifest, settings=settings, workers=args.workers, progress=bar)
     if args.folder:
         report = preprocess_folder(args.folder, args.out, **common)
     else:
