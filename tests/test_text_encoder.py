@@ -58,8 +58,11 @@ def test_config_errors_name_the_fix():
         TextEncoder(TextConfig(model=None, config={"hidden_size": 32}))
     with pytest.raises(ConfigError, match="'model'.*'config'"):
         TextEncoder(TextConfig(model=None, config=None))
-    with pytest.raises(ConfigError, match="'max'.*'mean' or 'cls'"):
+    with pytest.raises(ConfigError, match="'max'.*'mean', 'cls', 'eot'"):
         TextEncoder(TextConfig(model=None, config=dict(TINY_BERT), pool="max"))
+    bert = TextEncoder(TextConfig(model=None, config=dict(TINY_BERT), pool="eot"))  # no pooled output
+    with pytest.raises(ConfigError, match="'eot'.*no pooled output"):
+        bert(torch.ones(1, 4, dtype=torch.long), torch.ones(1, 4, dtype=torch.long))
 
 
 def test_pooling_mean_ignores_padding_and_cls_takes_the_first_token(tokens):

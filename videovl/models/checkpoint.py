@@ -53,10 +53,15 @@ def save_checkpoint(
     tmp.mkdir(parents=True)
     try:
         cfg = copy.deepcopy(cfg)
+        # What the model was built with (token ids, a pretrained checkpoint's resolved fields), less the
+        # sources of its initial weights: the checkpoint rebuilds without them.
+        cfg.model = dataclasses.replace(copy.deepcopy(model.cfg), pretrained=None)
         cfg.model.text.config = model.text.hf_config()
         # An encoder inflated from timm knows its full architecture; storing it (without the timm
         # source) lets the checkpoint rebuild without the original weights file.
-        cfg.model.vision = dataclasses.replace(model.visual.cfg, timm_model=None, timm_checkpoint=None)
+        cfg.model.vision = dataclasses.replace(
+            model.visual.cfg, timm_model=None, timm_checkpoint=None, pretrained=None
+        )
         save_model(model, str(tmp / WEIGHTS_NAME))
         if extra_files is not None:
             extra_files(tmp)

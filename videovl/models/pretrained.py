@@ -1,0 +1,182 @@
+"""Starting from other libraries' checkpoints: read local files, resolve the config, fit the weights.
+
+``resolve_pretrained`` turns ``model.pretrained`` (a CLIP) and ``model.vision.pretrained`` (a TimeSformer
+or VideoMAE folder) into config fields, reading only the checkpoints' configs; ``load_pretrained`` then
+fills a model built from that config, through the pure converters of ``videovl.models.convert``, and
+checks every key and shape: a mismatch is a ConfigError naming the file, never a partial load. Nothing
+is downloaded: a name that is not a local path is an error that says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from videovl.config import ConfigError, ModelConfig, deep_merge, from_dict, resolve_path, to_dict
+from videovl.models.convert import clip as clip_convert
+
+__all__ = ["resolve_pretrained", "load_pretrained", "read_state_file", "local_path", "fit_state"]
+
+# Heads a checkpoint of another library never has: they keep their fresh initialisation.
+NEW_HEADS = ("alignment.", "caption.", "action_head.")
+
+
+def local_path(spec: str, field: str) -> Path:
+    path = Path(resolve_path(spec)).expanduser()
+    if not path.exists():
+        raise ConfigError(
+            f"{field} is '{spec}', which is not a local file or folder. videovl never downloads weights: "
+            f"fetch them once (e.g. `hf download {spec} --local-dir DIR`) and pass the local folder"
+        )
+    return path
+
+
+def read_state_file(path: Path) -> dict[str, Tensor]:
+    """A state dict from ``.safetensors`` or a torch file (``weights_only``: no pickled code runs)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise ConfigError(
+            f"{path} cannot be read as a state dict ({type(e).__name__}: {str(e)[:200]}). A TorchScript "
+            "archive (OpenAI's original .pt files) must be saved as a plain state dict first: "
+            "torch.save(torch.jit.load(path, map_location='cpu').state_dict(), 'clip_state.pt')"
+        ) from e
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path} holds a {type(state).__name__}, not a state dict")
+    # open_clip's training checkpoints keep the DistributedDataParallel prefix
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+# --------------------------------------------------------------------------------------------- CLIP
+
+
+def _folder_config(path: Path, kinds: tuple[str, ...], field: str) -> str:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{field}: {path} is not a transformers checkpoint folder: config.json is missing")
+    kind = json.loads(config_file.read_text()).get("model_type")
+    if kind not in kinds:
+        raise ConfigError(
+            f"{field}: {config_file} has model_type '{kind}'; expected {' or '.join(repr(k) for k in kinds)}"
+        )
+    return kind
+
+
+def _openclip_act(state: dict[str, Tensor], act: str | None, path: Path) -> str:
+    if act is not None:
+        return act
+    if all(k in state for k in clip_convert.OPENAI_MARKERS):
+        return "quick_gelu"  # OpenAI trained every CLIP with QuickGELU
+    raise ConfigError(
+        f"{path} is an open_clip state dict, which does not record its activation: set "
+        "model.pretrained_act to 'quick_gelu' (OpenAI's weights and open_clip's *-quickgelu models) or "
+        "'gelu' (other open_clip models)"
+    )
+
+
+def _read_openclip(path: Path, act: str | None) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    state = read_state_file(path)
+    if "visual.conv1.weight" not in state:
+        raise ConfigError(
+            f"model.pretrained: {path} is not an open_clip / OpenAI ViT CLIP state dict (no "
+            f"'visual.conv1.weight'; its first keys are {sorted(state)[:5]})"
+        )
+    return clip_convert.openclip_to_clip(state, _openclip_act(state, act, path))
+
+
+def read_clip_config(cfg: ModelConfig) -> tuple[dict[str, Any], Path]:
+    path = local_path(cfg.pretrained, "model.pretrained")
+    if path.is_dir():
+        from transformers import CLIPConfig
+
+        _folder_config(path, ("clip",), "model.pretrained")
+        return CLIPConfig.from_pretrained(path, local_files_only=True).to_dict(), path
+    return _read_openclip(path, cfg.pretrained_act)[1], path
+
+
+def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path]:
+    """``CLIPModel`` state dict of ``cfg.pretrained``, and the file it came from."""
+    path = local_path(cfg.pretrained, "model.pretrained")
+    if not path.is_dir():
+        return _read_openclip(path, cfg.pretrained_act)[0], path
+    from transformers import CLIPModel
+
+    _folder_config(path, ("clip",), "model.pretrained")
+    try:
+        model, info = CLIPModel.from_pretrained(path, local_files_only=True, output_loading_info=True)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ConfigError(f"model.pretrained: {path} does not load as a CLIPModel: {e}") from e
+    problems = {k: sorted(v) for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys")}
+    if info.get("mismatched_keys"):
+        problems["mismatched_keys"] = [str(m) for m in info["mismatched_keys"]]
+    if problems:
+        parts = [f"{len(v)} {k.replace('_', ' ')} ({', '.join(v[:5])})" for k, v in problems.items()]
+        raise ConfigError(
+            f"model.pretrained: the weights in {path} do not fit its config.json: {'; '.join(parts)}"
+        )
+    return model.state_dict(), path
+
+
+# -------------------------------------------------------------------------------------------- resolve
+
+
+def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with the fields its checkpoints fix filled in (idempotent; no weights are read for
+    transformers folders). The space-time fields (frames, tubelet, attention, inflation, pool) stay as
+    configured for a CLIP, whose image model has none."""
+    if not cfg.pretrained:
+        return cfg
+    raw = to_dict(cfg)
+    config, path = read_clip_config(cfg)
+    fields = clip_convert.clip_model_fields(config, str(path))
+    if path.is_dir() and any((path / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json")):
+        fields["text"]["tokenizer"] = str(path)
+    return from_dict(ModelConfig, deep_merge(raw, fields), "model")
+
+
+# ----------------------------------------------------------------------------------------------- load
+
+
+def fit_state(model: nn.Module, state: dict[str, Tensor], file: Path, new: tuple[str, ...] = ()) -> set[str]:
+    """Load ``state`` into ``model`` after checking it: every key must exist with the same shape, and
+    every parameter the state lacks must start with one of ``new``. Returns the names loaded."""
+    expected = model.state_dict()
+    unexpected = sorted(k for k in state if k not in expected)
+    missing = sorted(k for k in expected if k not in state and not k.startswith(new))
+    shapes = [
+        f"{k}: {tuple(v.shape)} in the file, {tuple(expected[k].shape)} in the model"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if unexpected or missing or shapes:
+        problems = [f"{len(missing)} missing ({', '.join(missing[:5])})"] if missing else []
+        problems += [f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])})"] if unexpected else []
+        problems += shapes[:5]
+        raise ConfigError(f"{file} does not fit the model its config builds: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=False)  # strictness checked above; ``new`` heads keep their init
+    return set(state)
+
+
+def load_pretrained(model: nn.Module) -> frozenset[str]:
+    """Fill ``model`` (a VideoLanguageModel built from a resolved config) from its checkpoints; returns
+    the names of the parameters that came from them (the temporal branch and heads count as new)."""
+    cfg: ModelConfig = model.cfg
+    loaded: set[str] = set()
+    if cfg.pretrained:
+        clip_state, path = read_clip(cfg)
+        state = clip_convert.clip_to_videovl(clip_state, model.visual.cfg)
+        loaded |= fit_state(model, state, path, NEW_HEADS)
+    temporal = {f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()}
+    params = {n for n, _ in model.named_parameters()}
+    return frozenset(n for n in loaded - temporal if n in params)
