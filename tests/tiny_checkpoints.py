@@ -61,3 +61,21 @@ def write_tiny_clip(path: Path, act: str = "quick_gelu", seed: int = 0) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return Path(path)
+
+
+VIDEO_SIZE = {"image_size": 16, "patch_size": 8, "num_frames": 4, "hidden_size": 32, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "intermediate_size": 64}  # fmt: skip
+
+
+def write_tiny_video_model(path: Path, kind: str, classifier: bool = False, seed: int = 0, **config):
+    """A transformers TimeSformer or VideoMAE folder (the backbone, or a video classifier)."""
+    import transformers
+
+    names = {"timesformer": "Timesformer", "videomae": "VideoMAE"}
+    cfg = getattr(transformers, f"{names[kind]}Config")(**{**VIDEO_SIZE, **config})
+    cls = f"{names[kind]}ForVideoClassification" if classifier else f"{names[kind]}Model"
+    torch.manual_seed(seed)
+    model = getattr(transformers, cls)(cfg).eval()
+    perturb(model, seed)
+    model.save_pretrained(path)
+    return Path(path)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from videovl.config import ConfigError, ModelConfig, deep_merge, from_dict, resolve_path, to_dict
 from videovl.models.convert import clip as clip_convert
+from videovl.models.convert import timesformer, videomae
 
 __all__ = ["resolve_pretrained", "load_pretrained", "read_state_file", "local_path", "fit_state"]
 
@@ -128,6 +129,58 @@ def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path]:
     return model.state_dict(), path
 
 
+# ----------------------------------------------------------------------------------- video encoders
+
+# model_type -> (the vision fields its config fixes, its state dict -> the visual encoder's)
+VIDEO_FAMILIES = {
+    "timesformer": (timesformer.timesformer_vision_fields, timesformer.timesformer_to_videovl),
+    "videomae": (videomae.videomae_vision_fields, videomae.videomae_to_videovl),
+}
+
+
+def _video_config(spec: str) -> tuple[str, dict[str, Any], Path]:
+    from transformers import AutoConfig
+
+    path = local_path(spec, "model.vision.pretrained")
+    if not path.is_dir():
+        raise ConfigError(
+            f"model.vision.pretrained: {path} is a file; give a transformers TimesformerModel or "
+            "VideoMAEModel folder (config.json and weights)"
+        )
+    kind = _folder_config(path, tuple(VIDEO_FAMILIES), "model.vision.pretrained")
+    return kind, AutoConfig.from_pretrained(path, local_files_only=True).to_dict(), path
+
+
+def read_video_encoder(spec: str, depth: int) -> tuple[dict[str, Tensor], Path]:
+    """The VisualEncoder state dict of a TimeSformer or VideoMAE folder (its backbone, and VideoMAE's
+    norm after pooling when the folder holds a classifier), and the folder."""
+    import transformers
+
+    kind, config, path = _video_config(spec)
+    classifier = any(a.endswith("ForVideoClassification") for a in config.get("architectures") or ())
+    auto = transformers.AutoModelForVideoClassification if classifier else transformers.AutoModel
+    try:
+        model, info = auto.from_pretrained(path, local_files_only=True, output_loading_info=True)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ConfigError(f"model.vision.pretrained: {path} does not load as a {kind} model: {e}") from e
+    bad = sorted(info.get("missing_keys") or []) + [str(m) for m in info.get("mismatched_keys") or []]
+    if bad:
+        raise ConfigError(
+            f"model.vision.pretrained: the weights in {path} do not fit its config.json: {len(bad)} missing "
+            f"or mismatched ({', '.join(bad[:5])})"
+        )
+    state = dict(model.base_model.state_dict())
+    if getattr(model, "fc_norm", None) is not None:
+        state |= {f"fc_norm.{k}": v for k, v in model.fc_norm.state_dict().items()}
+    out = VIDEO_FAMILIES[kind][1](state, depth)
+    if state:
+        raise ConfigError(
+            f"model.vision.pretrained: {path} has weights videovl has no place for: {sorted(state)[:5]} "
+            f"({len(state)} in all)"
+        )
+    return out, path
+
+
 # -------------------------------------------------------------------------------------------- resolve
 
 
@@ -135,14 +188,22 @@ def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:
     """``cfg`` with the fields its checkpoints fix filled in (idempotent; no weights are read for
     transformers folders). The space-time fields (frames, tubelet, attention, inflation, pool) stay as
     configured for a CLIP, whose image model has none."""
-    if not cfg.pretrained:
+    if cfg.pretrained and cfg.vision.pretrained:
+        raise ConfigError(
+            "model.pretrained (a CLIP) and model.vision.pretrained (a video encoder) both set the visual "
+            "tower; keep one"
+        )
+    if cfg.pretrained:
+        config, path = read_clip_config(cfg)
+        fields = clip_convert.clip_model_fields(config, str(path))
+        if path.is_dir() and any((path / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json")):
+            fields["text"]["tokenizer"] = str(path)
+    elif cfg.vision.pretrained:
+        kind, config, path = _video_config(cfg.vision.pretrained)
+        fields = {"vision": VIDEO_FAMILIES[kind][0](config, str(path / "config.json"))}
+    else:
         return cfg
-    raw = to_dict(cfg)
-    config, path = read_clip_config(cfg)
-    fields = clip_convert.clip_model_fields(config, str(path))
-    if path.is_dir() and any((path / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json")):
-        fields["text"]["tokenizer"] = str(path)
-    return from_dict(ModelConfig, deep_merge(raw, fields), "model")
+    return from_dict(ModelConfig, deep_merge(to_dict(cfg), fields), "model")
 
 
 # ----------------------------------------------------------------------------------------------- load
@@ -172,11 +233,18 @@ def load_pretrained(model: nn.Module) -> frozenset[str]:
     """Fill ``model`` (a VideoLanguageModel built from a resolved config) from its checkpoints; returns
     the names of the parameters that came from them (the temporal branch and heads count as new)."""
     cfg: ModelConfig = model.cfg
-    loaded: set[str] = set()
+    params = {n for n, _ in model.named_parameters()}
     if cfg.pretrained:
         clip_state, path = read_clip(cfg)
         state = clip_convert.clip_to_videovl(clip_state, model.visual.cfg)
-        loaded |= fit_state(model, state, path, NEW_HEADS)
-    temporal = {f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()}
-    params = {n for n, _ in model.named_parameters()}
-    return frozenset(n for n in loaded - temporal if n in params)
+        loaded = fit_state(model, state, path, NEW_HEADS)
+        # the temporal branch is built from the image weights, not loaded: it counts as new
+        temporal = {f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()}
+        return frozenset(n for n in loaded - temporal if n in params)
+    if cfg.vision.pretrained:
+        state, path = read_video_encoder(cfg.vision.pretrained, cfg.vision.depth)
+        # a backbone without a classifier has no norm after pooling: that norm is new
+        new = ("norm.",) if cfg.vision.final_norm == "pooled" else ()
+        loaded = fit_state(model.visual, state, path, new)
+        return frozenset(f"visual.{n}" for n in loaded if f"visual.{n}" in params)
+    return frozenset()

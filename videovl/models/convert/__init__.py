@@ -12,7 +12,24 @@ from torch import Tensor
 
 from videovl.config import ConfigError
 
-__all__ = ["HF_ACTIVATIONS", "act_from_hf", "act_to_hf", "add_temporal_branch", "deflate_patch_kernel"]
+__all__ = [
+    "HF_ACTIVATIONS",
+    "HF_VIT_LAYER",
+    "act_from_hf",
+    "act_to_hf",
+    "add_temporal_branch",
+    "deflate_patch_kernel",
+    "rename",
+]
+
+# transformers' BERT-style ViT layer (TimeSformer, VideoMAE) -> videovl block: the plain renames
+HF_VIT_LAYER = {
+    "layernorm_before": "norm1",
+    "attention.output.dense": "attn.proj",
+    "layernorm_after": "norm2",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+}
 
 # transformers' activation names -> videovl's (both tanh approximations are the same function)
 HF_ACTIVATIONS = {
@@ -61,3 +78,10 @@ def deflate_patch_kernel(weight: Tensor) -> Tensor:
     An image enters the encoder as ``t`` copies of itself, so its 2D kernel is the sum over time: exact
     for either inflation (centre or mean) and for a kernel trained on videos alike."""
     return weight.sum(dim=2)
+
+
+def rename(src: dict[str, Tensor], dst: dict[str, Tensor], names: dict[str, str], a: str, b: str) -> None:
+    """Move ``a + theirs + .weight/.bias`` from ``src`` to ``b + ours + ...`` in ``dst`` for each pair."""
+    for theirs, ours in names.items():
+        for part in ("weight", "bias"):
+            dst[f"{b}{ours}.{part}"] = src.pop(f"{a}{theirs}.{part}")
