@@ -63,8 +63,15 @@ def write_tiny_clip(path: Path, act: str = "quick_gelu", seed: int = 0) -> Path:
     return Path(path)
 
 
-VIDEO_SIZE = {"image_size": 16, "patch_size": 8, "num_frames": 4, "hidden_size": 32, "num_hidden_layers": 2,
-              "num_attention_heads": 2, "intermediate_size": 64}  # fmt: skip
+VIDEO_SIZE = {
+    "image_size": 16,
+    "patch_size": 8,
+    "num_frames": 4,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
 
 
 def write_tiny_video_model(path: Path, kind: str, classifier: bool = False, seed: int = 0, **config):

@@ -35,7 +35,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import Subset
 
-from videovl.config import Config, ConfigError, apply_overrides, from_dict
+from videovl.config import Config, ConfigError, apply_overrides, deep_merge, from_dict
 from videovl.data.collate import Collator
 from videovl.data.datasets import ClipDataset, build_label_map
 from videovl.data.demo import generate_demo
@@ -48,6 +48,8 @@ from videovl.eval.embed import shard_indices
 from videovl.eval.runner import Evaluator, format_metrics
 from videovl.losses.caption import caption_loss
 from videovl.models.checkpoint import CONFIG_NAME, load_checkpoint
+from videovl.models.factory import model_config
+from videovl.models.pretrained import foreign_model_config
 from videovl.tasks.pretrain import PretrainTask
 from videovl.tasks.recognition import RecognitionTask
 from videovl.train.accelerator import make_accelerator
@@ -65,7 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument(
-        "--checkpoint", required=True, help="a model folder written by pretraining (save_checkpoint)"
+        "--checkpoint",
+        required=True,
+        help="a model folder written by pretraining (save_checkpoint), or a local CLIP (transformers "
+        "folder or open_clip state dict), TimeSformer or VideoMAE folder",
     )
     p.add_argument("--config", help="YAML config (default: configs/finetune_TASK.yaml)")
     p.add_argument("--resume", help="a checkpoint folder, or 'latest' in train.output_dir/checkpoints")
@@ -110,9 +115,17 @@ def build_config(config: str | Path, overrides: list[str], checkpoint: str | Pat
             "model section may only override fields of it (e.g. vision.drop_path, num_classes)"
         )
     saved = Path(checkpoint) / CONFIG_NAME
-    if not saved.is_file():
-        raise ConfigError(f"--checkpoint {checkpoint} is not a videovl checkpoint: {CONFIG_NAME} is missing")
-    saved_data = (yaml.safe_load(saved.read_text()) or {}).get("data") or {}
+    foreign = None if saved.is_file() else foreign_model_config(checkpoint)
+    if foreign is not None:  # a CLIP, TimeSformer or VideoMAE checkpoint: frames and size are its own
+        vision = model_config(deep_merge(foreign, model_overrides)).vision
+        saved_data = {"image_size": vision.image_size, "num_frames": vision.num_frames}
+    elif not saved.is_file():
+        raise ConfigError(
+            f"--checkpoint {checkpoint} is not a videovl checkpoint: {CONFIG_NAME} is missing (nor is it a "
+            "CLIP, TimeSformer or VideoMAE checkpoint)"
+        )
+    else:
+        saved_data = (yaml.safe_load(saved.read_text()) or {}).get("data") or {}
     data = raw.setdefault("data", {})
     for key in INHERITED_DATA:
         if key not in data and key in saved_data:
@@ -329,7 +342,8 @@ def main(argv=None) -> dict[str, float]:
 def _check_head_classes(checkpoint: Path, out_dir: Path, classes: list[str]) -> None:
     """A head the checkpoint keeps (same class count) and an earlier run into ``out_dir`` (--resume) must
     mean the same classes in the same order."""
-    saved = yaml.safe_load((checkpoint / CONFIG_NAME).read_text()) or {}
+    config_file = checkpoint / CONFIG_NAME
+    saved = (yaml.safe_load(config_file.read_text()) or {}) if config_file.is_file() else {}
     kept = (saved.get("model") or {}).get("num_classes", 0) == len(classes)
     for path in ([checkpoint / CLASSES_NAME] if kept else []) + [out_dir / CLASSES_NAME]:
         if path.is_file() and path.read_text().splitlines() != classes:

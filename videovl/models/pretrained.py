@@ -20,7 +20,14 @@ from videovl.config import ConfigError, ModelConfig, deep_merge, from_dict, reso
 from videovl.models.convert import clip as clip_convert
 from videovl.models.convert import timesformer, videomae
 
-__all__ = ["resolve_pretrained", "load_pretrained", "read_state_file", "local_path", "fit_state"]
+__all__ = [
+    "foreign_model_config",
+    "resolve_pretrained",
+    "load_pretrained",
+    "read_state_file",
+    "local_path",
+    "fit_state",
+]
 
 # Heads a checkpoint of another library never has: they keep their fresh initialisation.
 NEW_HEADS = ("alignment.", "caption.", "action_head.")
@@ -182,6 +189,23 @@ def read_video_encoder(spec: str, depth: int) -> tuple[dict[str, Tensor], Path]:
 
 
 # -------------------------------------------------------------------------------------------- resolve
+
+
+def foreign_model_config(path: str | Path) -> dict[str, Any] | None:
+    """The model section that starts from checkpoint ``path`` when it is a CLIP (a transformers folder or
+    an open_clip state-dict file), a TimeSformer or a VideoMAE folder; None when it is none of these."""
+    path = Path(path)
+    if path.is_file() and path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
+        return {"name": "clip", "pretrained": str(path)}
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return None
+    kind = json.loads(config_file.read_text()).get("model_type")
+    if kind == "clip":
+        return {"name": "clip", "pretrained": str(path)}
+    if kind in VIDEO_FAMILIES:  # a video encoder alone: the demo's text tower and heads beside it
+        return {"name": "demo", "vision": {"pretrained": str(path)}}
+    return None
 
 
 def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:

@@ -83,13 +83,21 @@ def timesformer_to_videovl(state: dict[str, Tensor], depth: int) -> dict[str, Te
 
 def videovl_to_timesformer(state: dict[str, Tensor], vision: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """A divided (or joint) VisualEncoder state dict -> (``TimesformerModel`` state dict, config kwargs)."""
-    needs = {"tubelet_size": 1, "class_token": True, "pre_norm": False, "qk_norm": False, "layer_scale": None,
-             "pos_embed": "learned", "final_norm": "tokens", "pool": "cls"}  # fmt: skip
+    needs = {
+        "tubelet_size": 1,
+        "class_token": True,
+        "pre_norm": False,
+        "qk_norm": False,
+        "layer_scale": None,
+        "pos_embed": "learned",
+        "final_norm": "tokens",
+        "pool": "cls",
+    }
     wrong = {k: getattr(vision, k) for k, v in needs.items() if getattr(vision, k) != v}
     if wrong:
+        fits = {k: needs[k] for k in wrong}
         raise ConfigError(
-            f"this visual encoder does not fit TimeSformer's layout: {wrong} (TimeSformer needs "
-            f"{ {k: needs[k] for k in wrong} })"
+            f"this visual encoder does not fit TimeSformer's layout: {wrong} (TimeSformer needs {fits})"
         )
     src = dict(state)
     out: dict[str, Tensor] = {}
