@@ -144,3 +144,50 @@ def test_bad_clip_inputs_are_errors_naming_the_file(tmp_path, clip_dir):
         videovl.create_model(
             {"name": "clip", "pretrained": str(tmp_path / "other.pt"), "pretrained_act": "gelu"}
         )
+
+
+def test_weights_that_do_not_fit_are_errors_naming_file_keys_and_shapes(tmp_path, clip_dir):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(clip_dir, bad)
+    state = load_file(bad / "model.safetensors")
+    state["visual_projection.weight"] = torch.zeros(8, 32)
+    del state["text_projection.weight"]
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, bad / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ConfigError) as err:
+        videovl.create_model({"name": "clip", "pretrained": str(bad)})
+    message = str(err.value)
+    for part in (
+        "bad/model.safetensors",
+        "missing keys (text_projection.weight)",
+        "extra.weight",
+        "visual_projection.weight: (8, 32) in the file, (16, 32) in config.json",
+    ):
+        assert part in message, message
+    # an open_clip file without a key of the layout
+    import open_clip
+
+    reference = open_clip.CLIP(
+        embed_dim=8,
+        vision_cfg={"width": 64, "layers": 1, "patch_size": 8, "image_size": 16},
+        text_cfg={"width": 64, "layers": 1, "heads": 1, "context_length": 8, "vocab_size": 20},
+    )
+    state = reference.state_dict()
+    del state["ln_final.weight"]
+    torch.save(state, tmp_path / "oc.pt")
+    with pytest.raises(ConfigError, match="oc.pt lacks 'ln_final.weight'"):
+        videovl.create_model(
+            {"name": "clip", "pretrained": str(tmp_path / "oc.pt"), "pretrained_act": "gelu"}
+        )
+    # a file of the right layout with a wrong shape: named in videovl's terms, both shapes
+    state = reference.state_dict()
+    state["visual.positional_embedding"] = torch.zeros(6, 64)
+    torch.save(state, tmp_path / "oc.pt")
+    with pytest.raises(ConfigError, match="oc.pt does not fit.*visual.pos_embed: \\(1, 6, 64\\) in the file"):
+        videovl.create_model(
+            {"name": "clip", "pretrained": str(tmp_path / "oc.pt"), "pretrained_act": "gelu"}
+        )

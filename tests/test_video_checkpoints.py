@@ -78,3 +78,26 @@ def test_a_folder_of_another_kind_is_an_error(tmp_path):
         _encoder(tmp_path / "vit")
     with pytest.raises(ConfigError, match="MCG-NJU/videomae-base.*local folder"):
         _encoder("MCG-NJU/videomae-base")
+
+
+@torch.no_grad()
+def test_videomae_pretraining_folder_gives_its_encoder(tmp_path):
+    from tiny_checkpoints import VIDEO_SIZE, perturb
+    from transformers import VideoMAEConfig, VideoMAEForPreTraining
+
+    torch.manual_seed(0)
+    reference = VideoMAEForPreTraining(
+        VideoMAEConfig(
+            **VIDEO_SIZE,
+            decoder_hidden_size=16,
+            decoder_num_hidden_layers=1,
+            decoder_num_attention_heads=2,
+            decoder_intermediate_size=32,
+        )
+    ).eval()
+    perturb(reference)
+    reference.save_pretrained(tmp_path / "pt")
+    _, encoder = _encoder(tmp_path / "pt")  # the decoder is left out; the encoder is all there
+    x = torch.randn(1, 3, 4, 16, 16)
+    theirs = reference.videomae(rearrange(x, "b c t h w -> b t c h w")).last_hidden_state
+    torch.testing.assert_close(encoder.forward_features(x), theirs, rtol=0, atol=1e-5)

@@ -100,7 +100,13 @@ def _read_openclip(path: Path, act: str | None) -> tuple[dict[str, Tensor], dict
             f"model.pretrained: {path} is not an open_clip / OpenAI ViT CLIP state dict (no "
             f"'visual.conv1.weight'; its first keys are {sorted(state)[:5]})"
         )
-    return clip_convert.openclip_to_clip(state, _openclip_act(state, act, path))
+    try:
+        return clip_convert.openclip_to_clip(state, _openclip_act(state, act, path))
+    except KeyError as e:
+        raise ConfigError(
+            f"model.pretrained: {path} lacks {e} of the open_clip ViT CLIP layout (its first keys: "
+            f"{sorted(state)[:5]})"
+        ) from e
 
 
 def read_clip_config(cfg: ModelConfig) -> tuple[dict[str, Any], Path]:
@@ -121,18 +127,7 @@ def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path]:
     from transformers import CLIPModel
 
     _folder_config(path, ("clip",), "model.pretrained")
-    try:
-        model, info = CLIPModel.from_pretrained(path, local_files_only=True, output_loading_info=True)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise ConfigError(f"model.pretrained: {path} does not load as a CLIPModel: {e}") from e
-    problems = {k: sorted(v) for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys")}
-    if info.get("mismatched_keys"):
-        problems["mismatched_keys"] = [str(m) for m in info["mismatched_keys"]]
-    if problems:
-        parts = [f"{len(v)} {k.replace('_', ' ')} ({', '.join(v[:5])})" for k, v in problems.items()]
-        raise ConfigError(
-            f"model.pretrained: the weights in {path} do not fit its config.json: {'; '.join(parts)}"
-        )
+    model = _from_pretrained(CLIPModel, path, "model.pretrained")
     return model.state_dict(), path
 
 
@@ -158,6 +153,10 @@ def _video_config(spec: str) -> tuple[str, dict[str, Any], Path]:
     return kind, AutoConfig.from_pretrained(path, local_files_only=True).to_dict(), path
 
 
+def auto_name(kind: str) -> str:
+    return {"timesformer": "TimesformerModel", "videomae": "VideoMAEModel"}[kind]
+
+
 def read_video_encoder(spec: str, depth: int) -> tuple[dict[str, Tensor], Path]:
     """The VisualEncoder state dict of a TimeSformer or VideoMAE folder (its backbone, and VideoMAE's
     norm after pooling when the folder holds a classifier), and the folder."""
@@ -166,16 +165,8 @@ def read_video_encoder(spec: str, depth: int) -> tuple[dict[str, Tensor], Path]:
     kind, config, path = _video_config(spec)
     classifier = any(a.endswith("ForVideoClassification") for a in config.get("architectures") or ())
     auto = transformers.AutoModelForVideoClassification if classifier else transformers.AutoModel
-    try:
-        model, info = auto.from_pretrained(path, local_files_only=True, output_loading_info=True)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise ConfigError(f"model.vision.pretrained: {path} does not load as a {kind} model: {e}") from e
-    bad = sorted(info.get("missing_keys") or []) + [str(m) for m in info.get("mismatched_keys") or []]
-    if bad:
-        raise ConfigError(
-            f"model.vision.pretrained: the weights in {path} do not fit its config.json: {len(bad)} missing "
-            f"or mismatched ({', '.join(bad[:5])})"
-        )
+    heads_ok = not classifier and config.get("architectures") not in (None, [auto_name(kind)])
+    model = _from_pretrained(auto, path, "model.vision.pretrained", heads_ok)
     state = dict(model.base_model.state_dict())
     if getattr(model, "fc_norm", None) is not None:
         state |= {f"fc_norm.{k}": v for k, v in model.fc_norm.state_dict().items()}
@@ -186,6 +177,37 @@ def read_video_encoder(spec: str, depth: int) -> tuple[dict[str, Tensor], Path]:
             f"({len(state)} in all)"
         )
     return out, path
+
+
+def _from_pretrained(cls: Any, path: Path, field: str, heads_ok: bool = False) -> nn.Module:
+    """``cls.from_pretrained(path)`` (local files only), refusing any key its weights lack, have in
+    excess or hold in another shape than config.json says: a ConfigError naming the file, the first
+    keys and both shapes. ``heads_ok``: the folder holds a model with another head (VideoMAE's
+    pretraining decoder), whose head weights are not the backbone's and are left out."""
+    try:
+        model, info = cls.from_pretrained(
+            path, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True
+        )
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ConfigError(f"{field}: {path} does not load as a {cls.__name__}: {e}") from e
+    files = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    where = f"{path}/{files[0]}" if len(files) == 1 else f"the weights in {path}"
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys"):
+        keys = sorted(info.get(kind) or [])
+        if kind == "unexpected_keys" and heads_ok:
+            prefix = f"{model.base_model_prefix}."
+            keys = [k for k in keys if k.startswith(prefix)]  # a backbone weight left unused is an error
+        if keys:
+            problems.append(f"{len(keys)} {kind.replace('_', ' ')} ({', '.join(keys[:5])})")
+    for m in list(info.get("mismatched_keys") or [])[:5]:
+        if isinstance(m, (tuple, list)) and len(m) == 3:
+            problems.append(f"{m[0]}: {tuple(m[1])} in the file, {tuple(m[2])} in config.json")
+        else:
+            problems.append(f"shape mismatch: {m}")
+    if problems:
+        raise ConfigError(f"{field}: {where} does not fit its config.json: {'; '.join(problems)}")
+    return model
 
 
 # -------------------------------------------------------------------------------------------- resolve
