@@ -140,3 +140,35 @@ def test_zero_shot_clip_baseline(clip_dir, tiny_demo):
         ]
     )
     assert 0 <= metrics["t2v/R@1"] <= 100 and not any(k.startswith("rerank/") for k in metrics)
+
+
+def test_action_fine_tuning_starts_from_a_kinetics_style_videomae_folder(tiny_demo, tmp_path):
+    from tiny_checkpoints import write_tiny_video_model
+
+    folder = write_tiny_video_model(
+        tmp_path / "k400", "videomae", classifier=True, num_frames=2, image_size=32
+    )
+    out = tmp_path / "action"
+    metrics = finetune.main(
+        [
+            "--task",
+            "action",
+            "--checkpoint",
+            str(folder),
+            "--config",
+            str(ROOT / "configs/finetune_action.yaml"),
+            "data.demo=false",
+            f"data.demo_root={tiny_demo}",
+            f"train.output_dir={out}",
+            *COMMON,
+            "stages.0.steps=2",
+            "stages.0.warmup_steps=1",
+            "stages.1.steps=2",
+            "stages.1.warmup_steps=1",
+            "model.alignment.enabled=false",
+            "model.caption.enabled=false",
+        ]
+    )
+    assert "test/action/top1" in metrics
+    groups = (out / "optimizer_groups.txt").read_text()
+    assert "visual.blocks.0.attn.qkv.weight" in groups and "action_head" in groups
