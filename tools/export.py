@@ -36,7 +36,8 @@ def main(argv=None) -> dict:
     print(f"wrote {args.format} weights to {args.out}")
     if left_out:
         print(
-            f"left out ({args.format} holds the image path; the temporal branch has no place there): "
+            f"left out ({args.format} holds an image model: the temporal branch and any heads have no "
+            "place there): "
             f"{len(left_out)} tensors: {', '.join(left_out[:6])}{', ...' if len(left_out) > 6 else ''}"
         )
     return {"out": args.out, "left_out": left_out}

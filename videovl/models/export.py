@@ -21,6 +21,7 @@ from videovl.models.convert import deflate_patch_kernel
 from videovl.models.convert.clip import videovl_to_clip
 from videovl.models.convert.timesformer import videovl_to_timesformer
 from videovl.models.model import VideoLanguageModel
+from videovl.models.pretrained import text_prefix
 
 __all__ = ["EXPORT_FORMATS", "export_clip", "export_timm", "export_timesformer", "export"]
 
@@ -32,7 +33,7 @@ def export_clip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     from transformers import CLIPConfig, CLIPModel
 
     state, config, left_out = videovl_to_clip(
-        model.state_dict(), model.visual.cfg, model.text.hf_config(), model.cfg.embed_dim
+        model.state_dict(), model.visual.cfg, model.text.hf_config(), model.cfg.embed_dim, text_prefix(model)
     )
     clip = CLIPModel(CLIPConfig(**config))
     clip.load_state_dict(state, strict=True)

@@ -255,6 +255,13 @@ def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:
 # ----------------------------------------------------------------------------------------------- load
 
 
+def text_prefix(model: nn.Module) -> str:
+    """Where the text tower's CLIP text model keeps its weights: transformers 5's CLIPTextModel holds
+    them at its top level, transformers 4's under ``text_model.``."""
+    nested = any(n.startswith("text.model.text_model.") for n, _ in model.named_parameters())
+    return "text.model.text_model." if nested else "text.model."
+
+
 def fit_state(model: nn.Module, state: dict[str, Tensor], file: Path, new: tuple[str, ...] = ()) -> set[str]:
     """Load ``state`` into ``model`` after checking it: every key must exist with the same shape, and
     every parameter the state lacks must start with one of ``new``. Returns the names loaded."""
@@ -282,7 +289,7 @@ def load_pretrained(model: nn.Module) -> frozenset[str]:
     params = {n for n, _ in model.named_parameters()}
     if cfg.pretrained:
         clip_state, path = read_clip(cfg)
-        state = clip_convert.clip_to_videovl(clip_state, model.visual.cfg)
+        state = clip_convert.clip_to_videovl(clip_state, model.visual.cfg, text_prefix(model))
         loaded = fit_state(model, state, path, NEW_HEADS)
         # the temporal branch is built from the image weights, not loaded: it counts as new
         temporal = {f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()}

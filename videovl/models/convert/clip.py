@@ -98,9 +98,13 @@ def clip_model_fields(config: dict[str, Any], where: str) -> dict[str, Any]:
     }
 
 
-def clip_to_videovl(state: dict[str, Tensor], vision: VisionConfig) -> dict[str, Tensor]:
+def clip_to_videovl(
+    state: dict[str, Tensor], vision: VisionConfig, text_prefix: str = "text.model."
+) -> dict[str, Tensor]:
     """A ``CLIPModel`` state dict -> a videovl state dict for a model built with ``vision`` (the
-    resolved vision config: tubelet, inflation, attention and image size decide the visual weights)."""
+    resolved vision config: tubelet, inflation, attention and image size decide the visual weights).
+    ``text_prefix``: where the text tower's CLIPTextModel keeps its weights (transformers 4 nests them
+    one level deeper, under ``text_model.``)."""
     from videovl.models.inflate import inflate_patch_kernel
 
     out: dict[str, Tensor] = {}
@@ -108,7 +112,7 @@ def clip_to_videovl(state: dict[str, Tensor], vision: VisionConfig) -> dict[str,
     rest.pop("vision_model.embeddings.position_ids", None)  # a buffer some versions save
     rest.pop("text_model.embeddings.position_ids", None)
     for k in [k for k in rest if k.startswith("text_model.")]:
-        out["text.model." + k[len("text_model.") :]] = rest.pop(k)
+        out[text_prefix + k[len("text_model.") :]] = rest.pop(k)
     emb = "vision_model.embeddings."
     out["visual.patch_embed.proj.weight"] = inflate_patch_kernel(
         rest.pop(emb + "patch_embedding.weight"), vision.tubelet_size, vision.inflation
@@ -141,7 +145,11 @@ def clip_to_videovl(state: dict[str, Tensor], vision: VisionConfig) -> dict[str,
 
 
 def videovl_to_clip(
-    state: dict[str, Tensor], vision: VisionConfig, text_config: dict[str, Any], embed_dim: int
+    state: dict[str, Tensor],
+    vision: VisionConfig,
+    text_config: dict[str, Any],
+    embed_dim: int,
+    text_prefix: str = "text.model.",
 ) -> tuple[dict[str, Tensor], dict[str, Any], list[str]]:
     """A videovl state dict -> (``CLIPModel`` state dict, ``CLIPConfig`` kwargs, the keys left out).
 
@@ -166,8 +174,8 @@ def videovl_to_clip(
         )
     out: dict[str, Tensor] = {}
     for k, v in state.items():
-        if k.startswith("text.model."):
-            out["text_model." + k[len("text.model.") :]] = v
+        if k.startswith(text_prefix):
+            out["text_model." + k[len(text_prefix) :]] = v
     emb = "vision_model.embeddings."
     out[emb + "patch_embedding.weight"] = deflate_patch_kernel(state["visual.patch_embed.proj.weight"])
     out[emb + "class_embedding"] = state["visual.cls_token"].reshape(-1)
