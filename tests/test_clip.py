@@ -133,6 +133,8 @@ def test_open_clip_without_an_activation_is_an_error(tmp_path, clip_dir):
 
 
 def test_bad_clip_inputs_are_errors_naming_the_file(tmp_path, clip_dir):
+    with pytest.raises(ConfigError, match="'clip' but model.pretrained is not set"):
+        videovl.create_model("clip")
     with pytest.raises(ConfigError, match="openai/clip-vit-base-patch16.*local folder"):
         videovl.create_model({"name": "clip", "pretrained": "openai/clip-vit-base-patch16"})
     (tmp_path / "bert").mkdir()

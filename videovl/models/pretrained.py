@@ -234,6 +234,11 @@ def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:
     """``cfg`` with the fields its checkpoints fix filled in (idempotent; no weights are read for
     transformers folders). The space-time fields (frames, tubelet, attention, inflation, pool) stay as
     configured for a CLIP, whose image model has none."""
+    if cfg.name == "clip" and not cfg.pretrained:
+        raise ConfigError(
+            "model.name is 'clip' but model.pretrained is not set: name a local CLIP (a transformers "
+            "CLIPModel folder or an open_clip / OpenAI state-dict file)"
+        )
     if cfg.pretrained and cfg.vision.pretrained:
         raise ConfigError(
             "model.pretrained (a CLIP) and model.vision.pretrained (a video encoder) both set the visual "
