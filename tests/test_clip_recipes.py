@@ -68,6 +68,7 @@ def test_pretraining_starts_from_clip_with_its_joint_space(clip_dir, tiny_demo, 
         [
             "model.name=clip",
             f"model.pretrained={clip_dir}",
+            "data.demo=false",  # read the tiny corpus as it is (true would regenerate it at full size)
             f"data.demo_root={tiny_demo}",
             f"train.output_dir={out}",
             *COMMON,
@@ -100,7 +101,7 @@ def test_clip4clip_recipe_fine_tunes_a_clip_folder(clip_dir, tiny_demo, tmp_path
             str(clip_dir),
             "--config",
             str(ROOT / "configs/clip4clip_msrvtt.yaml"),
-            "data.demo=true",
+            "data.demo=false",
             f"data.demo_root={tiny_demo}",
             "data.val_manifest=demo:video_val.jsonl",
             "data.test_manifest=demo:video_test.jsonl",

@@ -239,6 +239,11 @@ def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:
             "model.name is 'clip' but model.pretrained is not set: name a local CLIP (a transformers "
             "CLIPModel folder or an open_clip / OpenAI state-dict file)"
         )
+    if (cfg.pretrained or cfg.vision.pretrained) and (cfg.vision.timm_model or cfg.vision.timm_checkpoint):
+        raise ConfigError(
+            "model.vision.timm_model / timm_checkpoint and a pretrained checkpoint (model.pretrained or "
+            "model.vision.pretrained) both set the visual tower; keep one"
+        )
     if cfg.pretrained and cfg.vision.pretrained:
         raise ConfigError(
             "model.pretrained (a CLIP) and model.vision.pretrained (a video encoder) both set the visual "
