@@ -179,3 +179,12 @@ def test_no_weight_decay_names_vectors_and_embeddings():
     assert "model.embeddings.word_embeddings.weight" in names
     assert all(params[n].ndim < 2 for n in names if "embeddings" not in n)
     assert all(params[n].ndim == 2 for n in params.keys() - names)
+
+
+def test_a_hub_name_without_a_local_copy_is_an_error_that_asks_for_a_folder():
+    from videovl.data.tokenizer import load_tokenizer
+
+    with pytest.raises(ConfigError, match="videovl-no-such/model.*never downloads.*local-dir"):
+        TextEncoder(TextConfig(model="videovl-no-such/model"))
+    with pytest.raises(ConfigError, match="videovl-no-such/model.*never downloads"):
+        load_tokenizer(TextConfig(model="videovl-no-such/model"))

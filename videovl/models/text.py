@@ -39,7 +39,14 @@ class TextEncoder(nn.Module):
                 )
             self.model = AutoModel.from_config(AutoConfig.for_model(**config))
         elif cfg.model:
-            self.model = AutoModel.from_pretrained(resolve_path(cfg.model))
+            try:  # never a download: a local folder, or a model already in the Hugging Face cache
+                self.model = AutoModel.from_pretrained(resolve_path(cfg.model), local_files_only=True)
+            except OSError as e:
+                raise ConfigError(
+                    f"model.text.model '{cfg.model}' is not a local folder (nor in the Hugging Face cache); "
+                    "videovl never downloads: fetch it once (`hf download NAME --local-dir DIR`) and pass "
+                    f"the folder ({e})"
+                ) from e
         else:
             raise ConfigError("model.text needs 'model' (a name or local path) or 'config' (random init)")
         # The pooler is a classification head we never use; left in, its weights would get no gradient.
