@@ -212,13 +212,14 @@ def test_unknown_size_or_key_is_a_clear_error():
         videovl.create_model("test", frame_agg="median", caption={"enabled": False})
 
 
-def test_caption_head_needs_the_tokenizer_ids():
-    with pytest.raises(ConfigError, match="fill_token_ids"):
-        videovl.create_model("test")
+def test_caption_head_takes_the_tokenizer_ids_from_the_config_or_the_tokenizer():
     m = videovl.create_model("test", caption={"enabled": False})  # no tokenizer needed then
     assert m.caption is None
     vocab = load_tokenizer(m.cfg.text)
     assert videovl.create_model(tiny_config()).caption.lm_head.out_features == len(vocab)
+    assert videovl.create_model("test").caption.lm_head.out_features == len(vocab)  # read from the tokenizer
+    with pytest.raises(ConfigError, match="tokenizer is required"):
+        videovl.create_model("test", text={"tokenizer": None})
 
 
 def test_match_logits_fuse_the_joint_space_and_train_the_projections(tokens):

@@ -60,3 +60,20 @@ def test_a_fully_frozen_tower_runs_in_eval_mode_while_the_model_trains():
     assert not torch.equal(encode(), encode())  # trainable: BERT's dropout is on
     apply_freeze(model, ["text"])
     assert torch.equal(encode(), encode())  # locked: deterministic
+
+
+def test_pretrained_parameters_learn_at_their_own_scale_and_the_groups_name_them():
+    from videovl.train.optim import describe_groups
+
+    model = Toy()
+    model.pretrained_params = frozenset({"visual.0.weight", "text.0.weight", "logit_scale"})
+    groups = param_groups(model, weight_decay=0.1, text_lr_scale=0.5, pretrained_lr_scale=0.01)
+    by_name = {n: g for g in groups for n in g["names"]}
+    assert sorted(by_name) == sorted(n for n, _ in model.named_parameters())
+    assert by_name["visual.0.weight"]["lr_scale"] == 0.01 and by_name["visual.0.weight"]["pretrained"]
+    assert by_name["text.0.weight"]["lr_scale"] == 0.005  # text and pretrained scales multiply
+    assert by_name["text.0.bias"]["lr_scale"] == 0.5 and not by_name["text.0.bias"]["pretrained"]
+    assert by_name["visual_proj.weight"]["lr_scale"] == 1.0  # new
+    text = describe_groups(groups, full=True)
+    assert "lr x0.01, weight decay 0.1, pretrained, 1 tensors: visual.0.weight" in text
+    assert "visual_proj.weight" in text and ", new," in text

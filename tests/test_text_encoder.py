@@ -58,8 +58,11 @@ def test_config_errors_name_the_fix():
         TextEncoder(TextConfig(model=None, config={"hidden_size": 32}))
     with pytest.raises(ConfigError, match="'model'.*'config'"):
         TextEncoder(TextConfig(model=None, config=None))
-    with pytest.raises(ConfigError, match="'max'.*'mean' or 'cls'"):
+    with pytest.raises(ConfigError, match="'max'.*'mean', 'cls', 'eot'"):
         TextEncoder(TextConfig(model=None, config=dict(TINY_BERT), pool="max"))
+    bert = TextEncoder(TextConfig(model=None, config=dict(TINY_BERT), pool="eot"))  # no pooled output
+    with pytest.raises(ConfigError, match="'eot'.*no pooled output"):
+        bert(torch.ones(1, 4, dtype=torch.long), torch.ones(1, 4, dtype=torch.long))
 
 
 def test_pooling_mean_ignores_padding_and_cls_takes_the_first_token(tokens):
@@ -176,3 +179,12 @@ def test_no_weight_decay_names_vectors_and_embeddings():
     assert "model.embeddings.word_embeddings.weight" in names
     assert all(params[n].ndim < 2 for n in names if "embeddings" not in n)
     assert all(params[n].ndim == 2 for n in params.keys() - names)
+
+
+def test_a_hub_name_without_a_local_copy_is_an_error_that_asks_for_a_folder():
+    from videovl.data.tokenizer import load_tokenizer
+
+    with pytest.raises(ConfigError, match="videovl-no-such/model.*never downloads.*local-dir"):
+        TextEncoder(TextConfig(model="videovl-no-such/model"))
+    with pytest.raises(ConfigError, match="videovl-no-such/model.*never downloads"):
+        load_tokenizer(TextConfig(model="videovl-no-such/model"))

@@ -42,7 +42,12 @@ RERANK_DUAL_WEIGHT = 1.0
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a model folder written by save_checkpoint")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a model folder written by save_checkpoint, or a local CLIP (transformers folder or open_clip "
+        "state dict) for a zero-shot baseline",
+    )
     p.add_argument("--task", required=True, choices=TASKS)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", help="a JSON Lines manifest (see videovl.data.manifest)")

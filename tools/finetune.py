@@ -24,7 +24,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument(
-        "--checkpoint", required=True, help="a model folder written by pretraining (save_checkpoint)"
+        "--checkpoint",
+        required=True,
+        help="a model folder written by pretraining (save_checkpoint), or a local CLIP (transformers "
+        "folder or open_clip state dict), TimeSformer or VideoMAE folder",
     )
     p.add_argument("--config", help="YAML config (default: configs/finetune_TASK.yaml)")
     p.add_argument(

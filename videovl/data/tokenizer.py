@@ -15,7 +15,13 @@ def load_tokenizer(cfg: TextConfig) -> PreTrainedTokenizerBase:
         raise ConfigError(
             "model.text.tokenizer is required when the text encoder is built from a config alone"
         )
-    return AutoTokenizer.from_pretrained(resolve_path(source))
+    try:  # never a download: a local folder, or a tokenizer already in the Hugging Face cache
+        return AutoTokenizer.from_pretrained(resolve_path(source), local_files_only=True)
+    except OSError as e:
+        raise ConfigError(
+            f"tokenizer '{source}' is not a local folder (nor in the Hugging Face cache); videovl never "
+            f"downloads: fetch it once (`hf download NAME --local-dir DIR`) and pass the folder ({e})"
+        ) from e
 
 
 def fill_token_ids(cfg: TextConfig, tokenizer: PreTrainedTokenizerBase) -> TextConfig:

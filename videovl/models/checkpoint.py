@@ -25,7 +25,9 @@ from videovl.config import (
     read_yaml,
     save_config,
 )
+from videovl.models.factory import create_model, model_config
 from videovl.models.model import VideoLanguageModel
+from videovl.models.pretrained import foreign_model_config
 
 __all__ = ["save_checkpoint", "load_checkpoint", "WEIGHTS_NAME", "CONFIG_NAME"]
 
@@ -53,10 +55,15 @@ def save_checkpoint(
     tmp.mkdir(parents=True)
     try:
         cfg = copy.deepcopy(cfg)
+        # What the model was built with (token ids, a pretrained checkpoint's resolved fields), less the
+        # sources of its initial weights: the checkpoint rebuilds without them.
+        cfg.model = dataclasses.replace(copy.deepcopy(model.cfg), pretrained=None)
         cfg.model.text.config = model.text.hf_config()
         # An encoder inflated from timm knows its full architecture; storing it (without the timm
         # source) lets the checkpoint rebuild without the original weights file.
-        cfg.model.vision = dataclasses.replace(model.visual.cfg, timm_model=None, timm_checkpoint=None)
+        cfg.model.vision = dataclasses.replace(
+            model.visual.cfg, timm_model=None, timm_checkpoint=None, pretrained=None
+        )
         save_model(model, str(tmp / WEIGHTS_NAME))
         if extra_files is not None:
             extra_files(tmp)
@@ -74,7 +81,8 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path, **model_overrides: Any) -> tuple[VideoLanguageModel, Config]:
-    """Rebuild the model from ``path/config.yaml`` and load ``path/model.safetensors``.
+    """Rebuild the model from ``path/config.yaml`` and load ``path/model.safetensors``; or build it from
+    a CLIP (folder or state-dict file), TimeSformer or VideoMAE folder, with the default settings.
 
     ``model_overrides`` are nested like :func:`~videovl.models.factory.create_model`'s
     (``vision={"drop_path": 0.1}`` changes that one field). Loading is strict, except for heads the
@@ -83,9 +91,19 @@ def load_checkpoint(path: str | Path, **model_overrides: Any) -> tuple[VideoLang
     file and the config (overriding the towers' sizes, say) is an error.
     """
     path = Path(path)
+    if not (path / CONFIG_NAME).is_file():
+        foreign = foreign_model_config(path)
+        if foreign is not None:  # a CLIP, TimeSformer or VideoMAE checkpoint: its model, default settings
+            cfg = Config(model=model_config(deep_merge(foreign, model_overrides)))
+            vision = cfg.model.vision
+            cfg.data.image_size, cfg.data.num_frames = vision.image_size, vision.num_frames
+            return create_model(cfg.model), cfg
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (path / name).is_file():
-            raise ConfigError(f"{path} is not a videovl checkpoint: {name} is missing")
+            raise ConfigError(
+                f"{path} is not a videovl checkpoint: {name} is missing (nor is it a CLIP, TimeSformer or "
+                "VideoMAE checkpoint)"
+            )
     where = f"{path}/{CONFIG_NAME}"
     raw = read_yaml(path / CONFIG_NAME, what="checkpoint config")
     saved = raw.get("model", {})
@@ -101,6 +119,7 @@ def load_checkpoint(path: str | Path, **model_overrides: Any) -> tuple[VideoLang
     state = {k: v for k, v in load_file(path / WEIGHTS_NAME).items() if not k.startswith(replaced)}
     _check_state(model, state, replaced, path / WEIGHTS_NAME)
     model.load_state_dict(state, strict=False)
+    model.pretrained_params = frozenset(n for n, _ in model.named_parameters() if n in state)
     return model, cfg
 
 

@@ -6,13 +6,15 @@ from typing import Any
 
 from videovl.config import ModelConfig, deep_merge, from_dict, model_config_dict, to_dict
 from videovl.models.model import VideoLanguageModel
+from videovl.models.pretrained import load_pretrained, resolve_pretrained
 
 __all__ = ["create_model", "model_config"]
 
 
 def model_config(name_or_config: str | ModelConfig | dict[str, Any], **overrides: Any) -> ModelConfig:
-    """Resolve a size name (``"test"``, ``"demo"``, ``"vit-b16"``), a mapping or a config, with nested
-    keyword overrides (``vision={"depth": 2}``), into a checked :class:`ModelConfig`."""
+    """Resolve a size name (``"test"``, ``"demo"``, ``"clip"``, ``"vit-b16"``), a mapping or a config, with
+    nested keyword overrides (``vision={"depth": 2}``), into a checked :class:`ModelConfig`. Fields a
+    ``pretrained`` checkpoint fixes (the towers' architecture) are read from it."""
     if isinstance(name_or_config, ModelConfig):
         raw = to_dict(name_or_config)
     elif isinstance(name_or_config, str):
@@ -20,10 +22,20 @@ def model_config(name_or_config: str | ModelConfig | dict[str, Any], **overrides
     else:
         raw = dict(name_or_config)
     raw = model_config_dict(deep_merge(raw, overrides))
-    return from_dict(ModelConfig, raw, "model")
+    return resolve_pretrained(from_dict(ModelConfig, raw, "model"))
 
 
 def create_model(name_or_config: str | ModelConfig | dict[str, Any], **overrides: Any) -> VideoLanguageModel:
-    """Build a model. With captioning enabled, the config's ``text`` must carry the tokenizer's ids
-    (``videovl.data.tokenizer.fill_token_ids``), since models never see tokenizers."""
-    return VideoLanguageModel(model_config(name_or_config, **overrides))
+    """Build a model, with the weights of ``pretrained`` checkpoints if the config names any.
+
+    A caption decoder needs the tokenizer's ids (vocabulary size, begin, end); a config without them gets
+    them from its tokenizer (``videovl.data.tokenizer.fill_token_ids``)."""
+    cfg = model_config(name_or_config, **overrides)
+    t = cfg.text
+    if cfg.caption.enabled and None in (t.vocab_size, t.bos_token_id, t.eos_token_id):
+        from videovl.data.tokenizer import fill_token_ids, load_tokenizer
+
+        fill_token_ids(t, load_tokenizer(t))
+    model = VideoLanguageModel(cfg)
+    model.pretrained_params = load_pretrained(model)
+    return model

@@ -68,6 +68,9 @@ class VideoLanguageModel(nn.Module):
                 cfg.caption, t.vocab_size, self.visual.width, t.bos_token_id, t.eos_token_id, pad
             )
         self.action_head = ActionHead(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else None
+        # Names of the parameters loaded from a checkpoint (set by whoever loads one): the optimizer gives
+        # them ``train.pretrained_lr_scale``; the rest are new.
+        self.pretrained_params: frozenset[str] = frozenset()
 
     # ---------------------------------------------------------------------------------- encoders
 

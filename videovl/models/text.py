@@ -12,7 +12,11 @@ from transformers import AutoConfig, AutoModel
 
 from videovl.config import ConfigError, TextConfig, resolve_path
 
-__all__ = ["TextEncoder", "TextOutput"]
+__all__ = ["TextEncoder", "TextOutput", "POOLS"]
+
+# "eot": the model's own pooled output; for CLIP's text model, the end-of-text token's final state, found
+# as transformers finds it.
+POOLS = ("mean", "cls", "eot")
 
 
 class TextOutput(NamedTuple):
@@ -24,8 +28,8 @@ class TextOutput(NamedTuple):
 class TextEncoder(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        if cfg.pool not in ("mean", "cls"):
-            raise ConfigError(f"model.text.pool is '{cfg.pool}'; expected 'mean' or 'cls'")
+        if cfg.pool not in POOLS:
+            raise ConfigError(f"model.text.pool is '{cfg.pool}'; expected one of {POOLS}")
         self.cfg = cfg
         if cfg.config is not None:
             config = dict(cfg.config)
@@ -35,7 +39,14 @@ class TextEncoder(nn.Module):
                 )
             self.model = AutoModel.from_config(AutoConfig.for_model(**config))
         elif cfg.model:
-            self.model = AutoModel.from_pretrained(resolve_path(cfg.model))
+            try:  # never a download: a local folder, or a model already in the Hugging Face cache
+                self.model = AutoModel.from_pretrained(resolve_path(cfg.model), local_files_only=True)
+            except OSError as e:
+                raise ConfigError(
+                    f"model.text.model '{cfg.model}' is not a local folder (nor in the Hugging Face cache); "
+                    "videovl never downloads: fetch it once (`hf download NAME --local-dir DIR`) and pass "
+                    f"the folder ({e})"
+                ) from e
         else:
             raise ConfigError("model.text needs 'model' (a name or local path) or 'config' (random init)")
         # The pooler is a classification head we never use; left in, its weights would get no gradient.
@@ -50,8 +61,16 @@ class TextEncoder(nn.Module):
         return self.model.config.to_dict()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> TextOutput:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.cfg.pool == "cls":
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = out.last_hidden_state
+        if self.cfg.pool == "eot":
+            pooled = getattr(out, "pooler_output", None)
+            if pooled is None:
+                raise ConfigError(
+                    f"model.text.pool is 'eot' but {type(self.model).__name__} has no pooled output; "
+                    "use 'mean' or 'cls'"
+                )
+        elif self.cfg.pool == "cls":
             pooled = hidden[:, 0]
         else:
             m = attention_mask.unsqueeze(-1).to(hidden.dtype)

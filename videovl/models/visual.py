@@ -31,12 +31,15 @@ from videovl.models.layers import (
 __all__ = ["VisualEncoder", "VisualOutput", "POOLS"]
 
 POOLS = ("cls", "mean")
+POS_EMBEDS = ("learned", "sinusoidal")
+FINAL_NORMS = ("tokens", "pooled")
 
 
 class VisualOutput(NamedTuple):
     pooled: Tensor  # (B, W) class token after the final norm, or the mean of all patch tokens (cfg.pool)
     frames: Tensor  # (B, T', W) per temporal position: mean of its patch tokens after the final norm
     tokens: Tensor  # (B, [1 +] T' * N, W) class token first, then patches in (t, h, w) order
+    # With ``final_norm: pooled`` (VideoMAE) the norm applies to ``pooled`` and ``frames`` only.
 
 
 def check_vision_config(cfg: VisionConfig) -> None:
@@ -47,6 +50,12 @@ def check_vision_config(cfg: VisionConfig) -> None:
         raise ConfigError(f"model.vision.pool is '{cfg.pool}'; expected one of {POOLS}")
     if cfg.pool == "cls" and not cfg.class_token:
         raise ConfigError("model.vision.pool is 'cls' but class_token is false; set pool: mean")
+    if cfg.pos_embed not in POS_EMBEDS:
+        raise ConfigError(f"model.vision.pos_embed is '{cfg.pos_embed}'; expected one of {POS_EMBEDS}")
+    if cfg.final_norm not in FINAL_NORMS:
+        raise ConfigError(f"model.vision.final_norm is '{cfg.final_norm}'; expected one of {FINAL_NORMS}")
+    if cfg.final_norm == "pooled" and cfg.pool != "mean":
+        raise ConfigError("model.vision.final_norm is 'pooled' (a norm after mean pooling): set pool: mean")
     if cfg.act not in ACTIVATIONS:
         raise ConfigError(f"model.vision.act is '{cfg.act}'; expected one of {sorted(ACTIVATIONS)}")
     if cfg.image_size % cfg.patch_size:
@@ -59,6 +68,16 @@ def check_vision_config(cfg: VisionConfig) -> None:
         )
     if cfg.width % cfg.heads:
         raise ConfigError(f"model.vision: width {cfg.width} is not divisible by heads {cfg.heads}")
+
+
+def sinusoid_table(length: int, dim: int) -> Tensor:
+    """(length, dim) fixed position table of the Transformer paper, as VideoMAE builds it: position /
+    10000^(2i/dim) for channel pair i, sine on even channels and cosine on odd ones."""
+    pos = torch.arange(length, dtype=torch.float64).unsqueeze(1)
+    rate = 10000.0 ** (2 * (torch.arange(dim) // 2) / dim)
+    angle = pos / rate
+    table = torch.where(torch.arange(dim) % 2 == 0, angle.sin(), angle.cos())
+    return table.float()
 
 
 class VisualEncoder(nn.Module):
@@ -77,8 +96,10 @@ class VisualEncoder(nn.Module):
             cfg.patch_size, cfg.tubelet_size, cfg.in_chans, w, bias=not cfg.pre_norm
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, w)) if cfg.class_token else None
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix + g * g, w))  # class position first
-        self.temporal_embed = nn.Parameter(torch.zeros(1, cfg.num_frames // cfg.tubelet_size, w))
+        self.pos_embed = self.temporal_embed = None  # sinusoidal: a fixed table, computed in _embed
+        if cfg.pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix + g * g, w))  # class position first
+            self.temporal_embed = nn.Parameter(torch.zeros(1, cfg.num_frames // cfg.tubelet_size, w))
         norm = partial(nn.LayerNorm, eps=cfg.norm_eps)
         self.norm_pre = norm(w) if cfg.pre_norm else nn.Identity()
         attn = partial(Attention, w, cfg.heads, cfg.qkv_bias, cfg.qk_norm, cfg.norm_eps)
@@ -100,8 +121,9 @@ class VisualEncoder(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.zeros_(self.temporal_embed)  # a fresh encoder starts blind to time, like its 2D parent
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+            nn.init.zeros_(self.temporal_embed)  # a fresh encoder starts blind to time, like its 2D parent
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
         for m in self.modules():
@@ -127,23 +149,31 @@ class VisualEncoder(nn.Module):
         x = self.patch_embed(self._lift(x))  # (B, T', H', W', D)
         b, t, gh, gw, _ = x.shape
         x = rearrange(x, "b t h w d -> b t (h w) d")
-        pos = resample_spatial(self.pos_embed[:, self.num_prefix :], self.grid, (gh, gw)).unsqueeze(1)
-        if t > 1:  # one temporal position is an image (or one tubelet): no temporal embedding
-            pos = pos + resample_temporal(self.temporal_embed, t).unsqueeze(2)  # (1, T', N, D)
+        if self.pos_embed is None:  # one fixed table over the (t, h, w) token order, as VideoMAE
+            pos = rearrange(sinusoid_table(t * gh * gw, self.width), "(t n) d -> 1 t n d", t=t).to(x)
+            cls_pos = 0.0
+        else:
+            pos = resample_spatial(self.pos_embed[:, self.num_prefix :], self.grid, (gh, gw)).unsqueeze(1)
+            if t > 1:  # one temporal position is an image (or one tubelet): no temporal embedding
+                pos = pos + resample_temporal(self.temporal_embed, t).unsqueeze(2)  # (1, T', N, D)
+            cls_pos = self.pos_embed[:, :1]
         x = self.norm_pre(x + pos)
         cls = None
         if self.cls_token is not None:
-            cls = self.norm_pre(self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)  # (B, 1, D)
+            cls = self.norm_pre(self.cls_token + cls_pos).expand(b, -1, -1)  # (B, 1, D)
         return x, cls
 
     def _encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Final-normed patch tokens (B, T', N, D) and class token (B, 1, D) or None."""
+        """Patch tokens (B, T', N, D) and class token (B, 1, D) or None, final-normed unless the norm
+        comes after pooling (``final_norm: pooled``)."""
         x, cls = self._embed(x)
         for blk in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x, cls = checkpoint(blk, x, cls, use_reentrant=False)
             else:
                 x, cls = blk(x, cls)
+        if self.cfg.final_norm == "pooled":
+            return x, cls
         return self.norm(x), (self.norm(cls) if cls is not None else None)
 
     @staticmethod
@@ -158,7 +188,10 @@ class VisualEncoder(nn.Module):
     def forward(self, x: Tensor) -> VisualOutput:
         x, cls = self._encode(x)
         pooled = cls[:, 0] if self.cfg.pool == "cls" else x.mean(dim=(1, 2))
-        return VisualOutput(pooled=pooled, frames=x.mean(dim=2), tokens=self._sequence(x, cls))
+        frames = x.mean(dim=2)
+        if self.cfg.final_norm == "pooled":
+            pooled, frames = self.norm(pooled), self.norm(frames)
+        return VisualOutput(pooled=pooled, frames=frames, tokens=self._sequence(x, cls))
 
     # ------------------------------------------------------------------------- uniform interface
 

@@ -26,7 +26,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import Subset
 
-from videovl.config import Config, ConfigError, apply_overrides, from_dict, read_yaml
+from videovl.config import Config, ConfigError, apply_overrides, deep_merge, from_dict, read_yaml
 from videovl.data.collate import Collator
 from videovl.data.datasets import ClipDataset, build_label_map
 from videovl.data.demo import generate_demo
@@ -39,6 +39,8 @@ from videovl.eval.embed import shard_indices
 from videovl.eval.runner import Evaluator, format_metrics
 from videovl.losses.caption import caption_loss
 from videovl.models.checkpoint import CONFIG_NAME, load_checkpoint
+from videovl.models.factory import model_config
+from videovl.models.pretrained import foreign_model_config
 from videovl.tasks.pretrain import PretrainTask
 from videovl.tasks.recognition import RecognitionTask
 from videovl.train.accelerator import make_accelerator
@@ -80,9 +82,17 @@ def finetune_config(config: str | Path, overrides: list[str], checkpoint: str | 
             "model section may only override fields of it (e.g. vision.drop_path, num_classes)"
         )
     saved = Path(checkpoint) / CONFIG_NAME
-    if not saved.is_file():
-        raise ConfigError(f"--checkpoint {checkpoint} is not a videovl checkpoint: {CONFIG_NAME} is missing")
-    saved_data = read_yaml(saved, what="checkpoint config").get("data") or {}
+    foreign = None if saved.is_file() else foreign_model_config(checkpoint)
+    if foreign is not None:  # a CLIP, TimeSformer or VideoMAE checkpoint: frames and size are its own
+        vision = model_config(deep_merge(foreign, model_overrides)).vision
+        saved_data = {"image_size": vision.image_size, "num_frames": vision.num_frames}
+    elif not saved.is_file():
+        raise ConfigError(
+            f"--checkpoint {checkpoint} is not a videovl checkpoint: {CONFIG_NAME} is missing (nor is it a "
+            "CLIP, TimeSformer or VideoMAE checkpoint)"
+        )
+    else:
+        saved_data = read_yaml(saved, what="checkpoint config").get("data") or {}
     data = raw.setdefault("data", {})
     for key in INHERITED_DATA:
         if key not in data and key in saved_data:
@@ -317,7 +327,8 @@ def finetune(
 def check_head_classes(checkpoint: Path, out_dir: Path, classes: list[str]) -> None:
     """A head the checkpoint keeps (same class count) and an earlier run into ``out_dir`` (--resume) must
     mean the same classes in the same order."""
-    saved = read_yaml(checkpoint / CONFIG_NAME, what="checkpoint config")
+    config_file = checkpoint / CONFIG_NAME
+    saved = read_yaml(config_file, what="checkpoint config") if config_file.is_file() else {}
     kept = (saved.get("model") or {}).get("num_classes", 0) == len(classes)
     for path in ([checkpoint / CLASSES_NAME] if kept else []) + [out_dir / CLASSES_NAME]:
         if path.is_file() and path.read_text().splitlines() != classes:

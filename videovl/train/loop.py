@@ -22,14 +22,14 @@ from videovl.data.tokenizer import fill_token_ids, load_tokenizer
 from videovl.eval.embed import embed_texts, embed_videos, gather_in_order, shard_indices
 from videovl.eval.retrieval import retrieval_metrics
 from videovl.models.checkpoint import save_checkpoint
-from videovl.models.factory import create_model
+from videovl.models.factory import create_model, model_config
 from videovl.models.matching import frame_similarity
 from videovl.models.model import VideoLanguageModel
 from videovl.progress import progress
 from videovl.tasks.pretrain import PretrainTask
 from videovl.train.data import build_eval_dataset, build_stage_data, open_batches, resolve_manifest
 from videovl.train.mining import embed_for_mining, mining_dataset, nearest_neighbours
-from videovl.train.optim import build_optimizer
+from videovl.train.optim import build_optimizer, describe_groups
 from videovl.train.schedule import StagedSchedule
 from videovl.train.stages import apply_freeze
 from videovl.train.state import TrainState
@@ -184,13 +184,20 @@ def pretrain(
         if main:
             generate_demo(cfg.data.demo_root, seed=cfg.data.demo_seed)
         accelerator.wait_for_everyone()
+    if model is None:  # a pretrained checkpoint fixes the towers and the tokenizer before anything loads
+        cfg.model = model_config(cfg.model)
     tokenizer = load_tokenizer(cfg.model.text)
     fill_token_ids(cfg.model.text, tokenizer)
     if main:
         save_config(cfg, out_dir / "config.yaml")
     model = model if model is not None else create_model(cfg.model)
     task = make_task(model, accelerator.process_index, accelerator.num_processes)
-    optimizer = build_optimizer(model, cfg.train.weight_decay, cfg.train.betas, cfg.train.text_lr_scale)
+    t = cfg.train
+    optimizer = build_optimizer(model, t.weight_decay, t.betas, t.text_lr_scale, t.pretrained_lr_scale)
+    accelerator.print("optimizer groups:\n" + describe_groups(optimizer.param_groups))
+    if main:  # which parameter went where, in full
+        groups_file = out_dir / "optimizer_groups.txt"
+        groups_file.write_text(describe_groups(optimizer.param_groups, full=True) + "\n")
     task, optimizer = accelerator.prepare(task, optimizer)
     accelerator.print(
         f"training on {accelerator.num_processes} processes ({accelerator.device}), "

@@ -1,0 +1,195 @@
+"""CLIP checkpoints in (a transformers folder, an open_clip / OpenAI state dict) and out, against the
+libraries' own models on tiny random configs."""
+
+import pytest
+import torch
+from tiny_checkpoints import clip_tokenizer, perturb, write_tiny_clip
+
+import videovl
+from videovl.config import ConfigError
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    return write_tiny_clip(tmp_path_factory.mktemp("clip") / "clip")
+
+
+@pytest.fixture(scope="module")
+def reference(clip_dir):
+    from transformers import CLIPModel
+
+    return CLIPModel.from_pretrained(clip_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def batch(clip_dir):
+    torch.manual_seed(0)
+    tokens = clip_tokenizer()(
+        ["a cat sat on the mat", "two dogs", "the digit 3 moves left"],
+        padding="max_length",
+        max_length=16,
+        truncation=True,
+        return_tensors="pt",
+    )
+    return torch.randn(3, 3, 32, 32), tokens["input_ids"], tokens["attention_mask"]
+
+
+def _clip(clip_dir, **vision):
+    return videovl.create_model({"name": "clip", "pretrained": str(clip_dir), "vision": vision}).eval()
+
+
+@torch.no_grad()
+def test_clip_folder_equals_transformers_clip(clip_dir, reference, batch):
+    images, ids, mask = batch
+    model = _clip(clip_dir)
+    assert model.cfg.vision.act == "quick_gelu" and model.cfg.text.pool == "eot"
+    assert model.cfg.text.max_length == 16 and model.cfg.text.tokenizer == str(clip_dir)
+    image = model.encode_video(images, normalize=False).clip
+    text = model.encode_text(ids, mask, normalize=False).sentence
+    torch.testing.assert_close(
+        image, reference.get_image_features(pixel_values=images).pooler_output, rtol=0, atol=1e-5
+    )
+    torch.testing.assert_close(
+        text, reference.get_text_features(input_ids=ids, attention_mask=mask).pooler_output, rtol=0, atol=1e-5
+    )
+    video, words = model(images, ids, mask)
+    logits = model.scale() * video.clip @ words.sentence.T
+    expected = reference(pixel_values=images, input_ids=ids, attention_mask=mask).logits_per_image
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+    # every parameter except the temporal branch came from the checkpoint
+    names = {n for n, _ in model.named_parameters()}
+    assert names - model.pretrained_params == {
+        f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()
+    }
+
+
+@pytest.mark.parametrize("inflation", ["centre", "mean"])
+@pytest.mark.parametrize("tubelet", [1, 2])
+@torch.no_grad()
+def test_a_clip_of_one_repeated_image_scores_as_the_image(clip_dir, batch, inflation, tubelet):
+    # Divided attention only: in joint attention the class token's one key competes with T copies of each
+    # patch key, so a repeated image attends differently (by design, not a loading error).
+    images, ids, mask = batch
+    model = _clip(clip_dir, inflation=inflation, tubelet_size=tubelet, num_frames=4)
+    text = model.encode_text(ids, mask)
+    image = model.encode_video(images).clip
+    clip = model.encode_video(images.unsqueeze(2).expand(-1, -1, 4, -1, -1)).clip
+    torch.testing.assert_close(clip @ text.sentence.T, image @ text.sentence.T, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("act", ["quick_gelu", "gelu"])
+@torch.no_grad()
+def test_open_clip_state_dict_equals_open_clip(tmp_path, act):
+    import open_clip
+
+    torch.manual_seed(0)
+    reference = open_clip.CLIP(
+        embed_dim=16,
+        vision_cfg={"width": 64, "layers": 2, "patch_size": 8, "image_size": 32},
+        text_cfg={"width": 64, "layers": 2, "heads": 1, "context_length": 12, "vocab_size": 100},
+        quick_gelu=act == "quick_gelu",
+    ).eval()
+    perturb(reference)
+    path = tmp_path / "open_clip.pt"
+    torch.save(reference.state_dict(), path)
+    # the file does not record head counts: they are width // 64 in both towers, as OpenAI built them
+    model = videovl.create_model({"name": "clip", "pretrained": str(path), "pretrained_act": act}).eval()
+    images = torch.randn(2, 3, 32, 32)
+    ids = torch.randint(1, 98, (2, 12))
+    ids[0, 5:], ids[1, 9:] = 0, 0  # open_clip pads with 0 after the end-of-text token (the highest id)
+    ids[0, 4], ids[1, 8] = 99, 99
+    mask = (ids != 0).long()
+    image = model.encode_video(images, normalize=False).clip
+    text = model.encode_text(ids, mask, normalize=False).sentence
+    torch.testing.assert_close(image, reference.encode_image(images), rtol=0, atol=1e-5)
+    torch.testing.assert_close(text, reference.encode_text(ids), rtol=0, atol=1e-5)
+    _, _, scale = reference(images, ids)
+    torch.testing.assert_close(model.scale(), scale)
+
+
+def test_open_clip_without_an_activation_is_an_error(tmp_path, clip_dir):
+    import open_clip
+
+    reference = open_clip.CLIP(
+        embed_dim=8,
+        vision_cfg={"width": 64, "layers": 1, "patch_size": 8, "image_size": 16},
+        text_cfg={"width": 64, "layers": 1, "heads": 1, "context_length": 8, "vocab_size": 20},
+    )
+    path = tmp_path / "oc.pt"
+    torch.save(reference.state_dict(), path)
+    with pytest.raises(ConfigError, match="pretrained_act"):
+        videovl.create_model({"name": "clip", "pretrained": str(path)})
+    # OpenAI's files say who they are: QuickGELU
+    torch.save(
+        {
+            **reference.state_dict(),
+            "input_resolution": torch.tensor(16),
+            "context_length": torch.tensor(8),
+            "vocab_size": torch.tensor(20),
+        },
+        path,
+    )
+    assert videovl.create_model({"name": "clip", "pretrained": str(path)}).cfg.vision.act == "quick_gelu"
+
+
+def test_bad_clip_inputs_are_errors_naming_the_file(tmp_path, clip_dir):
+    with pytest.raises(ConfigError, match="'clip' but model.pretrained is not set"):
+        videovl.create_model("clip")
+    with pytest.raises(ConfigError, match="openai/clip-vit-base-patch16.*local folder"):
+        videovl.create_model({"name": "clip", "pretrained": "openai/clip-vit-base-patch16"})
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ConfigError, match="bert.*model_type 'bert'; expected 'clip'"):
+        videovl.create_model({"name": "clip", "pretrained": str(tmp_path / "bert")})
+    torch.save({"conv.weight": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="other.pt is not an open_clip.*conv.weight"):
+        videovl.create_model(
+            {"name": "clip", "pretrained": str(tmp_path / "other.pt"), "pretrained_act": "gelu"}
+        )
+
+
+def test_weights_that_do_not_fit_are_errors_naming_file_keys_and_shapes(tmp_path, clip_dir):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(clip_dir, bad)
+    state = load_file(bad / "model.safetensors")
+    state["visual_projection.weight"] = torch.zeros(8, 32)
+    del state["text_projection.weight"]
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, bad / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ConfigError) as err:
+        videovl.create_model({"name": "clip", "pretrained": str(bad)})
+    message = str(err.value)
+    for part in (
+        "bad/model.safetensors",
+        "missing keys (text_projection.weight)",
+        "extra.weight",
+        "visual_projection.weight: (8, 32) in the file, (16, 32) in config.json",
+    ):
+        assert part in message, message
+    # an open_clip file without a key of the layout
+    import open_clip
+
+    reference = open_clip.CLIP(
+        embed_dim=8,
+        vision_cfg={"width": 64, "layers": 1, "patch_size": 8, "image_size": 16},
+        text_cfg={"width": 64, "layers": 1, "heads": 1, "context_length": 8, "vocab_size": 20},
+    )
+    state = reference.state_dict()
+    del state["ln_final.weight"]
+    torch.save(state, tmp_path / "oc.pt")
+    with pytest.raises(ConfigError, match="oc.pt lacks 'ln_final.weight'"):
+        videovl.create_model(
+            {"name": "clip", "pretrained": str(tmp_path / "oc.pt"), "pretrained_act": "gelu"}
+        )
+    # a file of the right layout with a wrong shape: named in videovl's terms, both shapes
+    state = reference.state_dict()
+    state["visual.positional_embedding"] = torch.zeros(6, 64)
+    torch.save(state, tmp_path / "oc.pt")
+    with pytest.raises(ConfigError, match="oc.pt does not fit.*visual.pos_embed: \\(1, 6, 64\\) in the file"):
+        videovl.create_model(
+            {"name": "clip", "pretrained": str(tmp_path / "oc.pt"), "pretrained_act": "gelu"}
+        )

@@ -1,0 +1,113 @@
+"""Export a videovl model back to CLIP, timm and TimeSformer; reload with the other library, same outputs."""
+
+import pytest
+import torch
+from einops import rearrange
+from tiny_checkpoints import clip_tokenizer, perturb, write_tiny_clip, write_tiny_video_model
+
+import videovl
+from tools import export as tool
+from videovl.config import ConfigError
+from videovl.models.export import export_clip, export_timesformer, export_timm
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    return write_tiny_clip(tmp_path_factory.mktemp("clip") / "clip")
+
+
+@pytest.mark.parametrize("inflation", ["centre", "mean"])
+@torch.no_grad()
+def test_clip_round_trip(clip_dir, tmp_path, inflation):
+    from transformers import CLIPModel
+
+    model = videovl.create_model(
+        {
+            "name": "clip",
+            "pretrained": str(clip_dir),
+            "vision": {"tubelet_size": 2, "num_frames": 4, "inflation": inflation},
+        }
+    )
+    perturb(model, seed=1)  # as after training, temporal branch included
+    model.eval()
+    left_out = export_clip(model, tmp_path / "out")
+    assert left_out and all(".temporal_" in k or k == "visual.temporal_embed" for k in left_out)
+    clip = CLIPModel.from_pretrained(tmp_path / "out").eval()
+    images = torch.randn(2, 3, 32, 32)
+    tokens = clip_tokenizer()(["a cat", "dogs run"], padding=True, return_tensors="pt")
+    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    torch.testing.assert_close(
+        clip.get_image_features(pixel_values=images).pooler_output,
+        model.encode_video(images, normalize=False).clip,
+        rtol=0,
+        atol=1e-5,
+    )
+    torch.testing.assert_close(
+        clip.get_text_features(input_ids=ids, attention_mask=mask).pooler_output,
+        model.encode_text(ids, mask, normalize=False).sentence,
+        rtol=0,
+        atol=1e-5,
+    )
+    torch.testing.assert_close(clip.logit_scale, model.logit_scale)
+
+
+@torch.no_grad()
+def test_timm_round_trip(tmp_path):
+    import timm
+    from safetensors.torch import load_file
+
+    model = videovl.create_model("test", caption={"enabled": False}, vision={"tubelet_size": 2})
+    perturb(model)
+    model.eval()
+    left_out = export_timm(model, tmp_path / "vit.safetensors")
+    assert "visual.temporal_embed" in left_out and any("temporal_attn" in k for k in left_out)
+    v = model.visual.cfg
+    vit = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        num_classes=0,
+        img_size=v.image_size,
+        patch_size=v.patch_size,
+        embed_dim=v.width,
+        depth=v.depth,
+        num_heads=v.heads,
+    ).eval()
+    vit.load_state_dict(load_file(tmp_path / "vit.safetensors"), strict=True)
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(
+        vit.forward_features(images), model.visual.forward_features(images), rtol=0, atol=1e-5
+    )
+
+
+@torch.no_grad()
+def test_timesformer_round_trip(tmp_path):
+    from transformers import TimesformerModel
+
+    folder = write_tiny_video_model(tmp_path / "tsf", "timesformer")
+    model = videovl.create_model(
+        {"name": "test", "vision": {"pretrained": str(folder)}, "caption": {"enabled": False}}
+    )
+    perturb(model, seed=2)  # trained further
+    model.eval()
+    export_timesformer(model, tmp_path / "out")
+    tsf = TimesformerModel.from_pretrained(tmp_path / "out").eval()
+    x = torch.randn(2, 3, 4, 16, 16)
+    theirs = tsf(rearrange(x, "b c t h w -> b t c h w")).last_hidden_state
+    theirs = torch.cat([theirs[:, :1], rearrange(theirs[:, 1:], "b (h w t) d -> b (t h w) d", h=2, w=2)], 1)
+    torch.testing.assert_close(model.visual.forward_features(x), theirs, rtol=0, atol=1e-5)
+
+
+def test_export_tool_writes_a_clip_folder_with_its_tokenizer(clip_dir, tmp_path, capsys):
+    from transformers import AutoTokenizer, CLIPModel
+
+    cfg = videovl.load_config(overrides=["model.name=clip", f"model.pretrained={clip_dir}"])
+    model = videovl.create_model(cfg.model)
+    videovl.save_checkpoint(model, cfg, tmp_path / "ckpt")
+    out = tool.main(
+        ["--checkpoint", str(tmp_path / "ckpt"), "--format", "clip", "--out", str(tmp_path / "clip")]
+    )
+    assert "left out" in capsys.readouterr().out and out["left_out"]
+    CLIPModel.from_pretrained(tmp_path / "clip")
+    assert AutoTokenizer.from_pretrained(tmp_path / "clip")("a cat") == clip_tokenizer()("a cat")
+    with pytest.raises(ConfigError, match="CLIP's layout.*pre_norm.*text tower 'bert'"):
+        export_clip(videovl.create_model("test", caption={"enabled": False}), tmp_path / "nope")

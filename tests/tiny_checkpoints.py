@@ -1,0 +1,88 @@
+"""Tiny randomly initialised checkpoints of other libraries, written to a folder like the real ones."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+
+
+def clip_tokenizer():
+    """CLIP's BPE tokenizer on a vocabulary of printable ASCII (no merges): a word is its characters."""
+    from transformers import CLIPTokenizer
+
+    chars = [c for c in string.printable if c.strip()]
+    vocab = {tok: i for i, tok in enumerate([*chars, *(c + "</w>" for c in chars)])}
+    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
+
+
+def perturb(model: torch.nn.Module, seed: int = 0) -> None:
+    """Move every parameter off its initial value (norms away from 1 and 0), so that a weight landing in
+    the wrong place changes the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def clip_config(act: str = "quick_gelu", vocab_size: int = 200, eos: int = 199, width: int = 32):
+    from transformers import CLIPConfig
+
+    size = {
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "hidden_act": act,
+    }
+    text = {
+        **size,
+        "vocab_size": vocab_size,
+        "max_position_embeddings": 16,
+        "bos_token_id": eos - 1,
+        "eos_token_id": eos,
+        "pad_token_id": eos,
+    }
+    vision = {**size, "image_size": 32, "patch_size": 8}
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+
+
+def write_tiny_clip(path: Path, act: str = "quick_gelu", seed: int = 0) -> Path:
+    """A transformers CLIPModel folder (config.json, model.safetensors) with its tokenizer."""
+    from transformers import CLIPModel
+
+    tokenizer = clip_tokenizer()
+    torch.manual_seed(seed)
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    model = CLIPModel(clip_config(act, len(tokenizer), eos)).eval()
+    perturb(model, seed)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return Path(path)
+
+
+VIDEO_SIZE = {
+    "image_size": 16,
+    "patch_size": 8,
+    "num_frames": 4,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+
+
+def write_tiny_video_model(path: Path, kind: str, classifier: bool = False, seed: int = 0, **config):
+    """A transformers TimeSformer or VideoMAE folder (the backbone, or a video classifier)."""
+    import transformers
+
+    names = {"timesformer": "Timesformer", "videomae": "VideoMAE"}
+    cfg = getattr(transformers, f"{names[kind]}Config")(**{**VIDEO_SIZE, **config})
+    cls = f"{names[kind]}ForVideoClassification" if classifier else f"{names[kind]}Model"
+    torch.manual_seed(seed)
+    model = getattr(transformers, cls)(cfg).eval()
+    perturb(model, seed)
+    model.save_pretrained(path)
+    return Path(path)

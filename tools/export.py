@@ -1,0 +1,47 @@
+"""Export a checkpoint's towers to the format they came from.
+
+python tools/export.py --checkpoint runs/clip4clip_msrvtt/model --format clip --out exported/clip
+python tools/export.py --checkpoint runs/finetune/model --format timm --out exported/vit.safetensors
+python tools/export.py --checkpoint runs/finetune/model --format timesformer --out exported/timesformer
+
+clip: a transformers CLIPModel folder with the tokenizer beside it; timm: the visual tower as a timm ViT
+state dict (safetensors); timesformer: a transformers TimesformerModel folder of a divided visual tower.
+CLIP and timm hold image models: the temporal branch is left out, and the tool lists what it left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from videovl.cli import run_tool
+from videovl.data.tokenizer import load_tokenizer
+from videovl.models.checkpoint import load_checkpoint
+from videovl.models.export import EXPORT_FORMATS, export
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a model folder written by save_checkpoint")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    p.add_argument("--out", required=True, help="the folder (clip, timesformer) or file (timm) to write")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    model, cfg = load_checkpoint(args.checkpoint)
+    left_out = export(model, args.format, args.out)
+    if args.format == "clip":
+        load_tokenizer(cfg.model.text).save_pretrained(args.out)
+    print(f"wrote {args.format} weights to {args.out}")
+    if left_out:
+        print(
+            f"left out ({args.format} holds an image model: the temporal branch and any heads have no "
+            "place there): "
+            f"{len(left_out)} tensors: {', '.join(left_out[:6])}{', ...' if len(left_out) > 6 else ''}"
+        )
+    return {"out": args.out, "left_out": left_out}
+
+
+if __name__ == "__main__":
+    run_tool(main)

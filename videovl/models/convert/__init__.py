@@ -1,0 +1,87 @@
+"""Converters between other libraries' checkpoints and videovl's, one module per family.
+
+Each module is a pair of pure functions (their state dict and config -> ours, and back) that never build
+a model or touch a file: key renames, reshapes and folds sit in one readable place per family.
+``videovl.models.pretrained`` reads the files and checks the result against the model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from videovl.config import ConfigError
+
+__all__ = [
+    "HF_ACTIVATIONS",
+    "HF_VIT_LAYER",
+    "act_from_hf",
+    "act_to_hf",
+    "add_temporal_branch",
+    "deflate_patch_kernel",
+    "rename",
+]
+
+# transformers' BERT-style ViT layer (TimeSformer, VideoMAE) -> videovl block: the plain renames
+HF_VIT_LAYER = {
+    "layernorm_before": "norm1",
+    "attention.output.dense": "attn.proj",
+    "layernorm_after": "norm2",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+}
+
+# transformers' activation names -> videovl's (both tanh approximations are the same function)
+HF_ACTIVATIONS = {
+    "gelu": "gelu",
+    "quick_gelu": "quick_gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+}
+
+
+def act_from_hf(name: str, where: str) -> str:
+    if name not in HF_ACTIVATIONS:
+        raise ConfigError(
+            f"{where}: activation '{name}' has no videovl equivalent (videovl has "
+            f"{sorted(set(HF_ACTIVATIONS))})"
+        )
+    return HF_ACTIVATIONS[name]
+
+
+def act_to_hf(name: str) -> str:
+    return {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_tanh": "gelu_pytorch_tanh"}[name]
+
+
+def add_temporal_branch(state: dict[str, Tensor], depth: int, prefix: str = "") -> dict[str, Tensor]:
+    """Fill the divided encoder's temporal branches as TimeSformer starts them from an image model:
+    the temporal attention copies each block's spatial attention and norm1, its output projection is
+    zero (so the block still computes the image block), and the temporal embedding is zero."""
+    out = dict(state)
+    for i in range(depth):
+        b = f"{prefix}blocks.{i}."
+        for part in ("weight", "bias"):
+            if f"{b}attn.qkv.{part}" in state:
+                out[f"{b}temporal_attn.qkv.{part}"] = state[f"{b}attn.qkv.{part}"].clone()
+            out[f"{b}temporal_attn.proj.{part}"] = torch.zeros_like(state[f"{b}attn.proj.{part}"])
+            out[f"{b}temporal_norm.{part}"] = state[f"{b}norm1.{part}"].clone()
+        for norm in ("q_norm", "k_norm"):
+            for part in ("weight", "bias"):
+                if f"{b}attn.{norm}.{part}" in state:
+                    out[f"{b}temporal_attn.{norm}.{part}"] = state[f"{b}attn.{norm}.{part}"].clone()
+    return out
+
+
+def deflate_patch_kernel(weight: Tensor) -> Tensor:
+    """(D, C, t, p, p) tubelet kernel -> the (D, C, p, p) kernel of the image path.
+
+    An image enters the encoder as ``t`` copies of itself, so its 2D kernel is the sum over time: exact
+    for either inflation (centre or mean) and for a kernel trained on videos alike."""
+    return weight.sum(dim=2)
+
+
+def rename(src: dict[str, Tensor], dst: dict[str, Tensor], names: dict[str, str], a: str, b: str) -> None:
+    """Move ``a + theirs + .weight/.bias`` from ``src`` to ``b + ours + ...`` in ``dst`` for each pair."""
+    for theirs, ours in names.items():
+        for part in ("weight", "bias"):
+            dst[f"{b}{ours}.{part}"] = src.pop(f"{a}{theirs}.{part}")

@@ -1,0 +1,78 @@
+"""Exporting a videovl model's towers back to the formats they come from.
+
+- ``clip``: a transformers ``CLIPModel`` folder (both towers, projections, temperature);
+- ``timm``: a timm ``VisionTransformer`` state dict of the visual tower;
+- ``timesformer``: a transformers ``TimesformerModel`` folder of a divided (or joint) visual tower.
+
+CLIP and timm hold image models: the tubelet kernel is summed over time (what the encoder applies to an
+image) and the temporal branch is left out; each export returns the keys it left out, so callers can say
+so. The weights go through the pure converters of ``videovl.models.convert`` and are loaded strictly into
+the other library's model before it saves them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor
+
+from videovl.config import ConfigError
+from videovl.models.convert import deflate_patch_kernel
+from videovl.models.convert.clip import videovl_to_clip
+from videovl.models.convert.timesformer import videovl_to_timesformer
+from videovl.models.model import VideoLanguageModel
+from videovl.models.pretrained import text_prefix
+
+__all__ = ["EXPORT_FORMATS", "export_clip", "export_timm", "export_timesformer", "export"]
+
+EXPORT_FORMATS = ("clip", "timm", "timesformer")
+
+
+def export_clip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
+    """Write ``folder`` as a ``CLIPModel`` (config.json, model.safetensors); returns the keys left out."""
+    from transformers import CLIPConfig, CLIPModel
+
+    state, config, left_out = videovl_to_clip(
+        model.state_dict(), model.visual.cfg, model.text.hf_config(), model.cfg.embed_dim, text_prefix(model)
+    )
+    clip = CLIPModel(CLIPConfig(**config))
+    clip.load_state_dict(state, strict=True)
+    clip.save_pretrained(folder)
+    return left_out
+
+
+def timm_state_dict(model: VideoLanguageModel) -> tuple[dict[str, Tensor], list[str]]:
+    """The visual tower as a timm ViT state dict (timm's names are the encoder's), and the keys left out."""
+    temporal = {n for n, _ in model.visual.named_temporal_parameters()}
+    state = {k: v for k, v in model.visual.state_dict().items() if k not in temporal}
+    if "pos_embed" not in state:
+        raise ConfigError("a visual tower with sinusoidal positions has no timm ViT equivalent")
+    state["patch_embed.proj.weight"] = deflate_patch_kernel(state["patch_embed.proj.weight"])
+    return state, sorted(f"visual.{k}" for k in temporal)
+
+
+def export_timm(model: VideoLanguageModel, file: str | Path) -> list[str]:
+    """Write the visual tower as a timm ViT state dict (safetensors); returns the keys left out."""
+    from safetensors.torch import save_file
+
+    state, left_out = timm_state_dict(model)
+    Path(file).parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(file))
+    return left_out
+
+
+def export_timesformer(model: VideoLanguageModel, folder: str | Path) -> list[str]:
+    """Write the visual tower as a ``TimesformerModel`` folder; nothing of the tower is left out."""
+    from transformers import TimesformerConfig, TimesformerModel
+
+    state, config = videovl_to_timesformer(model.visual.state_dict(), model.visual.cfg)
+    tsf = TimesformerModel(TimesformerConfig(**config))
+    tsf.load_state_dict(state, strict=True)
+    tsf.save_pretrained(folder)
+    return []
+
+
+def export(model: VideoLanguageModel, fmt: str, out: str | Path) -> list[str]:
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"export format '{fmt}' is not one of {EXPORT_FORMATS}")
+    return {"clip": export_clip, "timm": export_timm, "timesformer": export_timesformer}[fmt](model, out)

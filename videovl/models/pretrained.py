@@ -1,0 +1,313 @@
+"""Starting from other libraries' checkpoints: read local files, resolve the config, fit the weights.
+
+``resolve_pretrained`` turns ``model.pretrained`` (a CLIP) and ``model.vision.pretrained`` (a TimeSformer
+or VideoMAE folder) into config fields, reading only the checkpoints' configs; ``load_pretrained`` then
+fills a model built from that config, through the pure converters of ``videovl.models.convert``, and
+checks every key and shape: a mismatch is a ConfigError naming the file, never a partial load. Nothing
+is downloaded: a name that is not a local path is an error that says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from videovl.config import ConfigError, ModelConfig, deep_merge, from_dict, resolve_path, to_dict
+from videovl.models.convert import clip as clip_convert
+from videovl.models.convert import timesformer, videomae
+
+__all__ = [
+    "foreign_model_config",
+    "resolve_pretrained",
+    "load_pretrained",
+    "read_state_file",
+    "local_path",
+    "fit_state",
+]
+
+# Heads a checkpoint of another library never has: they keep their fresh initialisation.
+NEW_HEADS = ("alignment.", "caption.", "action_head.")
+
+
+def local_path(spec: str, field: str) -> Path:
+    path = Path(resolve_path(spec)).expanduser()
+    if not path.exists():
+        raise ConfigError(
+            f"{field} is '{spec}', which is not a local file or folder. videovl never downloads weights: "
+            f"fetch them once (e.g. `hf download {spec} --local-dir DIR`) and pass the local folder"
+        )
+    return path
+
+
+def read_state_file(path: Path) -> dict[str, Tensor]:
+    """A state dict from ``.safetensors`` or a torch file (``weights_only``: no pickled code runs)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise ConfigError(
+            f"{path} cannot be read as a state dict ({type(e).__name__}: {str(e)[:200]}). A TorchScript "
+            "archive (OpenAI's original .pt files) must be saved as a plain state dict first: "
+            "torch.save(torch.jit.load(path, map_location='cpu').state_dict(), 'clip_state.pt')"
+        ) from e
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path} holds a {type(state).__name__}, not a state dict")
+    # open_clip's training checkpoints keep the DistributedDataParallel prefix
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+# --------------------------------------------------------------------------------------------- CLIP
+
+
+def _folder_config(path: Path, kinds: tuple[str, ...], field: str) -> str:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{field}: {path} is not a transformers checkpoint folder: config.json is missing")
+    kind = json.loads(config_file.read_text()).get("model_type")
+    if kind not in kinds:
+        raise ConfigError(
+            f"{field}: {config_file} has model_type '{kind}'; expected {' or '.join(repr(k) for k in kinds)}"
+        )
+    return kind
+
+
+def _openclip_act(state: dict[str, Tensor], act: str | None, path: Path) -> str:
+    if act is not None:
+        return act
+    if all(k in state for k in clip_convert.OPENAI_MARKERS):
+        return "quick_gelu"  # OpenAI trained every CLIP with QuickGELU
+    raise ConfigError(
+        f"{path} is an open_clip state dict, which does not record its activation: set "
+        "model.pretrained_act to 'quick_gelu' (OpenAI's weights and open_clip's *-quickgelu models) or "
+        "'gelu' (other open_clip models)"
+    )
+
+
+def _read_openclip(path: Path, act: str | None) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    state = read_state_file(path)
+    if "visual.conv1.weight" not in state:
+        raise ConfigError(
+            f"model.pretrained: {path} is not an open_clip / OpenAI ViT CLIP state dict (no "
+            f"'visual.conv1.weight'; its first keys are {sorted(state)[:5]})"
+        )
+    try:
+        return clip_convert.openclip_to_clip(state, _openclip_act(state, act, path))
+    except KeyError as e:
+        raise ConfigError(
+            f"model.pretrained: {path} lacks {e} of the open_clip ViT CLIP layout (its first keys: "
+            f"{sorted(state)[:5]})"
+        ) from e
+
+
+def read_clip_config(cfg: ModelConfig) -> tuple[dict[str, Any], Path]:
+    path = local_path(cfg.pretrained, "model.pretrained")
+    if path.is_dir():
+        from transformers import CLIPConfig
+
+        _folder_config(path, ("clip",), "model.pretrained")
+        return CLIPConfig.from_pretrained(path, local_files_only=True).to_dict(), path
+    return _read_openclip(path, cfg.pretrained_act)[1], path
+
+
+def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path]:
+    """``CLIPModel`` state dict of ``cfg.pretrained``, and the file it came from."""
+    path = local_path(cfg.pretrained, "model.pretrained")
+    if not path.is_dir():
+        return _read_openclip(path, cfg.pretrained_act)[0], path
+    from transformers import CLIPModel
+
+    _folder_config(path, ("clip",), "model.pretrained")
+    model = _from_pretrained(CLIPModel, path, "model.pretrained")
+    return model.state_dict(), path
+
+
+# ----------------------------------------------------------------------------------- video encoders
+
+# model_type -> (the vision fields its config fixes, its state dict -> the visual encoder's)
+VIDEO_FAMILIES = {
+    "timesformer": (timesformer.timesformer_vision_fields, timesformer.timesformer_to_videovl),
+    "videomae": (videomae.videomae_vision_fields, videomae.videomae_to_videovl),
+}
+
+
+def _video_config(spec: str) -> tuple[str, dict[str, Any], Path]:
+    from transformers import AutoConfig
+
+    path = local_path(spec, "model.vision.pretrained")
+    if not path.is_dir():
+        raise ConfigError(
+            f"model.vision.pretrained: {path} is a file; give a transformers TimesformerModel or "
+            "VideoMAEModel folder (config.json and weights)"
+        )
+    kind = _folder_config(path, tuple(VIDEO_FAMILIES), "model.vision.pretrained")
+    return kind, AutoConfig.from_pretrained(path, local_files_only=True).to_dict(), path
+
+
+def auto_name(kind: str) -> str:
+    return {"timesformer": "TimesformerModel", "videomae": "VideoMAEModel"}[kind]
+
+
+def read_video_encoder(spec: str, depth: int) -> tuple[dict[str, Tensor], Path]:
+    """The VisualEncoder state dict of a TimeSformer or VideoMAE folder (its backbone, and VideoMAE's
+    norm after pooling when the folder holds a classifier), and the folder."""
+    import transformers
+
+    kind, config, path = _video_config(spec)
+    classifier = any(a.endswith("ForVideoClassification") for a in config.get("architectures") or ())
+    auto = transformers.AutoModelForVideoClassification if classifier else transformers.AutoModel
+    heads_ok = not classifier and config.get("architectures") not in (None, [auto_name(kind)])
+    model = _from_pretrained(auto, path, "model.vision.pretrained", heads_ok)
+    state = dict(model.base_model.state_dict())
+    if getattr(model, "fc_norm", None) is not None:
+        state |= {f"fc_norm.{k}": v for k, v in model.fc_norm.state_dict().items()}
+    out = VIDEO_FAMILIES[kind][1](state, depth)
+    if state:
+        raise ConfigError(
+            f"model.vision.pretrained: {path} has weights videovl has no place for: {sorted(state)[:5]} "
+            f"({len(state)} in all)"
+        )
+    return out, path
+
+
+def _from_pretrained(cls: Any, path: Path, field: str, heads_ok: bool = False) -> nn.Module:
+    """``cls.from_pretrained(path)`` (local files only), refusing any key its weights lack, have in
+    excess or hold in another shape than config.json says: a ConfigError naming the file, the first
+    keys and both shapes. ``heads_ok``: the folder holds a model with another head (VideoMAE's
+    pretraining decoder), whose head weights are not the backbone's and are left out."""
+    try:
+        model, info = cls.from_pretrained(
+            path, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True
+        )
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ConfigError(f"{field}: {path} does not load as a {cls.__name__}: {e}") from e
+    files = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    where = f"{path}/{files[0]}" if len(files) == 1 else f"the weights in {path}"
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys"):
+        keys = sorted(info.get(kind) or [])
+        if kind == "unexpected_keys" and heads_ok:
+            prefix = f"{model.base_model_prefix}."
+            keys = [k for k in keys if k.startswith(prefix)]  # a backbone weight left unused is an error
+        if keys:
+            problems.append(f"{len(keys)} {kind.replace('_', ' ')} ({', '.join(keys[:5])})")
+    for m in list(info.get("mismatched_keys") or [])[:5]:
+        if isinstance(m, (tuple, list)) and len(m) == 3:
+            problems.append(f"{m[0]}: {tuple(m[1])} in the file, {tuple(m[2])} in config.json")
+        else:
+            problems.append(f"shape mismatch: {m}")
+    if problems:
+        raise ConfigError(f"{field}: {where} does not fit its config.json: {'; '.join(problems)}")
+    return model
+
+
+# -------------------------------------------------------------------------------------------- resolve
+
+
+def foreign_model_config(path: str | Path) -> dict[str, Any] | None:
+    """The model section that starts from checkpoint ``path`` when it is a CLIP (a transformers folder or
+    an open_clip state-dict file), a TimeSformer or a VideoMAE folder; None when it is none of these."""
+    path = Path(path)
+    if path.is_file() and path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
+        return {"name": "clip", "pretrained": str(path)}
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return None
+    kind = json.loads(config_file.read_text()).get("model_type")
+    if kind == "clip":
+        return {"name": "clip", "pretrained": str(path)}
+    if kind in VIDEO_FAMILIES:  # a video encoder alone: the demo's text tower and heads beside it
+        return {"name": "demo", "vision": {"pretrained": str(path)}}
+    return None
+
+
+def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with the fields its checkpoints fix filled in (idempotent; no weights are read for
+    transformers folders). The space-time fields (frames, tubelet, attention, inflation, pool) stay as
+    configured for a CLIP, whose image model has none."""
+    if cfg.name == "clip" and not cfg.pretrained:
+        raise ConfigError(
+            "model.name is 'clip' but model.pretrained is not set: name a local CLIP (a transformers "
+            "CLIPModel folder or an open_clip / OpenAI state-dict file)"
+        )
+    if (cfg.pretrained or cfg.vision.pretrained) and (cfg.vision.timm_model or cfg.vision.timm_checkpoint):
+        raise ConfigError(
+            "model.vision.timm_model / timm_checkpoint and a pretrained checkpoint (model.pretrained or "
+            "model.vision.pretrained) both set the visual tower; keep one"
+        )
+    if cfg.pretrained and cfg.vision.pretrained:
+        raise ConfigError(
+            "model.pretrained (a CLIP) and model.vision.pretrained (a video encoder) both set the visual "
+            "tower; keep one"
+        )
+    if cfg.pretrained:
+        config, path = read_clip_config(cfg)
+        fields = clip_convert.clip_model_fields(config, str(path))
+        if path.is_dir() and any((path / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json")):
+            fields["text"]["tokenizer"] = str(path)
+    elif cfg.vision.pretrained:
+        kind, config, path = _video_config(cfg.vision.pretrained)
+        fields = {"vision": VIDEO_FAMILIES[kind][0](config, str(path / "config.json"))}
+    else:
+        return cfg
+    return from_dict(ModelConfig, deep_merge(to_dict(cfg), fields), "model")
+
+
+# ----------------------------------------------------------------------------------------------- load
+
+
+def text_prefix(model: nn.Module) -> str:
+    """Where the text tower's CLIP text model keeps its weights: transformers 5's CLIPTextModel holds
+    them at its top level, transformers 4's under ``text_model.``."""
+    nested = any(n.startswith("text.model.text_model.") for n, _ in model.named_parameters())
+    return "text.model.text_model." if nested else "text.model."
+
+
+def fit_state(model: nn.Module, state: dict[str, Tensor], file: Path, new: tuple[str, ...] = ()) -> set[str]:
+    """Load ``state`` into ``model`` after checking it: every key must exist with the same shape, and
+    every parameter the state lacks must start with one of ``new``. Returns the names loaded."""
+    expected = model.state_dict()
+    unexpected = sorted(k for k in state if k not in expected)
+    missing = sorted(k for k in expected if k not in state and not k.startswith(new))
+    shapes = [
+        f"{k}: {tuple(v.shape)} in the file, {tuple(expected[k].shape)} in the model"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if unexpected or missing or shapes:
+        problems = [f"{len(missing)} missing ({', '.join(missing[:5])})"] if missing else []
+        problems += [f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])})"] if unexpected else []
+        problems += shapes[:5]
+        raise ConfigError(f"{file} does not fit the model its config builds: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=False)  # strictness checked above; ``new`` heads keep their init
+    return set(state)
+
+
+def load_pretrained(model: nn.Module) -> frozenset[str]:
+    """Fill ``model`` (a VideoLanguageModel built from a resolved config) from its checkpoints; returns
+    the names of the parameters that came from them (the temporal branch and heads count as new)."""
+    cfg: ModelConfig = model.cfg
+    params = {n for n, _ in model.named_parameters()}
+    if cfg.pretrained:
+        clip_state, path = read_clip(cfg)
+        state = clip_convert.clip_to_videovl(clip_state, model.visual.cfg, text_prefix(model))
+        loaded = fit_state(model, state, path, NEW_HEADS)
+        # the temporal branch is built from the image weights, not loaded: it counts as new
+        temporal = {f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()}
+        return frozenset(n for n in loaded - temporal if n in params)
+    if cfg.vision.pretrained:
+        state, path = read_video_encoder(cfg.vision.pretrained, cfg.vision.depth)
+        # a backbone without a classifier has no norm after pooling: that norm is new
+        new = ("norm.",) if cfg.vision.final_norm == "pooled" else ()
+        loaded = fit_state(model.visual, state, path, new)
+        return frozenset(f"visual.{n}" for n in loaded if f"visual.{n}" in params)
+    return frozenset()
