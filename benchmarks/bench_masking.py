@@ -218,6 +218,19 @@ def skip_fixed_encoders(config: str) -> list[str]:
     return [f"stages.{i}.steps=0" for i, s in enumerate(stages) if {"visual", "text"} <= set(s.freeze)]
 
 
+def scale_steps(config: str, scale: float) -> list[str]:
+    """Overrides that scale every stage's steps and warm-up (a shorter job when time is short)."""
+    from videovl.config import load_config
+
+    if scale == 1.0:
+        return []
+    return [
+        f"stages.{i}.{key}={max(1, round(getattr(s, key) * scale))}"
+        for i, s in enumerate(load_config(ROOT / config).stages)
+        for key in ("steps", "warmup_steps")
+    ]
+
+
 def time_to(curve: list[dict], target: float) -> float | None:
     return next((p["seconds"] for p in curve if p["R@1"] >= target - 1e-9), None)
 
@@ -295,6 +308,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--masked-config", default=MASKED_CONFIG, help="the masked recipe")
     p.add_argument(
+        "--steps-scale", type=float, default=1.0, help="scale every stage's steps (both runs) by this"
+    )
+    p.add_argument(
         "--with-align", action="store_true", help="keep stages that freeze both towers (default: skipped)"
     )
     p.add_argument("--output-dir", default="runs/bench_masking")
@@ -302,7 +318,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--run-one", help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="section.key=value overrides for both --curve runs")
     a = p.parse_args(argv)
-    a.per_config = lambda config: [] if a.with_align else skip_fixed_encoders(config)
+    a.per_config = lambda config: (
+        scale_steps(config, a.steps_scale) + ([] if a.with_align else skip_fixed_encoders(config))
+    )
     if a.run_one:
         run_one(a.masked_config, Path(a.run_one), a.overrides, a.threads)
         return {}

@@ -17,11 +17,11 @@ __all__ = [
     "Mlp",
     "PatchEmbed3D",
     "QuickGELU",
+    "SpaceTimeBlock",
     "gather_kept",
     "keep_indices",
-    "num_kept",
-    "SpaceTimeBlock",
     "make_act",
+    "num_kept",
     "resample_spatial",
     "resample_temporal",
 ]
