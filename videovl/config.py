@@ -31,6 +31,7 @@ __all__ = [
     "DataConfig",
     "LossWeights",
     "MiningConfig",
+    "MaskRatio",
     "StageConfig",
     "TrainConfig",
     "EvalConfig",
@@ -216,6 +217,15 @@ class MiningConfig:
 
 
 @dataclass
+class MaskRatio:
+    """Token dropping (FLIP): the share of each frame's patch tokens a training step leaves out of the
+    visual encoder, for video batches and image batches. A stage may write one number for both."""
+
+    video: float = 0.0
+    image: float = 0.0
+
+
+@dataclass
 class StageConfig:
     name: str = "stage"
     steps: int = 100
@@ -229,6 +239,21 @@ class StageConfig:
     losses: LossWeights = field(default_factory=LossWeights)
     freeze: list[str] = field(default_factory=list)  # any of "visual", "text", "temporal", "projections"
     mining: MiningConfig = field(default_factory=MiningConfig)
+    mask_ratio: MaskRatio | float = field(default_factory=MaskRatio)  # 0.75 or {video: 0.75, image: 0.5}
+    # Keep the same spatial positions in every frame; None: tube for divided attention (which needs it),
+    # independent per frame for joint attention.
+    mask_tube: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mask_ratio, MaskRatio):
+            self.mask_ratio = MaskRatio(video=float(self.mask_ratio), image=float(self.mask_ratio))
+        for kind in ("video", "image"):
+            ratio = getattr(self.mask_ratio, kind)
+            if not 0.0 <= ratio < 1.0:
+                raise ConfigError(
+                    f"stage '{self.name}': mask_ratio.{kind} is {ratio}; expected a share of tokens to drop "
+                    "in [0, 1) (0: no masking, 0.75: keep a quarter)"
+                )
 
 
 @dataclass

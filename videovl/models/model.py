@@ -74,12 +74,25 @@ class VideoLanguageModel(nn.Module):
 
     # ---------------------------------------------------------------------------------- encoders
 
-    def encode_video(self, x: Tensor, normalize: bool = True) -> VideoEmbedding:
+    def encode_video(
+        self,
+        x: Tensor,
+        normalize: bool = True,
+        *,
+        mask_ratio: float = 0.0,
+        generator: torch.Generator | None = None,
+        mask_tube: bool | None = None,
+    ) -> VideoEmbedding:
         """``x``: videos (B, C, T, H, W) or images (B, C, H, W); a one-frame clip (B, C, 1, H, W), as the
-        data layer delivers images, is an image."""
+        data layer delivers images, is an image.
+
+        ``mask_ratio`` > 0 drops that share of each frame's patch tokens (FLIP), at positions drawn from
+        ``generator``; ``frames`` and ``tokens`` then come from the kept tokens. Only a model in training
+        mode drops tokens: evaluation and inference always see every token.
+        """
         if x.ndim == 5 and x.shape[2] == 1:
             x = x[:, :, 0]
-        out = self.visual(x)
+        out = self.visual(x, mask_ratio if self.training else 0.0, generator, mask_tube)
         clip, frames = self.visual_proj(out.pooled), self.visual_proj(out.frames)
         if normalize:
             clip, frames = F.normalize(clip, dim=-1), F.normalize(frames, dim=-1)

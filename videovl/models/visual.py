@@ -24,6 +24,8 @@ from videovl.models.layers import (
     Mlp,
     PatchEmbed3D,
     SpaceTimeBlock,
+    gather_kept,
+    keep_indices,
     resample_spatial,
     resample_temporal,
 )
@@ -40,6 +42,9 @@ class VisualOutput(NamedTuple):
     frames: Tensor  # (B, T', W) per temporal position: mean of its patch tokens after the final norm
     tokens: Tensor  # (B, [1 +] T' * N, W) class token first, then patches in (t, h, w) order
     # With ``final_norm: pooled`` (VideoMAE) the norm applies to ``pooled`` and ``frames`` only.
+    # With token dropping: (B, T', K) indices of the spatial positions each frame kept, in (h, w) order;
+    # ``frames`` and ``tokens`` then hold only those (N above becomes K). None: every token was kept.
+    kept: Tensor | None = None
 
 
 def check_vision_config(cfg: VisionConfig) -> None:
@@ -145,7 +150,23 @@ class VisualEncoder(nn.Module):
             )
         return x
 
-    def _embed(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    def mask_tube(self, tube: bool | None) -> bool:
+        """Whether token dropping keeps the same spatial positions in every frame: ``tube``, or when it is
+        None the attention mode's default (divided: tube; joint: each frame its own random positions)."""
+        divided = self.cfg.attention == "divided"
+        if tube is None:
+            return divided
+        if divided and not tube:
+            raise ConfigError(
+                "token dropping without tube masking needs model.vision.attention: joint; divided attention "
+                "attends over time at each spatial position, so every frame must keep the same positions "
+                "(leave the stage's mask_tube unset or true)"
+            )
+        return tube
+
+    def _embed(
+        self, x: Tensor, mask_ratio: float, generator: torch.Generator | None, tube: bool | None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         x = self.patch_embed(self._lift(x))  # (B, T', H', W', D)
         b, t, gh, gw, _ = x.shape
         x = rearrange(x, "b t h w d -> b t (h w) d")
@@ -157,24 +178,35 @@ class VisualEncoder(nn.Module):
             if t > 1:  # one temporal position is an image (or one tubelet): no temporal embedding
                 pos = pos + resample_temporal(self.temporal_embed, t).unsqueeze(2)  # (1, T', N, D)
             cls_pos = self.pos_embed[:, :1]
-        x = self.norm_pre(x + pos)
+        x = x + pos
+        kept = None
+        if mask_ratio > 0:  # after the positions, so each kept token carries its place in the clip
+            kept = keep_indices(b, t, gh * gw, mask_ratio, generator, self.mask_tube(tube)).to(x.device)
+            x = gather_kept(x, kept)  # (B, T', K, D)
+        x = self.norm_pre(x)
         cls = None
         if self.cls_token is not None:
             cls = self.norm_pre(self.cls_token + cls_pos).expand(b, -1, -1)  # (B, 1, D)
-        return x, cls
+        return x, cls, kept
 
-    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Patch tokens (B, T', N, D) and class token (B, 1, D) or None, final-normed unless the norm
-        comes after pooling (``final_norm: pooled``)."""
-        x, cls = self._embed(x)
+    def _encode(
+        self,
+        x: Tensor,
+        mask_ratio: float = 0.0,
+        generator: torch.Generator | None = None,
+        tube: bool | None = None,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Patch tokens (B, T', N or K, D), class token (B, 1, D) or None, and the kept indices; final-normed
+        unless the norm comes after pooling (``final_norm: pooled``)."""
+        x, cls, kept = self._embed(x, mask_ratio, generator, tube)
         for blk in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x, cls = checkpoint(blk, x, cls, use_reentrant=False)
             else:
                 x, cls = blk(x, cls)
         if self.cfg.final_norm == "pooled":
-            return x, cls
-        return self.norm(x), (self.norm(cls) if cls is not None else None)
+            return x, cls, kept
+        return self.norm(x), (self.norm(cls) if cls is not None else None), kept
 
     @staticmethod
     def _sequence(x: Tensor, cls: Tensor | None) -> Tensor:
@@ -183,15 +215,23 @@ class VisualEncoder(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The final token sequence (B, [1 +] T' * N, W), as timm's ``forward_features``."""
-        return self._sequence(*self._encode(x))
+        return self._sequence(*self._encode(x)[:2])
 
-    def forward(self, x: Tensor) -> VisualOutput:
-        x, cls = self._encode(x)
+    def forward(
+        self,
+        x: Tensor,
+        mask_ratio: float = 0.0,
+        generator: torch.Generator | None = None,
+        tube: bool | None = None,
+    ) -> VisualOutput:
+        """Encode videos or images; ``mask_ratio`` > 0 drops that share of each frame's patch tokens
+        after the position embeddings (training only: the caller decides, ``generator`` draws which)."""
+        x, cls, kept = self._encode(x, mask_ratio, generator, tube)
         pooled = cls[:, 0] if self.cfg.pool == "cls" else x.mean(dim=(1, 2))
         frames = x.mean(dim=2)
         if self.cfg.final_norm == "pooled":
             pooled, frames = self.norm(pooled), self.norm(frames)
-        return VisualOutput(pooled=pooled, frames=frames, tokens=self._sequence(x, cls))
+        return VisualOutput(pooled=pooled, frames=frames, tokens=self._sequence(x, cls), kept=kept)
 
     # ------------------------------------------------------------------------- uniform interface
 

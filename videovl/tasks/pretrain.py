@@ -36,7 +36,7 @@ class PretrainTask(nn.Module):
                     f"loss weight {loss}={getattr(weights, loss)} needs the {head} head, but "
                     f"model.{head}.enabled is false: enable it or set the stage's losses.{loss} to 0"
                 )
-        video = model.encode_video(batch["pixels"])
+        video = model.encode_video(batch["pixels"], **batch.get("masking", {}))  # token dropping, if any
         text = model.encode_text(batch["input_ids"], batch["attention_mask"])
         scale = model.scale()
         ids = {"label_ids": batch["labels"], "text_hash": batch["text_hash"], "video_ids": batch["index"]}

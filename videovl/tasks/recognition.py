@@ -47,7 +47,8 @@ class RecognitionTask(nn.Module):
                 f"[{int(labels.min())}, {int(labels.max())}]; -1 means a sample without a label: an "
                 "action stage takes only sources of kind video-label or image-label"
             )
-        logits = self.model.action_head(self.model.encode_video(batch["pixels"]).clip)  # (B, K)
+        video = self.model.encode_video(batch["pixels"], **batch.get("masking", {}))  # token dropping, if any
+        logits = self.model.action_head(video.clip)  # (B, K)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
         acc = (logits.argmax(-1) == labels).float().mean()
         return {"loss": loss, "action_loss": loss.detach(), "action_acc": acc.detach()}

@@ -31,7 +31,7 @@ from videovl.train.data import build_eval_dataset, build_stage_data, open_batche
 from videovl.train.mining import embed_for_mining, mining_dataset, nearest_neighbours
 from videovl.train.optim import build_optimizer, describe_groups
 from videovl.train.schedule import StagedSchedule
-from videovl.train.stages import apply_freeze
+from videovl.train.stages import apply_freeze, check_masking, masking_args
 from videovl.train.state import TrainState
 
 __all__ = ["pretrain", "evaluate_retrieval", "NonFiniteLossError", "latest_checkpoint", "Validator"]
@@ -234,6 +234,7 @@ def pretrain(
     for i, stage in enumerate(cfg.stages):
         if stage.steps < 0:
             raise ConfigError(f"stages.{i}.steps is {stage.steps}; expected >= 0 (0 skips the stage)")
+        check_masking(model.visual, stage, i, cfg.data.image_size)
     while state.stage < len(cfg.stages):
         si, stage = state.stage, cfg.stages[state.stage]
         if stage.steps == 0:  # `stages.N.steps=0` on the command line leaves a stage out of a run
@@ -275,10 +276,11 @@ def pretrain(
                 batches = open_batches(
                     cfg, data, stage, collator, seed, state.stage_step * accum, rank, world, neighbours
                 )
-            for _ in range(accum):
+            for micro in range(accum):
                 modality, batch = next(batches)
                 state.bad_samples.extend(batch.pop("bad"))
                 batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                batch["masking"] = masking_args(stage, modality, cfg.train.seed, state.step, micro, rank)
                 with accelerator.accumulate(task):
                     out = task(batch, stage.losses)
                     _check_finite(accelerator, out, state.step)

@@ -1,12 +1,18 @@
-"""Per-stage freezing (OmniVL's decoupled image-then-joint schedule freezes or trains parts by stage)."""
+"""Per-stage settings of the model: freezing (OmniVL's decoupled image-then-joint schedule freezes or
+trains parts by stage) and token dropping (FLIP-style masking, with its seeded generator)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+import torch
 from torch import nn
 
-from videovl.config import ConfigError
+from videovl.config import ConfigError, StageConfig
+from videovl.models.layers import num_kept
 
-__all__ = ["FREEZABLE", "apply_freeze"]
+__all__ = ["FREEZABLE", "apply_freeze", "check_masking", "masking_args"]
 
 FREEZABLE = ("visual", "text", "temporal", "projections")
 
@@ -33,3 +39,39 @@ def apply_freeze(model: nn.Module, freeze: list[str]) -> dict[str, int]:
     model.train(model.training)  # a model that keeps locked towers in eval mode re-reads what is locked
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"trainable": trainable, "frozen": sum(p.numel() for p in model.parameters()) - trainable}
+
+
+def check_masking(visual: nn.Module, stage: StageConfig, index: int, image_size: int) -> None:
+    """Raise a ConfigError naming the stage when its masking cannot run on ``visual`` at ``image_size``."""
+    ratios = stage.mask_ratio
+    if ratios.video == 0 and ratios.image == 0:
+        return
+    where = f"stages.{index} ('{stage.name}')"
+    try:
+        visual.mask_tube(stage.mask_tube)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    side = image_size // visual.cfg.patch_size
+    for kind in ("video", "image"):
+        ratio = getattr(ratios, kind)
+        if ratio > 0 and num_kept(side * side, ratio) == 0:
+            raise ConfigError(
+                f"{where}: mask_ratio.{kind} is {ratio}, which keeps no patch token of a frame's "
+                f"{side}x{side} grid (image size {image_size}, patch {visual.cfg.patch_size}); expected at "
+                f"most {1 - 1 / (side * side):.4g}"
+            )
+
+
+def masking_args(
+    stage: StageConfig, modality: str, seed: int, step: int, micro: int, rank: int
+) -> dict[str, Any]:
+    """Keyword arguments of ``encode_video`` for one training micro-batch: the stage's ratio for the
+    batch's modality and a generator seeded from (seed, step, micro-step, rank), so a resumed run drops
+    the same tokens and each process its own. Empty when the stage does not mask."""
+    ratio = getattr(stage.mask_ratio, modality)
+    if ratio == 0:
+        return {}
+    generator = torch.Generator().manual_seed(
+        int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
+    )
+    return {"mask_ratio": ratio, "mask_tube": stage.mask_tube, "generator": generator}

@@ -2,6 +2,7 @@
 
 from videovl.models.layers.attention import Attention
 from videovl.models.layers.blocks import ATTENTION_MODES, Block, DropPath, LayerScale, SpaceTimeBlock
+from videovl.models.layers.masking import gather_kept, keep_indices, num_kept
 from videovl.models.layers.mlp import ACTIVATIONS, Mlp, QuickGELU, make_act
 from videovl.models.layers.patch_embed import PatchEmbed3D
 from videovl.models.layers.pos_embed import resample_spatial, resample_temporal
@@ -17,7 +18,10 @@ __all__ = [
     "PatchEmbed3D",
     "QuickGELU",
     "SpaceTimeBlock",
+    "gather_kept",
+    "keep_indices",
     "make_act",
+    "num_kept",
     "resample_spatial",
     "resample_temporal",
 ]
