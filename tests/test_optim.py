@@ -60,3 +60,26 @@ def test_a_fully_frozen_tower_runs_in_eval_mode_while_the_model_trains():
     assert not torch.equal(encode(), encode())  # trainable: BERT's dropout is on
     apply_freeze(model, ["text"])
     assert torch.equal(encode(), encode())  # locked: deterministic
+
+
+def test_text_unlocked_layers_train_only_the_last_layers_of_a_locked_tower():
+    import pytest
+
+    import videovl
+    from videovl.config import ConfigError
+    from videovl.data.tokenizer import fill_token_ids, load_tokenizer
+
+    cfg = videovl.model_config("test")
+    fill_token_ids(cfg.text, load_tokenizer(cfg.text))
+    model = videovl.create_model(cfg)
+    layers = model.text.model.encoder.layer  # the test size's BERT has 2
+    apply_freeze(model, ["text"], text_unlocked_layers=1)
+    assert all(p.requires_grad for p in layers[-1].parameters())
+    assert not any(p.requires_grad for p in layers[0].parameters())
+    assert not any(p.requires_grad for p in model.text.model.embeddings.parameters())
+    assert model.text.training  # partly trainable: in train mode
+    apply_freeze(model, ["text"])  # the next stage locks it fully again
+    assert not any(p.requires_grad for p in model.text.parameters())
+    for bad in ([], -1):  # needs a locked tower; no negative counts
+        with pytest.raises(ConfigError, match="text_unlocked_layers"):
+            apply_freeze(model, ["text"] if bad == -1 else [], text_unlocked_layers=bad if bad == -1 else 1)
