@@ -193,6 +193,20 @@ def test_cache_force_and_safety(tmp_path):
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
+def test_more_eval_images_cycle_the_digits_and_keep_the_default_corpus_key(tmp_path):
+    tiny = dict(train_videos=8, eval_videos=8, train_images=10)
+    default = generate_demo(tmp_path / "default", **tiny)
+    assert generate_demo(tmp_path / "default", eval_images=10, **tiny) == default  # same cache, no rebuild
+    more = generate_demo(tmp_path / "more", eval_images=25, **tiny)
+    images = read_manifest(more.image_test)
+    assert len(images) == 25 and len(read_manifest(more.image_val)) == 25
+    labels = [s.label for s in images]
+    assert sorted(set(labels)) == sorted(DIGIT_WORDS) and max(labels.count(w) for w in DIGIT_WORDS) == 3
+    assert all(s.captions == [f"a handwritten {s.label}"] for s in images)
+    # the clips do not depend on the image count
+    assert more.video_test.read_bytes() == default.video_test.read_bytes()
+
+
 def test_cli(tmp_path, capsys):
     argv = ["--root", str(tmp_path / "cli"), "--seed", "3", "--train-videos", "8", "--eval-videos", "8",
             "--train-images", "10"]  # fmt: skip

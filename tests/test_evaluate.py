@@ -118,10 +118,15 @@ def test_retrieval_keys_json_and_counts_against_a_full_matrix(ckpt, manifest, tm
     assert {k: metrics[k] for k in want} == pytest.approx(want, abs=1e-6)
 
 
-def test_rerank_of_everything_is_the_alignment_ranking_and_of_one_the_dual_encoder(ckpt, tiny_demo):
+@pytest.mark.parametrize("dual_weight", [0.0, 1.0])
+def test_rerank_of_everything_is_the_alignment_ranking_and_of_one_the_dual_encoder(
+    ckpt, tiny_demo, dual_weight
+):
     test = str(tiny_demo / "video_test.jsonl")
-    plain = top1 = _run(ckpt, "--task", "retrieval", "--manifest", test, "--rerank-k", "1")
-    everything = _run(ckpt, "--task", "retrieval", "--manifest", test, "--rerank-k", "16")
+    args = ["--task", "retrieval", "--manifest", test, "--rerank-dual-weight", str(dual_weight)]
+    plain = top1 = _run(ckpt, *args, "--rerank-k", "1")
+    everything = _run(ckpt, *args, "--rerank-k", "16")
+    assert everything["rerank/dual_weight"] == dual_weight
     keys = [k for k in plain if k.startswith(("t2v/", "v2t/"))]
     # K = 1: a true match stays first, any other keeps its dual-encoder rank
     assert {k: top1[f"rerank/{k}"] for k in keys} == pytest.approx({k: plain[k] for k in keys})
@@ -136,6 +141,8 @@ def test_rerank_of_everything_is_the_alignment_ranking_and_of_one_the_dual_encod
         text = model.encode_text(tokens["input_ids"], tokens["attention_mask"])
         pairs = [v.expand(len(samples), -1, -1) for v in videos.tokens[:, None]]  # one video, every text
         scores = torch.stack([model.match_score(text.hidden, text.mask, v) for v in pairs], 1)  # (Nt, Nv)
+        # the fused score adds the dual encoder's logit, scale * cosine, to the decoder's log-odds
+        scores = scores + dual_weight * model.scale() * text.sentence @ videos.clip.T
     want = naive_metrics(scores.double().numpy(), torch.arange(len(samples)).numpy())
     assert {k: everything[f"rerank/{k}"] for k in keys} == pytest.approx(want, abs=1e-6)
     assert any(everything[f"rerank/{k}"] != pytest.approx(plain[k]) for k in keys)  # a different ranking

@@ -266,8 +266,8 @@ def generate_demo(
     """
     # Every knob below is part of the cache key, so a corpus is rebuilt whenever one of them changes.
     params = {"version": VERSION, **{k: v for k, v in locals().items() if k not in ("root", "force")}}
-    if eval_images == 10:  # the default before the knob existed: corpora written then stay valid
-        del params["eval_images"]
+    # The default before the knob existed stays out of the key, so corpora written then stay valid.
+    keyed = {k: v for k, v in params.items() if k != "eval_images" or v != 10}
     root = Path(os.path.realpath(root))  # a symlinked root: build beside and replace its target, not the link
     bad = canvas % 2 or canvas < 32 or num_frames < 4 or min(train_videos, train_images, eval_images) < 1
     if bad or not 1 <= eval_videos <= 440:
@@ -277,7 +277,7 @@ def generate_demo(
             "even canvas >= 32 (digits are 16 px), num_frames >= 4, eval_videos in 1..440 (captions stay "
             "unique), >= 1 training and evaluation image"
         )
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
     if not force and (corpus := _cached(root, key)) is not None:
         return corpus
     # Replace only what is ours: a folder holding nothing but names this generator writes.
