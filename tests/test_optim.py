@@ -77,3 +77,26 @@ def test_pretrained_parameters_learn_at_their_own_scale_and_the_groups_name_them
     text = describe_groups(groups, full=True)
     assert "lr x0.01, weight decay 0.1, pretrained, 1 tensors: visual.0.weight" in text
     assert "visual_proj.weight" in text and ", new," in text
+
+
+def test_text_unlocked_layers_train_only_the_last_layers_of_a_locked_tower():
+    import pytest
+
+    import videovl
+    from videovl.config import ConfigError
+    from videovl.data.tokenizer import fill_token_ids, load_tokenizer
+
+    cfg = videovl.model_config("test")
+    fill_token_ids(cfg.text, load_tokenizer(cfg.text))
+    model = videovl.create_model(cfg)
+    layers = model.text.model.encoder.layer  # the test size's BERT has 2
+    apply_freeze(model, ["text"], text_unlocked_layers=1)
+    assert all(p.requires_grad for p in layers[-1].parameters())
+    assert not any(p.requires_grad for p in layers[0].parameters())
+    assert not any(p.requires_grad for p in model.text.model.embeddings.parameters())
+    assert model.text.training  # partly trainable: in train mode
+    apply_freeze(model, ["text"])  # the next stage locks it fully again
+    assert not any(p.requires_grad for p in model.text.parameters())
+    for bad in ([], -1):  # needs a locked tower; no negative counts
+        with pytest.raises(ConfigError, match="text_unlocked_layers"):
+            apply_freeze(model, ["text"] if bad == -1 else [], text_unlocked_layers=bad if bad == -1 else 1)

@@ -238,6 +238,9 @@ class StageConfig:
     min_lr_ratio: float = 0.1
     losses: LossWeights = field(default_factory=LossWeights)
     freeze: list[str] = field(default_factory=list)  # any of "visual", "text", "temporal", "projections"
+    # With "text" frozen: train the text tower's last this many transformer layers all the same (0: none).
+    # A pretrained sentence encoder blurs word order; its top layers, unlocked, learn it.
+    text_unlocked_layers: int = 0
     mining: MiningConfig = field(default_factory=MiningConfig)
     mask_ratio: MaskRatio | float = field(default_factory=MaskRatio)  # 0.75 or {video: 0.75, image: 0.5}
     # Keep the same spatial positions in every frame; None: tube for divided attention (which needs it),

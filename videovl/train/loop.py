@@ -241,7 +241,7 @@ def pretrain(
             accelerator.print(f"stage {si} '{stage.name}': 0 steps, skipped")
             state.stage += 1
             continue
-        counts = apply_freeze(model, stage.freeze)
+        counts = apply_freeze(model, stage.freeze, stage.text_unlocked_layers)
         accelerator.print(
             f"stage {si} '{stage.name}': {stage.steps} steps, {counts['trainable']:,} trainable "
             f"parameters ({counts['frozen']:,} frozen)"
