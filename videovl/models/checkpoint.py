@@ -27,7 +27,7 @@ from videovl.config import (
 )
 from videovl.models.factory import create_model, model_config
 from videovl.models.model import VideoLanguageModel
-from videovl.models.pretrained import foreign_model_config
+from videovl.models.pretrained import foreign_model_config, state_mismatch
 
 __all__ = ["save_checkpoint", "load_checkpoint", "WEIGHTS_NAME", "CONFIG_NAME"]
 
@@ -140,17 +140,8 @@ def _check_state(model: VideoLanguageModel, state: dict[str, Tensor], skip: tupl
     for name, p in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(p), set()).add(name)
     stored = {n for group in names.values() if group & state.keys() for n in group}
-    missing = sorted(k for k in expected if k not in state and k not in stored and not k.startswith(skip))
-    unexpected = sorted(k for k in state if k not in expected)
-    shapes = [
-        f"{k} is {tuple(v.shape)} in the file but {tuple(expected[k].shape)} in the model"
-        for k, v in state.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    if missing or unexpected or shapes:
-        problems = [f"{len(missing)} missing ({', '.join(missing[:5])})"] if missing else []
-        problems += [f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])})"] if unexpected else []
-        problems += shapes[:5]
+    problems = state_mismatch(expected, state, skip, stored)
+    if problems:
         raise ConfigError(
             f"{file} does not match the model its config builds: {'; '.join(problems)}. Overrides may "
             "add, drop or resize heads (num_classes, alignment, caption) but not change the towers"

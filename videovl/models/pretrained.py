@@ -272,21 +272,29 @@ def text_prefix(model: nn.Module) -> str:
     return "text.model.text_model." if nested else "text.model."
 
 
-def fit_state(model: nn.Module, state: dict[str, Tensor], file: Path, new: tuple[str, ...] = ()) -> set[str]:
-    """Load ``state`` into ``model`` after checking it: every key must exist with the same shape, and
-    every parameter the state lacks must start with one of ``new``. Returns the names loaded."""
-    expected = model.state_dict()
+def state_mismatch(
+    expected: dict[str, Tensor], state: dict[str, Tensor], skip: tuple[str, ...] = (), stored: set[str] = ()
+) -> list[str]:
+    """What keeps ``state`` from loading into a model whose state dict is ``expected``: missing keys (but
+    those starting with ``skip``, and ``stored`` ones, e.g. tied tensors kept under another name),
+    unexpected keys, and shapes that differ, each with the first few names; empty when it fits."""
+    missing = sorted(k for k in expected if k not in state and k not in stored and not k.startswith(skip))
     unexpected = sorted(k for k in state if k not in expected)
-    missing = sorted(k for k in expected if k not in state and not k.startswith(new))
     shapes = [
-        f"{k}: {tuple(v.shape)} in the file, {tuple(expected[k].shape)} in the model"
+        f"{k} is {tuple(v.shape)} in the file but {tuple(expected[k].shape)} in the model"
         for k, v in state.items()
         if k in expected and v.shape != expected[k].shape
     ]
-    if unexpected or missing or shapes:
-        problems = [f"{len(missing)} missing ({', '.join(missing[:5])})"] if missing else []
-        problems += [f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])})"] if unexpected else []
-        problems += shapes[:5]
+    problems = [f"{len(missing)} missing ({', '.join(missing[:5])})"] if missing else []
+    problems += [f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])})"] if unexpected else []
+    return problems + shapes[:5]
+
+
+def fit_state(model: nn.Module, state: dict[str, Tensor], file: Path, new: tuple[str, ...] = ()) -> set[str]:
+    """Load ``state`` into ``model`` after checking it: every key must exist with the same shape, and
+    every parameter the state lacks must start with one of ``new``. Returns the names loaded."""
+    problems = state_mismatch(model.state_dict(), state, skip=new)
+    if problems:
         raise ConfigError(f"{file} does not fit the model its config builds: {'; '.join(problems)}")
     model.load_state_dict(state, strict=False)  # strictness checked above; ``new`` heads keep their init
     return set(state)
