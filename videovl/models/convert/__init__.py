@@ -7,6 +7,8 @@ a model or touch a file: key renames, reshapes and folds sit in one readable pla
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -18,6 +20,7 @@ __all__ = [
     "act_from_hf",
     "act_to_hf",
     "add_temporal_branch",
+    "hf_vit_fields",
     "deflate_patch_kernel",
     "rename",
 ]
@@ -47,6 +50,26 @@ def act_from_hf(name: str, where: str) -> str:
             f"{sorted(set(HF_ACTIVATIONS))})"
         )
     return HF_ACTIVATIONS[name]
+
+
+def hf_vit_fields(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """The VisionConfig fields that transformers' BERT-style video ViTs (TimeSformer, VideoMAE) name alike;
+    each family adds its own (attention, tubelets, class token, positions, pooling)."""
+    return {
+        "image_size": config["image_size"],
+        "patch_size": config["patch_size"],
+        "num_frames": config["num_frames"],
+        "in_chans": config.get("num_channels", 3),
+        "width": config["hidden_size"],
+        "depth": config["num_hidden_layers"],
+        "heads": config["num_attention_heads"],
+        "mlp_ratio": config["intermediate_size"] / config["hidden_size"],
+        "pre_norm": False,
+        "norm_eps": config["layer_norm_eps"],
+        "act": act_from_hf(config["hidden_act"], f"{where} hidden_act"),
+        "qk_norm": False,
+        "layer_scale": None,
+    }
 
 
 def act_to_hf(name: str) -> str:

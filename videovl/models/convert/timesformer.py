@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from videovl.config import ConfigError
-from videovl.models.convert import HF_VIT_LAYER, act_from_hf, act_to_hf, rename
+from videovl.models.convert import HF_VIT_LAYER, act_to_hf, hf_vit_fields, rename
 
 __all__ = ["timesformer_vision_fields", "timesformer_to_videovl", "videovl_to_timesformer"]
 
@@ -31,25 +31,12 @@ def timesformer_vision_fields(config: dict[str, Any], where: str) -> dict[str, A
             f"{where}: TimeSformer attention_type '{kind}' has no videovl equivalent (videovl has "
             f"{sorted(_ATTENTION)})"
         )
-    return {
-        "image_size": config["image_size"],
-        "patch_size": config["patch_size"],
+    return hf_vit_fields(config, where) | {
         "tubelet_size": 1,
-        "num_frames": config["num_frames"],
-        "in_chans": config.get("num_channels", 3),
-        "width": config["hidden_size"],
-        "depth": config["num_hidden_layers"],
-        "heads": config["num_attention_heads"],
-        "mlp_ratio": config["intermediate_size"] / config["hidden_size"],
         "qkv_bias": config.get("qkv_bias", True),
         "attention": _ATTENTION[kind],
         "pool": "cls",
         "class_token": True,
-        "pre_norm": False,
-        "norm_eps": config["layer_norm_eps"],
-        "act": act_from_hf(config["hidden_act"], f"{where} hidden_act"),
-        "qk_norm": False,
-        "layer_scale": None,
         "pos_embed": "learned",
         "final_norm": "tokens",
     }

@@ -14,31 +14,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from videovl.models.convert import HF_VIT_LAYER, act_from_hf, rename
+from videovl.models.convert import HF_VIT_LAYER, hf_vit_fields, rename
 
 __all__ = ["videomae_vision_fields", "videomae_to_videovl"]
 
 
 def videomae_vision_fields(config: dict[str, Any], where: str) -> dict[str, Any]:
-    return {
-        "image_size": config["image_size"],
-        "patch_size": config["patch_size"],
+    return hf_vit_fields(config, where) | {
         "tubelet_size": config["tubelet_size"],
-        "num_frames": config["num_frames"],
-        "in_chans": config.get("num_channels", 3),
-        "width": config["hidden_size"],
-        "depth": config["num_hidden_layers"],
-        "heads": config["num_attention_heads"],
-        "mlp_ratio": config["intermediate_size"] / config["hidden_size"],
         "qkv_bias": True,  # query and value biases; the key's is zero
         "attention": "joint",
         "pool": "mean",
         "class_token": False,
-        "pre_norm": False,
-        "norm_eps": config["layer_norm_eps"],
-        "act": act_from_hf(config["hidden_act"], f"{where} hidden_act"),
-        "qk_norm": False,
-        "layer_scale": None,
         "pos_embed": "sinusoidal",
         "final_norm": "pooled" if config.get("use_mean_pooling", True) else "tokens",
     }
