@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from videovl.eval import average_views, classification_metrics, mean_class_accuracy, topk_accuracy
+from videovl.data.demo import MOTION_CLASSES
+from videovl.eval import (
+    average_views,
+    classification_metrics,
+    mean_class_accuracy,
+    order_pair_accuracy,
+    order_partners,
+    topk_accuracy,
+)
 
 
 def test_topk_and_mean_class_accuracy_match_loops():
@@ -69,3 +77,29 @@ def test_a_confidently_wrong_clip_is_not_rescued_by_underflow_ties():
 def test_bad_labels_are_named():
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         mean_class_accuracy(torch.randn(2, 3), torch.tensor([0, 3]))
+
+
+def test_order_partners_are_the_same_words_in_another_order():
+    assert order_partners(MOTION_CLASSES) == {0: [7], 7: [0], 1: [6], 6: [1], 2: [5], 5: [2], 3: [4], 4: [3]}
+    ssv2 = [
+        "Pushing something from left to right",
+        "Pushing something from right to left",
+        "Opening something",
+    ]
+    assert order_partners(ssv2) == {0: [1], 1: [0]}
+    assert order_partners(["a", "b"]) == {}
+
+
+def test_order_pair_accuracy_counts_only_the_partner():
+    classes = ["left then up", "up then left", "down then right"]
+    scores = torch.tensor(
+        [
+            [0.5, 0.4, 0.9],  # true 0 beats its partner 1 (though class 2 wins top-1): correct
+            [0.6, 0.3, 0.1],  # true 1 loses to its partner 0: wrong
+            [0.2, 0.2, 0.3],  # class 2 has no partner: not counted
+            [0.7, 0.7, 0.0],  # a tie with the partner is not a win
+        ]
+    )
+    out = order_pair_accuracy(scores, torch.tensor([0, 1, 2, 0]), classes)
+    assert out == {"action/order_pair_acc": 100 / 3, "action/order_pair_samples": 3.0}
+    assert order_pair_accuracy(scores[:, :1], torch.tensor([0, 0, 0, 0]), ["x"]) == {}

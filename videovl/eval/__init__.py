@@ -5,6 +5,8 @@ from videovl.eval.classification import (
     average_views,
     classification_metrics,
     mean_class_accuracy,
+    order_pair_accuracy,
+    order_partners,
     topk_accuracy,
 )
 from videovl.eval.retrieval import (
@@ -19,6 +21,8 @@ __all__ = [
     "average_views",
     "classification_metrics",
     "mean_class_accuracy",
+    "order_pair_accuracy",
+    "order_partners",
     "rank_metrics",
     "rerank_topk",
     "retrieval_metrics",

@@ -12,7 +12,14 @@ import warnings
 import torch
 from torch import Tensor
 
-__all__ = ["average_views", "topk_accuracy", "mean_class_accuracy", "classification_metrics"]
+__all__ = [
+    "average_views",
+    "topk_accuracy",
+    "mean_class_accuracy",
+    "classification_metrics",
+    "order_partners",
+    "order_pair_accuracy",
+]
 
 
 def _ranks(scores: Tensor, labels: Tensor) -> Tensor:
@@ -52,6 +59,34 @@ def mean_class_accuracy(scores: Tensor, labels: Tensor) -> dict[str, float]:
 def classification_metrics(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Top-k accuracies and mean class accuracy in one flat dict."""
     return topk_accuracy(scores, labels, ks) | mean_class_accuracy(scores, labels)
+
+
+def order_partners(classes: list[str] | tuple[str, ...]) -> dict[int, list[int]]:
+    """Class id -> the ids of the classes whose names hold the same words in another order ("left then
+    up" and "up then left"; Something-Something's "pushing something from left to right" and "... from
+    right to left"). Only classes that have such a partner appear."""
+    by_words: dict[tuple[str, ...], list[int]] = {}
+    for i, name in enumerate(classes):
+        by_words.setdefault(tuple(sorted(name.lower().split())), []).append(i)
+    return {i: [j for j in ids if j != i] for ids in by_words.values() if len(ids) > 1 for i in ids}
+
+
+def order_pair_accuracy(
+    scores: Tensor, labels: Tensor, classes: list[str] | tuple[str, ...]
+) -> dict[str, float]:
+    """How often a sample's true class scores strictly above every class named by the same words in
+    another order (:func:`order_partners`), over the samples whose class has such a partner, in percent
+    (chance 50 % for pairs): word order alone separates those classes, so a model that reads words as a
+    bag, or frames as a set, sits at chance. Empty when no class has a partner."""
+    partners = order_partners(classes)
+    rows = [i for i, y in enumerate(labels.tolist()) if y in partners]
+    if not rows:
+        return {}
+    correct = [bool((scores[i, labels[i]] > scores[i, partners[int(labels[i])]]).all()) for i in rows]
+    return {
+        "action/order_pair_acc": 100.0 * sum(correct) / len(rows),
+        "action/order_pair_samples": float(len(rows)),
+    }
 
 
 def average_views(

@@ -36,7 +36,7 @@ from videovl.data.tokenizer import decode
 from videovl.distributed import get_rank, get_world_size
 from videovl.eval.benchmarks import EvalSet
 from videovl.eval.captioning import score_captions
-from videovl.eval.classification import average_views, classification_metrics
+from videovl.eval.classification import average_views, classification_metrics, order_pair_accuracy
 from videovl.eval.embed import gather_in_order, shard_indices
 from videovl.eval.retrieval import rerank_topk, retrieval_metrics
 from videovl.models.action import class_embeddings_from_prompts, zero_shot_logits
@@ -252,9 +252,10 @@ class Evaluator:
         views: tuple[int, int] = (1, 1),
         predictions_out: str | Path | None = None,
     ) -> dict[str, float]:
-        """Top-1, top-5 and mean class accuracy over ``views`` = (temporal clips, spatial crops) per video,
-        averaged after softmax. ``mode``: ``zero-shot`` (class-name prompts through the text tower) or
-        ``head`` (the fine-tuned ``model.action_head``, whose outputs are ``classes`` in order).
+        """Top-1, top-5 and mean class accuracy (and, where class names differ only by word order, the
+        accuracy on those pairs: ``order_pair_accuracy``) over ``views`` = (temporal clips, spatial crops)
+        per video, averaged after softmax. ``mode``: ``zero-shot`` (class-name prompts through the text
+        tower) or ``head`` (the fine-tuned ``model.action_head``, whose outputs are ``classes`` in order).
         ``predictions_out``: also write, per readable video, its id, label, predicted class and top-5
         (class, probability) pairs as JSON, for error analysis (confusions between given classes)."""
         model = self.model
@@ -307,7 +308,8 @@ class Evaluator:
             "data/views": float(dataset.views),
             "data/classes": float(len(classes)),
         }
-        return classification_metrics(probs, labels) | counts | self._counts(data, read)
+        metrics = classification_metrics(probs, labels) | order_pair_accuracy(probs, labels, classes)
+        return metrics | counts | self._counts(data, read)
 
     # ------------------------------------------------------------------------------------------ caption
 
