@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from videovl.config import AlignmentConfig, CaptionConfig
 from videovl.models.action import ActionHead, class_embeddings_from_prompts, zero_shot_logits
 from videovl.models.alignment import AlignmentDecoder
-from videovl.models.caption import CaptionDecoder
+from videovl.models.caption import CaptionDecoder, target_positions
 from videovl.models.layers.decoder import DecoderBlock
 
 VOCAB, PAD, BOS, EOS = 16, 0, 1, 2  # BERT order: [PAD] first, then [CLS] as bos and [SEP] as eos
@@ -127,6 +127,18 @@ def test_caption_shapes_gradients_and_tying():
     assert caption_decoder(tie=False).lm_head.weight is not caption_decoder(tie=False).token_embed.weight
     with pytest.raises(ValueError, match="13 tokens exceeds model.caption.max_length=12"):
         model(torch.ones(1, 13, dtype=torch.long), None, torch.randn(1, 5, 24))
+
+
+def test_caption_positions_project_only_the_real_targets():
+    torch.manual_seed(0)
+    model = caption_decoder().eval()
+    ids, mask, memory = torch.randint(3, VOCAB, (2, 7)), torch.ones(2, 7), torch.randn(2, 5, 24)
+    mask[1, 4:] = 0
+    positions = target_positions(mask)
+    assert positions.tolist() == [[1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0, 0]]
+    packed = model(ids, mask, memory, positions=positions)
+    assert packed.shape == (9, VOCAB)
+    torch.testing.assert_close(packed, model(ids, mask, memory)[positions])
 
 
 def test_caption_is_causal_and_ignores_padding():

@@ -196,3 +196,8 @@ def test_caption_loss_ignores_padding_and_matches_naive():
     assert caption_loss(logits2, ids2, mask)["caption_loss"].item() == pytest.approx(out.item(), abs=1e-6)
     smoothed = caption_loss(logits, ids, mask, label_smoothing=0.1)["caption_loss"]
     assert smoothed.item() != pytest.approx(out.item())
+    # packed: only the rows whose target is real, as the decoder returns them with positions=...
+    packed = logits[F.pad(mask[:, 1:].bool(), (0, 1))]
+    assert caption_loss(packed, ids, mask)["caption_loss"].item() == pytest.approx(out.item(), abs=1e-6)
+    with pytest.raises(ValueError, match="packed logits have 5 rows but the batch has 8"):
+        caption_loss(packed[:5], ids, mask)

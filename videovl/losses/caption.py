@@ -14,21 +14,31 @@ def caption_loss(
     """``logits`` (B, L, V) from the decoder fed ``input_ids`` (B, L); ``logits[:, i]`` predicts
     ``input_ids[:, i + 1]``. Positions whose *target* is padding (``attention_mask == 0``) are ignored, and
     the mean is over the batch's real target tokens, so long captions weigh more than short ones (as in
-    BLIP's decoder). Returns ``{"caption_loss"}`` (0 if the batch has no target token)."""
-    if logits.shape[:2] != input_ids.shape or attention_mask.shape != input_ids.shape:
+    BLIP's decoder). ``logits`` may also come packed, (R, V): only the R positions whose target is real,
+    in row-major order (``CaptionDecoder(..., positions=target_positions(mask))``); the loss is the same.
+    Returns ``{"caption_loss"}`` (0 if the batch has no target token)."""
+    if attention_mask.shape != input_ids.shape:
         raise ValueError(
-            f"logits {tuple(logits.shape)} must be (B, L, V) with input_ids and attention_mask "
-            f"(B, L); got input_ids {tuple(input_ids.shape)}, mask {tuple(attention_mask.shape)}"
+            f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} differ"
         )
     real = attention_mask[:, 1:].bool()  # (B, L-1)
-    # Ignored targets contribute 0, whatever id the tokenizer pads with.
-    targets = input_ids[:, 1:].masked_fill(~real, -100)
-    per_token = F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(),
-        targets.flatten(),
-        ignore_index=-100,
-        reduction="none",
-        label_smoothing=label_smoothing,
-    )  # (B * (L-1),)
-    loss = per_token.sum() / real.sum().clamp_min(1)
-    return {"caption_loss": loss}
+    if logits.ndim == 2:  # packed
+        if logits.shape[0] != int(real.sum()):
+            raise ValueError(
+                f"packed logits have {logits.shape[0]} rows but the batch has {int(real.sum())} real target "
+                "tokens; pass the decoder positions=target_positions(attention_mask)"
+            )
+        logits, targets = logits.float(), input_ids[:, 1:][real]
+    elif logits.shape[:2] == input_ids.shape:
+        # Ignored targets contribute 0, whatever id the tokenizer pads with.
+        logits = logits[:, :-1].flatten(0, 1).float()
+        targets = input_ids[:, 1:].masked_fill(~real, -100).flatten()
+    else:
+        raise ValueError(
+            f"logits {tuple(logits.shape)} must be (B, L, V) with input_ids (B, L) = "
+            f"{tuple(input_ids.shape)}, or packed (R, V)"
+        )
+    total = F.cross_entropy(
+        logits, targets, ignore_index=-100, reduction="sum", label_smoothing=label_smoothing
+    )
+    return {"caption_loss": total / real.sum().clamp_min(1)}

@@ -14,7 +14,12 @@ from torch import Tensor, nn
 from videovl.config import CaptionConfig
 from videovl.models.layers.decoder import DecoderBlock, init_weights
 
-__all__ = ["CaptionDecoder"]
+__all__ = ["CaptionDecoder", "target_positions"]
+
+
+def target_positions(attention_mask: Tensor) -> Tensor:
+    """(B, L) bool: the positions whose next token is real, i.e. whose logits teacher forcing scores."""
+    return F.pad(attention_mask[:, 1:].bool(), (0, 1))
 
 
 class CaptionDecoder(nn.Module):
@@ -44,9 +49,21 @@ class CaptionDecoder(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed"}
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None, visual_tokens: Tensor) -> Tensor:
-        """``input_ids`` (B, L), ``attention_mask`` (B, L), ``visual_tokens`` (B, N, Wv) -> (B, L, V)."""
-        return self.lm_head(self._hidden(input_ids, attention_mask, self.visual_proj(visual_tokens)))
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        visual_tokens: Tensor,
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """``input_ids`` (B, L), ``attention_mask`` (B, L), ``visual_tokens`` (B, N, Wv) -> (B, L, V).
+
+        ``positions`` (B, L) bool: only those positions go through the vocabulary projection, and the
+        logits come back packed, (R, V) in row-major order. Training passes the positions whose next token
+        is real (:func:`target_positions`): with a 30k vocabulary the projection of padding was a large
+        share of a demo step."""
+        hidden = self._hidden(input_ids, attention_mask, self.visual_proj(visual_tokens))
+        return self.lm_head(hidden if positions is None else hidden[positions])
 
     def _hidden(self, ids: Tensor, mask: Tensor | None, memory: Tensor) -> Tensor:
         length = ids.shape[1]

@@ -15,6 +15,7 @@ from videovl.distributed import gather_no_grad, gather_with_grad
 from videovl.losses.caption import caption_loss
 from videovl.losses.contrastive import ContrastiveLoss, FrameContrastiveLoss, positive_mask
 from videovl.losses.itm import itm_loss, sample_hard_negatives
+from videovl.models.caption import target_positions
 from videovl.models.model import VideoLanguageModel
 
 __all__ = ["PretrainTask"]
@@ -55,7 +56,7 @@ class PretrainTask(nn.Module):
             # longer captions are learnt up to caption.max_length tokens rather than failing the step.
             length = model.cfg.caption.max_length
             ids, mask = batch["input_ids"][:, :length], batch["attention_mask"][:, :length]
-            logits = model.caption(ids, mask, video.tokens)
+            logits = model.caption(ids, mask, video.tokens, positions=target_positions(mask))  # (R, V)
             out.update(caption_loss(logits, ids, mask))
             loss = loss + weights.caption * out["caption_loss"]
         out["loss"] = loss
