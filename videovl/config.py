@@ -99,9 +99,6 @@ class TextConfig:
     tokenizer: str | None = None  # defaults to ``model``; required when only ``config`` is given
     pool: str = "mean"  # "mean" over tokens (sentence-transformers), "cls", or "eot" (CLIP: the model's own)
     max_length: int = 32
-    # New self-attention layers (with their own positions) over the tower's token states, trained even
-    # when the tower is locked: they let a locked pretrained tower's sentences depend on word order.
-    head_layers: int = 0
     grad_checkpointing: bool = False
     # Filled from the tokenizer when a model is built, so a checkpoint's config rebuilds heads without it.
     vocab_size: int | None = None
@@ -240,9 +237,7 @@ class StageConfig:
     warmup_steps: int = 10
     min_lr_ratio: float = 0.1
     losses: LossWeights = field(default_factory=LossWeights)
-    # Any of "visual", "text" (the tower; its head, if any, still learns), "text_head", "temporal",
-    # "projections" (the joint space, text head included).
-    freeze: list[str] = field(default_factory=list)
+    freeze: list[str] = field(default_factory=list)  # any of "visual", "text", "temporal", "projections"
     # With "text" frozen: train the text tower's last this many transformer layers all the same (0: none).
     # A pretrained sentence encoder blurs word order; its top layers, unlocked, learn it.
     text_unlocked_layers: int = 0
@@ -276,9 +271,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
     grad_accum: int = 1
-    # "no", "bf16" or "fp16" (Accelerate's names), or "auto": bf16 where the device computes in it natively
-    # (a GPU that supports it, a CPU with avx512_bf16 / amx_bf16), else fp32.
-    mixed_precision: str = "no"
+    mixed_precision: str = "no"  # "no", "bf16" or "fp16" (Accelerate's names)
     log_every: int = 10
     eval_every: int = 0  # 0: at the end of each stage only
     save_every: int = 0  # 0: at the end of each stage only

@@ -32,12 +32,6 @@ def export_clip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     """Write ``folder`` as a ``CLIPModel`` (config.json, model.safetensors); returns the keys left out."""
     from transformers import CLIPConfig, CLIPModel
 
-    if model.text_head is not None:
-        raise ConfigError(
-            "this model has a text head (model.text.head_layers > 0) between its text tower and the joint "
-            "space, which a CLIPModel has no place for: its text features would change; export the visual "
-            "tower (timm or timesformer) instead"
-        )
     state, config, left_out = videovl_to_clip(
         model.state_dict(), model.visual.cfg, model.text.hf_config(), model.cfg.embed_dim, text_prefix(model)
     )

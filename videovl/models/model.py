@@ -18,7 +18,7 @@ from videovl.models.alignment import AlignmentDecoder
 from videovl.models.caption import CaptionDecoder
 from videovl.models.inflate import from_timm
 from videovl.models.matching import AGGREGATIONS, frame_similarity, global_similarity, word_frame_similarity
-from videovl.models.text import TextEncoder, TextHead
+from videovl.models.text import TextEncoder
 from videovl.models.visual import VisualEncoder
 
 __all__ = ["VideoLanguageModel", "VideoEmbedding", "TextEmbedding"]
@@ -46,10 +46,6 @@ class VideoLanguageModel(nn.Module):
         uses_timm = cfg.vision.timm_model or cfg.vision.timm_checkpoint
         self.visual = from_timm(cfg.vision) if uses_timm else VisualEncoder(cfg.vision)
         self.text = TextEncoder(cfg.text)
-        t = cfg.text
-        self.text_head = (
-            TextHead(self.text.width, t.head_layers, t.max_length, t.pool) if t.head_layers > 0 else None
-        )
         self.visual_proj = nn.Linear(self.visual.width, cfg.embed_dim, bias=False)
         self.text_proj = nn.Linear(self.text.width, cfg.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
@@ -104,13 +100,10 @@ class VideoLanguageModel(nn.Module):
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor, normalize: bool = True) -> TextEmbedding:
         out = self.text(input_ids, attention_mask)
-        hidden, pooled = out.hidden, out.pooled
-        if self.text_head is not None:
-            hidden, pooled = self.text_head(hidden, out.mask)
-        sentence, words = self.text_proj(pooled), self.text_proj(hidden)
+        sentence, words = self.text_proj(out.pooled), self.text_proj(out.hidden)
         if normalize:
             sentence, words = F.normalize(sentence, dim=-1), F.normalize(words, dim=-1)
-        return TextEmbedding(sentence, words, hidden, out.mask)
+        return TextEmbedding(sentence, words, out.hidden, out.mask)
 
     def forward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor):
         return self.encode_video(pixels), self.encode_text(input_ids, attention_mask)
@@ -178,7 +171,7 @@ class VideoLanguageModel(nn.Module):
     def no_weight_decay(self) -> set[str]:
         names = {f"visual.{n}" for n in self.visual.no_weight_decay()}
         names |= {f"text.{n}" for n in self.text.no_weight_decay()}
-        for head_name in ("text_head", "alignment", "caption", "action_head"):
+        for head_name in ("alignment", "caption", "action_head"):
             head = getattr(self, head_name)
             if hasattr(head, "no_weight_decay"):  # heads may declare their own (the caption positions)
                 names |= {f"{head_name}.{n}" for n in head.no_weight_decay()}

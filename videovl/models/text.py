@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import torch
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel
 
 from videovl.config import ConfigError, TextConfig, resolve_path
-from videovl.models.layers.decoder import DecoderBlock, init_weights
 
-__all__ = ["TextEncoder", "TextHead", "TextOutput", "POOLS", "pool_tokens"]
+__all__ = ["TextEncoder", "TextOutput", "POOLS"]
 
 # "eot": the model's own pooled output; for CLIP's text model, the end-of-text token's final state, found
 # as transformers finds it.
@@ -72,8 +70,11 @@ class TextEncoder(nn.Module):
                     f"model.text.pool is 'eot' but {type(self.model).__name__} has no pooled output; "
                     "use 'mean' or 'cls'"
                 )
+        elif self.cfg.pool == "cls":
+            pooled = hidden[:, 0]
         else:
-            pooled = pool_tokens(hidden, attention_mask, self.cfg.pool)
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
         return TextOutput(pooled, hidden, attention_mask)
 
     forward_features = forward
@@ -106,61 +107,6 @@ class TextEncoder(nn.Module):
         for layer in layers[-unlocked_layers:]:
             for p in layer.parameters():
                 p.requires_grad_(True)
-
-
-def pool_tokens(hidden: Tensor, mask: Tensor, how: str) -> Tensor:
-    """(B, L, W) token states -> (B, W): the first token's (``cls``) or the mean of the real ones."""
-    if how == "cls":
-        return hidden[:, 0]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
-
-
-class TextHead(nn.Module):
-    """New self-attention layers over a text tower's token states, with their own learned positions.
-
-    A pretrained sentence encoder pools its tokens into a vector that barely changes when two words swap
-    ("moves left, then up" and "... up, then left" are at cosine 0.988 in MiniLM), and a locked tower
-    cannot learn otherwise. The head is trained while the tower stays locked: its position embeddings
-    are added to the token states and its layers can mix words by where they stand. Every layer's output
-    projections start at zero, so a new head passes the tower's states on unchanged, plus positions.
-    """
-
-    def __init__(self, width: int, depth: int, max_length: int, pool: str) -> None:
-        super().__init__()
-        if pool not in ("mean", "cls"):
-            raise ConfigError(
-                f"model.text.head_layers needs model.text.pool 'mean' or 'cls' (the head pools its own "
-                f"output), not '{pool}'"
-            )
-        heads = max(1, width // 64)
-        if width % heads:
-            raise ConfigError(f"model.text.head_layers: text width {width} is not divisible by {heads} heads")
-        self.pool = pool
-        self.pos_embed = nn.Parameter(torch.zeros(1, max_length, width))
-        self.blocks = nn.ModuleList(DecoderBlock(width, heads, cross_attention=False) for _ in range(depth))
-        self.apply(init_weights)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        for blk in self.blocks:
-            for out in (blk.self_attn.proj, blk.mlp[-1]):
-                nn.init.zeros_(out.weight)
-                nn.init.zeros_(out.bias)
-
-    def forward(self, hidden: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Token states (B, L, W) and mask (B, L) -> new token states (B, L, W) and their pooled (B, W)."""
-        length = hidden.shape[1]
-        if length > self.pos_embed.shape[1]:
-            raise ValueError(
-                f"text of {length} tokens is longer than the text head's {self.pos_embed.shape[1]} positions "
-                "(model.text.max_length)"
-            )
-        x = hidden + self.pos_embed[:, :length].to(hidden.dtype)
-        for blk in self.blocks:
-            x = blk(x, None, mask)
-        return x, pool_tokens(x, mask, self.pool)
-
-    def no_weight_decay(self) -> set[str]:
-        return {n for n, p in self.named_parameters() if p.ndim < 2 or n == "pos_embed"}
 
 
 def _layer_list(model: nn.Module) -> nn.ModuleList:

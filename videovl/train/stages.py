@@ -14,7 +14,7 @@ from videovl.models.layers import num_kept
 
 __all__ = ["FREEZABLE", "apply_freeze", "check_masking", "masking_args"]
 
-FREEZABLE = ("visual", "text", "text_head", "temporal", "projections")
+FREEZABLE = ("visual", "text", "temporal", "projections")
 
 
 def apply_freeze(model: nn.Module, freeze: list[str], text_unlocked_layers: int = 0) -> dict[str, int]:
@@ -42,10 +42,6 @@ def apply_freeze(model: nn.Module, freeze: list[str], text_unlocked_layers: int 
     if "projections" in freeze:  # the joint space: with visual and text frozen, a linear probe
         for p in (*model.visual_proj.parameters(), *model.text_proj.parameters(), model.logit_scale):
             p.requires_grad_(False)
-        if getattr(model, "text_head", None) is not None:  # the text side's way into the joint space
-            model.text_head.requires_grad_(False)
-    if "text_head" in freeze and getattr(model, "text_head", None) is not None:
-        model.text_head.requires_grad_(False)
     if "temporal" in freeze:
         for p in model.visual.temporal_parameters():
             p.requires_grad_(False)

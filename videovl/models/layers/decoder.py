@@ -1,9 +1,8 @@
 """Transformer decoder block: pre-norm self-attention, cross-attention to a memory sequence, MLP.
 
 Shared by the alignment (ITM) head, where self-attention is bidirectional, and the caption decoder, where
-it is causal; without cross-attention it is the encoder block of the text head (``videovl.models.text``).
-Text is right-padded: ``mask`` is ``(B, L)`` with 1 for real tokens. The memory (visual tokens) is already
-projected to the block's width; ``memory_mask`` is ``(B, N)`` and optional.
+it is causal. Text is right-padded: ``mask`` is ``(B, L)`` with 1 for real tokens. The memory (visual
+tokens) is already projected to the block's width; ``memory_mask`` is ``(B, N)`` and optional.
 
 Generation recomputes the whole prefix at every step instead of keeping a key/value cache: captions are
 short (tens of tokens), and the block stays free of cache bookkeeping and beam reordering.
@@ -64,36 +63,25 @@ class _Attention(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """``x + SelfAttn(LN(x))``, then ``x + CrossAttn(LN(x), memory)``, then ``x + MLP(LN(x))``; with
-    ``cross_attention=False`` the middle step is left out and ``memory`` must be None."""
+    """``x + SelfAttn(LN(x))``, then ``x + CrossAttn(LN(x), memory)``, then ``x + MLP(LN(x))``."""
 
-    def __init__(
-        self,
-        width: int,
-        heads: int,
-        mlp_ratio: float = 4.0,
-        causal: bool = False,
-        cross_attention: bool = True,
-    ) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, causal: bool = False) -> None:
         super().__init__()
         self.causal = causal
         self.norm1 = nn.LayerNorm(width)
         self.self_attn = _Attention(width, heads)
-        self.norm2 = nn.LayerNorm(width) if cross_attention else None
-        self.cross_attn = _Attention(width, heads) if cross_attention else None
+        self.norm2 = nn.LayerNorm(width)
+        self.cross_attn = _Attention(width, heads)
         self.norm3 = nn.LayerNorm(width)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
     def forward(
-        self, x: Tensor, memory: Tensor | None, mask: Tensor | None = None, memory_mask: Tensor | None = None
+        self, x: Tensor, memory: Tensor, mask: Tensor | None = None, memory_mask: Tensor | None = None
     ) -> Tensor:
-        """``x`` (B, L, W), ``memory`` (B, N, W) or None without cross-attention -> (B, L, W)."""
-        if (memory is None) != (self.cross_attn is None):
-            raise ValueError("memory must be given exactly when the block has cross-attention")
+        """``x`` (B, L, W), ``memory`` (B, N, W) -> (B, L, W)."""
         h = self.norm1(x)
         x = x + self.self_attn(h, h, self_attention_mask(mask, x.shape[1], self.causal), self.causal)
-        if self.cross_attn is not None:
-            cross_mask = None if memory_mask is None else memory_mask.bool()[:, None, None, :]  # (B, 1, 1, N)
-            x = x + self.cross_attn(self.norm2(x), memory, cross_mask)
+        cross_mask = None if memory_mask is None else memory_mask.bool()[:, None, None, :]  # (B, 1, 1, N)
+        x = x + self.cross_attn(self.norm2(x), memory, cross_mask)
         return x + self.mlp(self.norm3(x))
