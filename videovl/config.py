@@ -271,7 +271,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
     grad_accum: int = 1
-    mixed_precision: str = "no"  # "no", "bf16" or "fp16" (Accelerate's names)
+    # "no", "bf16" or "fp16" (Accelerate's names), or "auto": bf16 where the device computes in it natively
+    # (a GPU that supports it, a CPU with avx512_bf16 / amx_bf16), else fp32.
+    mixed_precision: str = "no"
     log_every: int = 10
     eval_every: int = 0  # 0: at the end of each stage only
     save_every: int = 0  # 0: at the end of each stage only
