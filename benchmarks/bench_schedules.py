@@ -14,7 +14,8 @@ encoder), zero-shot motion top-1 (prompt "the digit moves {label}", 8 classes, 4
 differ only by time order) and, for what the run kept of images, zero-shot digit top-1 on held-out images
 (prompt "a handwritten {label}", 10 classes; the corpus is written with ``--eval-images`` test images, so
 one image is not 10 points). The table gives each seed and the mean. Extra ``section.key=value``
-arguments go to every run.
+arguments go to every run. A run whose ``model/`` folder is already written is scored, not retrained, so
+an interrupted benchmark continues where it stopped (delete ``--output-dir`` to start over).
 """
 
 from __future__ import annotations
@@ -107,7 +108,10 @@ def main(argv=None) -> dict:
         for name, schedule in chosen.items():
             run = out / f"{name.split()[0]}_seed{seed}"
             overrides = [*common, *schedule(total), f"train.seed={seed}", f"train.output_dir={run}"]
-            train(f"{name}, seed {seed}", run, overrides, a.config)
+            if (run / "model" / "config.yaml").is_file():  # finished by an earlier, interrupted invocation
+                print(f"[{name}, seed {seed}] reusing the finished run in {run}", flush=True)
+            else:
+                train(f"{name}, seed {seed}", run, overrides, a.config)
             results.setdefault(name, {})[seed] = evaluate(run / "model", root, run)
             print(f"[{name}, seed {seed}] {results[name][seed]}", flush=True)
     report(results)
