@@ -21,7 +21,9 @@ from videovl.models.matching import AGGREGATIONS, frame_similarity, global_simil
 from videovl.models.text import TextEncoder
 from videovl.models.visual import VisualEncoder
 
-__all__ = ["VideoLanguageModel", "VideoEmbedding", "TextEmbedding"]
+__all__ = ["VideoLanguageModel", "VideoEmbedding", "TextEmbedding", "CLIP_POOLS"]
+
+CLIP_POOLS = ("encoder", "ordered")
 
 
 class VideoEmbedding(NamedTuple):
@@ -47,6 +49,12 @@ class VideoLanguageModel(nn.Module):
         self.visual = from_timm(cfg.vision) if uses_timm else VisualEncoder(cfg.vision)
         self.text = TextEncoder(cfg.text)
         self.visual_proj = nn.Linear(self.visual.width, cfg.embed_dim, bias=False)
+        if cfg.clip_pool not in CLIP_POOLS:
+            raise ConfigError(f"model.clip_pool is '{cfg.clip_pool}'; expected one of {CLIP_POOLS}")
+        self.ordered_proj = None  # (T', Wv, D): one map per temporal position, summed over time
+        if cfg.clip_pool == "ordered":
+            positions = cfg.vision.num_frames // cfg.vision.tubelet_size
+            self.ordered_proj = nn.Parameter(torch.zeros(positions, self.visual.width, cfg.embed_dim))
         self.text_proj = nn.Linear(self.text.width, cfg.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
         # The decoder fuses the two token sequences in the joint space: see ``match_logits``.
@@ -94,9 +102,25 @@ class VideoLanguageModel(nn.Module):
             x = x[:, :, 0]
         out = self.visual(x, mask_ratio if self.training else 0.0, generator, mask_tube)
         clip, frames = self.visual_proj(out.pooled), self.visual_proj(out.frames)
+        if self.ordered_proj is not None:
+            clip = clip + self._ordered(out.frames)
         if normalize:
             clip, frames = F.normalize(clip, dim=-1), F.normalize(frames, dim=-1)
         return VideoEmbedding(clip, frames, out.tokens)
+
+    def _ordered(self, frames: Tensor) -> Tensor:
+        """(B, T', Wv) -> (B, D): each temporal position's features through its own map, summed, so the
+        clip embedding tells "left, then up" from "up, then left" where a mean over frames cannot. An image
+        (T' = 1) is a still clip: its one frame at every position."""
+        positions = self.ordered_proj.shape[0]
+        if frames.shape[1] == 1:
+            return frames[:, 0] @ self.ordered_proj.sum(0)
+        if frames.shape[1] != positions:
+            raise ValueError(
+                f"model.clip_pool 'ordered' has maps for {positions} temporal positions (model.vision "
+                f"num_frames / tubelet_size) but the clip has {frames.shape[1]}; encode clips of that length"
+            )
+        return torch.einsum("btw,twd->bd", frames, self.ordered_proj.to(frames.dtype))
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor, normalize: bool = True) -> TextEmbedding:
         out = self.text(input_ids, attention_mask)
