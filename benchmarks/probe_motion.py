@@ -7,11 +7,14 @@ A multinomial logistic regression (scikit-learn) learns the motion class (the ma
 train split and is scored on the test split, once from each of:
   text tower   the locked tower's pooled sentence vector of each caption (before the joint space),
   text joint   the same captions' sentence embeddings in the joint space,
-  video        the clips' pooled embeddings in the joint space,
+  video        the clips' embeddings in the joint space (what retrieval and zero-shot use),
+  frames       the clips' per-temporal-position embeddings, concatenated in order,
+  frame mean   their mean over time,
 with motion top-1 and accuracy on the order pairs (classes named by the same words in another order,
 ``videovl.eval.order_pair_accuracy``; chance 50 %). Zero-shot retrieval asks more than a probe does, so
 a side whose probe cannot tell the classes apart is a side the contrastive loss could not teach them
-either. ``--c`` sets the inverse regularisation strengths tried (each is printed).
+either; a gap between ``frames`` and ``video`` is order the encoder computed and its pooling lost.
+``--c`` sets the inverse regularisation strengths tried (each is printed).
 """
 
 from __future__ import annotations
@@ -55,8 +58,11 @@ def split_features(model, cfg, tokenizer, manifest: Path, classes: list[str], wo
     dataset = eval_dataset(list(samples), cfg.data, cfg.data.num_frames)
     loader = build_loader(dataset, batch_size=64, collate_fn=Collator(None), num_workers=workers)
     video = embed_videos(model, loader, torch.device("cpu"))
-    valid = video["valid"].numpy()
-    out["video"] = (video["clip"].numpy()[valid], clip_labels[video["index"].numpy()][valid])
+    valid, labels = video["valid"].numpy(), clip_labels[video["index"].numpy()]
+    out["video"] = (video["clip"].numpy()[valid], labels[valid])
+    frames = video["frames"].numpy()[valid]  # (N, T', D)
+    out["frames"] = (frames.reshape(len(frames), -1), labels[valid])
+    out["frame mean"] = (frames.mean(1), labels[valid])
     return out
 
 
