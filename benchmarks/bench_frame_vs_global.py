@@ -15,7 +15,8 @@ the target recall (default: the global run's final R@1) and the ratio; then each
 steps, and the spread over seeds. The claim under test: frame-level matching gets there about 4x sooner.
 Steps count from the start of the run; the image stage before the joint stage is the same in both runs,
 so the ratio is taken over joint-stage steps.
-Extra ``section.key=value`` arguments go to both runs.
+Extra ``section.key=value`` arguments go to both runs. A run whose ``model/`` folder is already written is
+read, not retrained, so an interrupted benchmark continues where it stopped.
 """
 
 from __future__ import annotations
@@ -130,15 +131,15 @@ def main(argv=None) -> dict:
     for seed in a.seeds:
         print(f"\n=== seed {seed}", flush=True)
         folder = out / f"seed{seed}"
-        raw = {
-            name: train(
-                f"{name}, seed {seed}",
-                folder / name,
-                [*common, *extra, f"train.seed={seed}", f"train.output_dir={folder / name}"],
-                a.config,
-            )
-            for name, extra in runs.items()
-        }
+        raw = {}
+        for name, extra in runs.items():
+            run = folder / name
+            if (run / "model" / "config.yaml").is_file():  # finished by an earlier, interrupted invocation
+                print(f"[{name}, seed {seed}] reusing the finished run in {run}", flush=True)
+                raw[name] = read_curves(run)
+            else:
+                overrides = [*common, *extra, f"train.seed={seed}", f"train.output_dir={run}"]
+                raw[name] = train(f"{name}, seed {seed}", run, overrides, a.config)
         missing = [(n, t) for n, t in (("global", GLOBAL_R1), ("frame", FRAME_R1)) if t not in raw[n]]
         if missing:
             found = {n: list(c) for n, c in raw.items()}
