@@ -144,7 +144,8 @@ class ModelConfig:
     frame_agg_temperature: float = 0.1  # softmax weighting temperature (lower -> closer to max)
     # The clip embedding: "encoder" projects the encoder's pooled output (class token or mean), which
     # blurs the order of the frames; "ordered" adds a learned map of each temporal position's features
-    # (zero at the start, so training begins from "encoder"); an image counts as a still clip.
+    # (zero at the start, so training begins from "encoder"; interpolated over time for clips of another
+    # length, as the temporal embedding is); an image counts as a still clip.
     clip_pool: str = "encoder"
     num_classes: int = 0  # > 0 adds a linear action-recognition head on the pooled clip embedding
     # A local CLIP: a transformers CLIPModel folder or an open_clip / OpenAI state-dict file. Both towers,

@@ -17,6 +17,7 @@ from videovl.models.action import ActionHead
 from videovl.models.alignment import AlignmentDecoder
 from videovl.models.caption import CaptionDecoder
 from videovl.models.inflate import from_timm
+from videovl.models.layers import resample_temporal
 from videovl.models.matching import AGGREGATIONS, frame_similarity, global_similarity, word_frame_similarity
 from videovl.models.text import TextEncoder
 from videovl.models.visual import VisualEncoder
@@ -111,16 +112,17 @@ class VideoLanguageModel(nn.Module):
     def _ordered(self, frames: Tensor) -> Tensor:
         """(B, T', Wv) -> (B, D): each temporal position's features through its own map, summed, so the
         clip embedding tells "left, then up" from "up, then left" where a mean over frames cannot. An image
-        (T' = 1) is a still clip: its one frame at every position."""
-        positions = self.ordered_proj.shape[0]
+        (T' = 1) is a still clip: its one frame at every position. Clips of another length than the model
+        was built for get the maps interpolated over time (as the temporal embedding is), scaled so that
+        the sum keeps its size."""
+        maps = self.ordered_proj  # (T, Wv, D)
         if frames.shape[1] == 1:
-            return frames[:, 0] @ self.ordered_proj.sum(0)
-        if frames.shape[1] != positions:
-            raise ValueError(
-                f"model.clip_pool 'ordered' has maps for {positions} temporal positions (model.vision "
-                f"num_frames / tubelet_size) but the clip has {frames.shape[1]}; encode clips of that length"
-            )
-        return torch.einsum("btw,twd->bd", frames, self.ordered_proj.to(frames.dtype))
+            return frames[:, 0] @ maps.sum(0).to(frames.dtype)
+        length = frames.shape[1]
+        if length != maps.shape[0]:
+            flat = resample_temporal(maps.flatten(1).unsqueeze(0), length)[0]  # (T', Wv * D)
+            maps = flat.view(length, *maps.shape[1:]) * (maps.shape[0] / length)
+        return torch.einsum("btw,twd->bd", frames, maps.to(frames.dtype))
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor, normalize: bool = True) -> TextEmbedding:
         out = self.text(input_ids, attention_mask)
