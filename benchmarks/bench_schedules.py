@@ -42,6 +42,7 @@ SCHEDULES = {
 METRICS = {  # column: (evaluation, key in its output)
     "video t2v R@1": ("retrieval", "t2v/R@1"),
     "motion top-1": ("motion", "action/top1"),
+    "order pairs": ("motion", "action/order_pair_acc"),
     "image top-1": ("image", "action/top1"),
 }
 
