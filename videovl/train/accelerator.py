@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 from pathlib import Path
 
 import torch
@@ -25,10 +24,8 @@ _BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
 
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU has bf16 arithmetic units, from ``/proc/cpuinfo`` (or the text given); False
-    where that cannot be read (other systems), except on Apple silicon."""
+    where that cannot be read (other systems), so ``auto`` falls back to fp32 there."""
     if cpuinfo is None:
-        if platform.system() == "Darwin":
-            return platform.machine() == "arm64"
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
