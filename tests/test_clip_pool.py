@@ -75,3 +75,20 @@ def test_freezing_the_projections_freezes_the_maps_and_errors_name_the_fix():
     assert not m.ordered_proj.requires_grad
     with pytest.raises(ConfigError, match="model.clip_pool is 'max'"):
         model("max")
+
+
+def test_a_checkpoint_without_the_maps_loads_into_an_ordered_pool_and_back(tmp_path):
+    from videovl.config import Config
+    from videovl.models.checkpoint import load_checkpoint, save_checkpoint
+
+    plain = model("encoder")
+    save_checkpoint(plain, Config(model=plain.cfg), tmp_path / "plain")
+    ordered, cfg = load_checkpoint(tmp_path / "plain", clip_pool="ordered")
+    assert cfg.model.clip_pool == "ordered" and not ordered.ordered_proj.any()
+    assert "ordered_proj" not in ordered.pretrained_params  # new: learns at the stage's full rate
+    x = clips(plain)
+    with torch.no_grad():
+        torch.testing.assert_close(ordered.eval().encode_video(x).clip, plain.encode_video(x).clip)
+    save_checkpoint(ordered, cfg, tmp_path / "ordered")
+    back, _ = load_checkpoint(tmp_path / "ordered", clip_pool="encoder")
+    assert back.ordered_proj is None

@@ -130,6 +130,7 @@ def _heads(cfg: ModelConfig) -> dict[str, Any]:
         "alignment.": cfg.alignment.enabled,
         "caption.": cfg.caption.enabled,
         "action_head.": cfg.num_classes,
+        "ordered_proj": cfg.clip_pool,
     }
 
 

@@ -29,8 +29,9 @@ __all__ = [
     "fit_state",
 ]
 
-# Heads a checkpoint of another library never has: they keep their fresh initialisation.
-NEW_HEADS = ("alignment.", "caption.", "action_head.")
+# Heads a checkpoint of another library never has: they keep their fresh initialisation (for the ordered
+# clip pool's maps, zero: the clip embedding starts as the checkpoint's own).
+NEW_HEADS = ("alignment.", "caption.", "action_head.", "ordered_proj")
 
 
 def local_path(spec: str, field: str) -> Path:
