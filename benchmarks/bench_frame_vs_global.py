@@ -50,7 +50,11 @@ def quick_overrides(out: Path) -> list[str]:
 
 
 def train(name: str, out: Path, overrides: list[str], config: str | None) -> dict[str, Curve]:
-    """One pretraining run in a subprocess; returns each validation R@1 curve as (step, value) pairs."""
+    """One pretraining run in a subprocess; returns each validation R@1 curve as (step, value) pairs. A run
+    whose ``model/`` folder is already written (by an earlier, interrupted invocation) is read, not rerun."""
+    if (out / "model" / "config.yaml").is_file():
+        print(f"[{name}] reusing the finished run in {out}", flush=True)
+        return read_curves(out)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(ROOT / "tools" / "pretrain.py"), *(["--config", config] if config else [])]
     cmd += ["--metrics-out", str(out / "metrics.json"), *overrides]
@@ -131,15 +135,15 @@ def main(argv=None) -> dict:
     for seed in a.seeds:
         print(f"\n=== seed {seed}", flush=True)
         folder = out / f"seed{seed}"
-        raw = {}
-        for name, extra in runs.items():
-            run = folder / name
-            if (run / "model" / "config.yaml").is_file():  # finished by an earlier, interrupted invocation
-                print(f"[{name}, seed {seed}] reusing the finished run in {run}", flush=True)
-                raw[name] = read_curves(run)
-            else:
-                overrides = [*common, *extra, f"train.seed={seed}", f"train.output_dir={run}"]
-                raw[name] = train(f"{name}, seed {seed}", run, overrides, a.config)
+        raw = {
+            name: train(
+                f"{name}, seed {seed}",
+                folder / name,
+                [*common, *extra, f"train.seed={seed}", f"train.output_dir={folder / name}"],
+                a.config,
+            )
+            for name, extra in runs.items()
+        }
         missing = [(n, t) for n, t in (("global", GLOBAL_R1), ("frame", FRAME_R1)) if t not in raw[n]]
         if missing:
             found = {n: list(c) for n, c in raw.items()}

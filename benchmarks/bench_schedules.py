@@ -109,10 +109,7 @@ def main(argv=None) -> dict:
         for name, schedule in chosen.items():
             run = out / f"{name.split()[0]}_seed{seed}"
             overrides = [*common, *schedule(total), f"train.seed={seed}", f"train.output_dir={run}"]
-            if (run / "model" / "config.yaml").is_file():  # finished by an earlier, interrupted invocation
-                print(f"[{name}, seed {seed}] reusing the finished run in {run}", flush=True)
-            else:
-                train(f"{name}, seed {seed}", run, overrides, a.config)
+            train(f"{name}, seed {seed}", run, overrides, a.config)  # reuses a finished run
             results.setdefault(name, {})[seed] = evaluate(run / "model", root, run)
             print(f"[{name}, seed {seed}] {results[name][seed]}", flush=True)
     report(results)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
 from videovl.data.collate import Collator
@@ -41,9 +42,9 @@ from videovl.models.checkpoint import load_checkpoint
 def caption_features(model, tokenizer, captions: list[str], max_length: int) -> dict[str, np.ndarray]:
     tower, joint = [], []
     for batch in tokenized_batches(tokenizer, captions, 256, max_length):
-        out = model.text(batch["input_ids"], batch["attention_mask"])
-        tower.append(out.pooled)
-        joint.append(model.encode_text(batch["input_ids"], batch["attention_mask"]).sentence)
+        pooled = model.text(batch["input_ids"], batch["attention_mask"]).pooled
+        tower.append(pooled)
+        joint.append(F.normalize(model.text_proj(pooled), dim=-1))  # encode_text's sentence, one tower pass
     return {"text tower": torch.cat(tower).numpy(), "text joint": torch.cat(joint).numpy()}
 
 
