@@ -29,11 +29,11 @@ import torch
 from videovl.data.collate import Collator
 from videovl.data.datasets import ClipDataset
 from videovl.data.loader import build_loader
-from videovl.data.manifest import Sample
-from videovl.data.preprocess import EncodeSettings, encode_video
-from videovl.data.sampling import segment_indices
-from videovl.data.transforms import ClipTransform
-from videovl.data.video_io import probe
+from videovl.data.media.preprocess import EncodeSettings, encode_video
+from videovl.data.media.sampling import segment_indices
+from videovl.data.media.transforms import ClipTransform
+from videovl.data.media.video_io import probe
+from videovl.data.sources import Sample
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 

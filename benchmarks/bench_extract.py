@@ -30,9 +30,9 @@ import torch
 
 from videovl.config import Config
 from videovl.data.collate import Collator
-from videovl.data.demo import generate_demo
+from videovl.data.corpora.demo import generate_demo
 from videovl.data.loader import build_loader
-from videovl.data.manifest import Sample, read_manifest
+from videovl.data.sources import Sample, read_manifest
 from videovl.data.tokenizer import fill_token_ids, load_tokenizer
 from videovl.eval.embed import iter_video_embeddings
 from videovl.eval.extract import embed_shards, eval_dataset, shard_path, shard_ranges, write_shard

@@ -30,7 +30,7 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from videovl.config import load_config
-from videovl.data.demo import generate_demo
+from videovl.data.corpora.demo import generate_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"  # tools/pretrain.py's default

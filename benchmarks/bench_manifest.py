@@ -6,8 +6,8 @@ python benchmarks/bench_manifest.py --lines 200000 --workers 2
 Writes a WebVid-like manifest (a video path, one caption, an id; a clip window on every fourth line),
 then measures each storage in a fresh process, so allocator state and imports do not carry over:
 
-- ``objects``: :func:`~videovl.data.manifest.read_manifest_objects`, a list of ``Sample`` (the old storage);
-- ``table``: :func:`~videovl.data.manifest.read_manifest` without its cache (pyarrow parse into arrays);
+- ``objects``: :func:`~videovl.data.sources.read_manifest_objects`, a list of ``Sample`` (the old storage);
+- ``table``: :func:`~videovl.data.sources.read_manifest` without its cache (pyarrow parse into arrays);
 - ``table, cached``: the same from the cache file written by a first read (memory-mapped: pages are
   resident only once touched, and are shared with every process that maps the file).
 
@@ -36,7 +36,7 @@ import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from videovl.data.manifest import read_manifest, read_manifest_objects
+from videovl.data.sources import read_manifest, read_manifest_objects
 
 STORAGES = ("objects", "table", "table, cached")
 WORDS = (

@@ -180,7 +180,7 @@ def run_one(config: str, out: Path, overrides: list[str], threads: int) -> None:
     from accelerate.utils import set_seed
 
     from videovl.config import load_config
-    from videovl.data.manifest import read_manifest
+    from videovl.data.sources import read_manifest
     from videovl.train.accelerator import make_accelerator
     from videovl.train.data import resolve_manifest
     from videovl.train.loop import evaluate_retrieval, pretrain
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     if a.quick and not a.curve:
         a.sizes, a.repeats = ["test"], 1
     if a.quick and a.curve:
-        from videovl.data.demo import generate_demo
+        from videovl.data.corpora.demo import generate_demo
 
         root = generate_demo(Path(a.output_dir).resolve() / "demo", train_videos=64, eval_videos=16,
                              train_images=64).root  # fmt: skip

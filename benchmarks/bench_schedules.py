@@ -30,7 +30,7 @@ from pathlib import Path
 from bench_frame_vs_global import DEMO_CONFIG, ROOT, train
 
 from videovl.config import load_config
-from videovl.data.demo import generate_demo
+from videovl.data.corpora.demo import generate_demo
 
 VIDEO_ONLY = "stages.1.sources=[{manifest: 'demo:video_train.jsonl', kind: video-text}]"
 SCHEDULES = {

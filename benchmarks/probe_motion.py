@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 
 from videovl.data.collate import Collator
 from videovl.data.loader import build_loader
-from videovl.data.manifest import read_manifest
+from videovl.data.sources import read_manifest
 from videovl.data.tokenizer import load_tokenizer
 from videovl.eval.classification import order_pair_accuracy
 from videovl.eval.embed import embed_videos, tokenized_batches

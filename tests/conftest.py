@@ -55,7 +55,7 @@ def test_video(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
     """A small moving-digits corpus (64 train clips and images, 16 val/test clips), generated once."""
-    from videovl.data.demo import generate_demo
+    from videovl.data.corpora.demo import generate_demo
 
     root = tmp_path_factory.mktemp("demo") / "moving_digits"
     generate_demo(root, seed=0, train_videos=64, eval_videos=16, train_images=64)

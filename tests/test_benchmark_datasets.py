@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from videovl.data.activitynet import read_activitynet, repair_segment
-from videovl.data.kinetics import clip_name, read_kinetics, read_label_map
-from videovl.data.msrvtt import (
+from videovl.data.annotations.activitynet import read_activitynet, repair_segment
+from videovl.data.annotations.kinetics import clip_name, read_kinetics, read_label_map
+from videovl.data.annotations.msrvtt import (
     read_msrvtt_ids,
     read_msrvtt_test,
     read_msrvtt_train,

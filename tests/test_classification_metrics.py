@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from videovl.data.demo import MOTION_CLASSES
+from videovl.data.corpora.demo import MOTION_CLASSES
 from videovl.eval import (
     average_views,
     classification_metrics,

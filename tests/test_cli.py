@@ -8,7 +8,7 @@ import pytest
 
 from videovl.cli import run_tool
 from videovl.config import ConfigError
-from videovl.data.manifest import ManifestError, read_manifest
+from videovl.data.sources import ManifestError, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = sorted((ROOT / "tools").glob("[!_]*.py"))

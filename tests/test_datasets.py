@@ -9,9 +9,9 @@ from PIL import Image
 from videovl.data.collate import Collator, text_hash
 from videovl.data.datasets import ClipDataset, MultiViewDataset, build_label_map
 from videovl.data.loader import build_loader
-from videovl.data.manifest import Sample
+from videovl.data.media.transforms import ClipTransform
 from videovl.data.mixing import MixedBatches, modality_order
-from videovl.data.transforms import ClipTransform
+from videovl.data.sources import Sample
 
 KEYS = {"pixels", "text", "label", "index", "valid", "bad"}
 CAPTIONS = [f"caption {k}" for k in range(20)]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videovl.data.demo import (
+from videovl.data.corpora.demo import (
     DIGIT_WORDS,
     MOTION_CLASSES,
     generate_demo,
@@ -19,7 +19,7 @@ from videovl.data.demo import (
     reverse_class,
     trajectory,
 )
-from videovl.data.manifest import read_manifest
+from videovl.data.sources import read_manifest
 
 # 80 single-digit clips then 8 digit pairs in val and test: every caption kind, still fast.
 SMALL = dict(train_videos=32, eval_videos=88, train_images=20)

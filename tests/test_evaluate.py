@@ -16,11 +16,11 @@ from tests.conftest import write_test_video
 from tests.test_retrieval_metrics import naive_metrics
 from tools import evaluate as tool
 from videovl.config import Config
+from videovl.data.annotations.kinetics import clip_name, read_kinetics
 from videovl.data.datasets import ClipDataset, MultiViewDataset
-from videovl.data.kinetics import clip_name, read_kinetics
-from videovl.data.manifest import read_manifest, write_manifest
+from videovl.data.media.transforms import build_transform
+from videovl.data.sources import read_manifest, write_manifest
 from videovl.data.tokenizer import fill_token_ids, load_tokenizer
-from videovl.data.transforms import build_transform
 from videovl.eval import runner
 from videovl.models.factory import model_config
 from videovl.models.matching import frame_similarity

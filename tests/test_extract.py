@@ -14,7 +14,7 @@ import torch
 
 from tools import extract_embeddings as tool
 from videovl.config import Config, load_config
-from videovl.data.manifest import read_manifest
+from videovl.data.sources import read_manifest
 from videovl.data.tokenizer import fill_token_ids, load_tokenizer
 from videovl.eval.embed import embed_texts, tokenized_batches
 from videovl.eval.extract import eval_dataset, list_inputs, load_embeddings, read_lines, shard_ranges
@@ -191,7 +191,7 @@ def test_two_processes_give_the_one_process_output(tiny_checkpoint, tiny_demo, t
 
 
 def test_merge_drops_unreadable_rows_and_their_captions(tmp_path):
-    from videovl.data.manifest import Sample
+    from videovl.data.sources import Sample
     from videovl.eval.extract import merge_shards, write_outputs, write_shard
 
     # 0, 1 or 2 captions a clip; rows 1 and 4 unreadable

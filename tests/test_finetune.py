@@ -17,7 +17,7 @@ import videovl
 from tools import evaluate as evaluate_tool
 from tools import finetune as tool
 from videovl.config import Config, ConfigError, LossWeights
-from videovl.data.manifest import read_manifest
+from videovl.data.sources import read_manifest
 from videovl.data.tokenizer import fill_token_ids, load_tokenizer
 from videovl.eval import runner
 from videovl.models.factory import model_config

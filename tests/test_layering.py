@@ -51,3 +51,67 @@ def test_only_train_imports_accelerate_and_only_distributed_uses_torch_distribut
         if any(n.startswith("torch.distributed") for n in names) and path.stem != "distributed":
             problems.append(f"{path.name} imports torch.distributed")
     assert not problems, problems
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports at module level (a name imported from a package counts as
+    an import of that package's ``__init__``; imports inside functions are deferred and cannot circle)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.parse(path.read_text()).body:
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            edges |= {t for t in targets if t in modules and t != name}
+        graph[name] = edges
+    return graph
+
+
+def test_no_import_cycles_even_inside_a_package():
+    graph, state, cycles = _import_graph(), {}, []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(trail[trail.index(nxt) :] + [node, nxt]) if nxt in trail else nxt)
+            elif nxt not in state:
+                visit(nxt, trail + [node])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_no_private_name_is_imported_from_another_module():
+    problems = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("videovl"):
+                private = [a.name for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+                if private:
+                    problems.append(f"{path.relative_to(PACKAGE.parent)} imports {private} from {node.module}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_cycle_check_finds_a_cycle(monkeypatch):
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
+    monkeypatch.setitem(globals(), "_import_graph", lambda: graph)
+    try:
+        test_no_import_cycles_even_inside_a_package()
+    except AssertionError as e:
+        assert "a -> b -> c -> a" in str(e)
+    else:
+        raise AssertionError("a three-module cycle was not reported")

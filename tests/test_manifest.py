@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from videovl.data.manifest import ManifestError, read_manifest, write_manifest
+from videovl.data.sources import ManifestError, read_manifest, write_manifest
 
 
 def _write(path, lines):

@@ -6,12 +6,22 @@ import pickle
 import numpy as np
 import pytest
 
-from videovl.data import manifest_cache, manifest_table
-from videovl.data.activitynet import read_activitynet
-from videovl.data.kinetics import read_kinetics
-from videovl.data.manifest import ManifestError, Sample, read_manifest, read_manifest_objects
-from videovl.data.manifest_table import SampleTable, cache_path, caption_counts, labels, modalities
-from videovl.data.msrvtt import read_msrvtt_test
+from videovl.data.annotations.activitynet import read_activitynet
+from videovl.data.annotations.kinetics import read_kinetics
+from videovl.data.annotations.msrvtt import read_msrvtt_test
+from videovl.data.sources import (
+    ManifestError,
+    Sample,
+    SampleTable,
+    caption_counts,
+    labels,
+    manifest_cache,
+    manifest_table,
+    modalities,
+    read_manifest,
+    read_manifest_objects,
+)
+from videovl.data.sources.manifest_cache import cache_path
 
 
 def _row(s: Sample, plain: bool, k: int) -> dict:

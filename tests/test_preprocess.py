@@ -11,7 +11,7 @@ from conftest import write_test_video
 
 from tools import preprocess_videos
 from videovl.config import ConfigError
-from videovl.data.manifest import read_manifest
+from videovl.data.sources import read_manifest
 
 SMALL = ["--short-side", "48", "--fps", "5", "--keyframe-interval", "3", "--quiet"]
 

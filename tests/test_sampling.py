@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from videovl.data.sampling import (
+from videovl.data.media.sampling import (
     dense_indices,
     frame_window,
     multi_view_indices,

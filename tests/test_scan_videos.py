@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videovl.data.manifest import write_manifest
+from videovl.data.sources import write_manifest
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "scan_videos.py"
 

@@ -2,8 +2,8 @@ import av
 import numpy as np
 import pytest
 
-from videovl.data.manifest import read_manifest
-from videovl.data.shapes import SHAPE_MOTIONS, generate_shapes, order_partner
+from videovl.data.corpora.shapes import SHAPE_MOTIONS, generate_shapes, order_partner
+from videovl.data.sources import read_manifest
 
 SMALL = {"train_videos": 12, "eval_videos": 12, "train_images": 4}
 

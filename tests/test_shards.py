@@ -18,10 +18,10 @@ from videovl.config import DataConfig
 from videovl.data.collate import Collator
 from videovl.data.datasets import ClipDataset
 from videovl.data.loader import build_loader
-from videovl.data.manifest import ManifestError, Sample, write_manifest
-from videovl.data.shards import HashedLabels, open_shards, slot_pieces, slot_stream
+from videovl.data.media.transforms import build_transform
+from videovl.data.sources import ManifestError, Sample, write_manifest
+from videovl.data.sources.shards import HashedLabels, open_shards, slot_pieces, slot_stream
 from videovl.data.stream import ShardSource, StreamBatches
-from videovl.data.transforms import build_transform
 
 
 def png(value: int) -> bytes:

@@ -3,7 +3,13 @@ import pytest
 import torch
 
 from videovl.config import DataConfig
-from videovl.data.transforms import CLIP_MEAN, CLIP_STD, ClipTransform, build_transform, three_crop_boxes
+from videovl.data.media.transforms import (
+    CLIP_MEAN,
+    CLIP_STD,
+    ClipTransform,
+    build_transform,
+    three_crop_boxes,
+)
 
 
 def noise_clip(t=4, h=40, w=60, seed=0, same=True) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 from conftest import write_test_video
 from PIL import Image
 
-from videovl.data.video_io import VideoReadError, load_clip, probe, read_frames, read_image
+from videovl.data.media.video_io import VideoReadError, load_clip, probe, read_frames, read_image
 
 
 def decode_all(path) -> np.ndarray:

@@ -26,8 +26,8 @@ from accelerate import Accelerator
 
 from videovl.cli import run_tool
 from videovl.data.datasets import DEFAULT_PROMPTS
+from videovl.data.media.transforms import build_transform
 from videovl.data.tokenizer import load_tokenizer
-from videovl.data.transforms import build_transform
 from videovl.eval.benchmarks import BENCHMARKS, load_benchmark, load_manifest, resolve_classes
 from videovl.eval.runner import ACTION_MODES, Evaluator, format_metrics
 from videovl.models.checkpoint import load_checkpoint
@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--task", required=True, choices=TASKS)
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--manifest", help="a JSON Lines manifest (see videovl.data.manifest)")
+    source.add_argument("--manifest", help="a JSON Lines manifest (see videovl.data.sources.manifest)")
     source.add_argument("--benchmark", choices=sorted(BENCHMARKS))
     p.add_argument("--annotations", help="benchmark annotation file, or the folder holding it")
     p.add_argument("--video-root", help="folder of the benchmark's videos (searched recursively)")

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from videovl.cli import run_tool
-from videovl.data.manifest import ManifestError, Sample, read_manifest
+from videovl.data.sources import ManifestError, Sample, read_manifest
 
 __all__ = ["main", "sample_members", "shard_name"]
 
@@ -71,7 +71,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 def _load(args: argparse.Namespace) -> list[Sample]:
     spec = args.manifest
     if spec.startswith("demo:"):
-        from videovl.data.demo import generate_demo
+        from videovl.data.corpora.demo import generate_demo
 
         generate_demo(args.demo_root)
         spec = str(Path(args.demo_root) / spec[5:])

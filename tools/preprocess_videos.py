@@ -1,5 +1,5 @@
 """Re-encode a manifest's (or a folder's) videos for pretraining: short side 224 px, 3 fps, a keyframe
-every 4 frames, no B-frames (see videovl/data/preprocess.py).
+every 4 frames, no B-frames (see videovl/data/media/preprocess.py).
 
 python tools/preprocess_videos.py data/train.jsonl --out /fast/train_224 --workers 8
 python tools/preprocess_videos.py --folder /videos --out /fast/videos_224 --fps 2 --short-side 256
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from videovl.cli import run_tool
-from videovl.data.preprocess import EncodeSettings, preprocess_folder, preprocess_manifest
+from videovl.data.media.preprocess import EncodeSettings, preprocess_folder, preprocess_manifest
 from videovl.progress import progress
 
 

@@ -14,8 +14,8 @@ from multiprocessing import Pool
 from pathlib import Path
 
 from videovl.cli import run_tool
-from videovl.data.manifest import Sample, read_manifest
-from videovl.data.video_io import BACKENDS, VideoReadError, probe, read_frames, read_image
+from videovl.data.media.video_io import BACKENDS, VideoReadError, probe, read_frames, read_image
+from videovl.data.sources import Sample, read_manifest
 from videovl.progress import progress
 
 
@@ -35,7 +35,7 @@ def check(item: tuple[Sample, str]) -> tuple[str, str | None]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("manifest", help="JSON Lines manifest (see videovl/data/manifest.py)")
+    p.add_argument("manifest", help="JSON Lines manifest (see videovl/data/sources/manifest.py)")
     p.add_argument("--root", help="folder relative media paths resolve against (default: the manifest's)")
     p.add_argument("--output", help="list of unreadable files (default: <manifest>.unreadable.txt beside it)")
     p.add_argument(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from videovl.config import ConfigError
-from videovl.data.manifest import ManifestError
+from videovl.data.sources import ManifestError
 
 __all__ = ["USER_ERRORS", "run_tool", "user_error_message"]
 

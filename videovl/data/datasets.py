@@ -16,25 +16,20 @@ path travels in ``bad`` so the loop can count it (counters in worker processes w
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from videovl.data.manifest import Sample
-from videovl.data.manifest_table import labels
-from videovl.data.sampling import SAMPLINGS
-from videovl.data.video_io import BACKENDS, VideoReadError, load_clip
+from videovl.data.media.sampling import SAMPLINGS
+from videovl.data.media.video_io import BACKENDS, VideoReadError, load_clip
+from videovl.data.sources import Sample, labels
 
 __all__ = [
     "DEFAULT_PROMPTS",
     "TEXT_MODES",
-    "AnnotationReport",
-    "index_files",
     "build_label_map",
     "ClipDataset",
     "MultiViewDataset",
@@ -44,34 +39,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROMPTS = {"video": "a video of a person {label}.", "image": "a photo of a {label}."}
 TEXT_MODES = ("caption", "label", "none")
-
-
-@dataclass
-class AnnotationReport:
-    """What a benchmark loader found: counts, repaired or skipped entries, media files not found."""
-
-    source: str
-    counts: dict[str, int] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items())
-        return f"{self.source}: {counts}; {len(self.problems)} problems, {len(self.missing)} missing files"
-
-
-def index_files(root: str | os.PathLike | None) -> dict[str, str]:
-    """File name -> path of every file under ``root`` (recursive; the first of duplicate names wins).
-
-    One directory walk instead of one ``stat`` per annotation row; an absent root gives an empty index.
-    """
-    index: dict[str, str] = {}
-    if root is None or not os.path.isdir(root):
-        return index
-    for folder, _, files in sorted(os.walk(root)):
-        for name in sorted(files):
-            index.setdefault(name, os.path.join(folder, name))
-    return index
 
 
 def build_label_map(*sample_sets: Iterable[Sample]) -> dict[str, int]:
@@ -85,7 +52,7 @@ class ClipDataset(Dataset):
     """Clips, text and labels from manifest samples; see the module docstring for items and robustness.
 
     ``transform`` is called as ``transform(frames, rng=rng, crop=crop)`` on uint8 (T, H, W, 3) frames
-    (a :class:`~videovl.data.transforms.ClipTransform`); it needs a ``size`` attribute for evaluation's
+    (a :class:`~videovl.data.media.transforms.ClipTransform`); it needs a ``size`` attribute for evaluation's
     placeholder pixels. ``num_threads`` is the decoder's (default: 1 in workers, auto elsewhere).
     Randomness (frame offsets, crop, caption choice) is seeded by ``(seed, epoch, index)``, so an item
     is the same in any worker. ``set_epoch`` reaches persistent workers too (the epoch lives in shared

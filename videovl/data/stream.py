@@ -4,10 +4,10 @@ The composition of a step's batch is :class:`~videovl.data.samplers.WeightedBatc
 source is drawn by weight from ``(seed, step)``, a manifest source gives the drawn row, a shard source gives
 the next sample of its stream. Streams are kept per lane: with ``W`` loader workers (``W = 1`` without
 workers) step ``s`` belongs to lane ``s % W`` and each lane is one slot of the shard order (see
-:mod:`videovl.data.shards`), so where a lane's stream stands at step ``s`` follows from the steps before
-it, and a loader started at any step continues exactly where a straight run would be. The DataLoader hands
-out its workers' batches in turn, so worker ``w`` of a loader started at step ``s0`` plays lane
-``(s0 + w) % W``.
+:mod:`~videovl.data.sources.shards`), so where a lane's stream stands at step ``s`` follows from the steps
+before it, and a loader started at any step continues exactly where a straight run would be. The
+DataLoader hands out its workers' batches in turn, so worker ``w`` of a loader started at step ``s0`` plays
+lane ``(s0 + w) % W``.
 
 Every process and worker yields one batch per step forever; the loop's step count ends a run, so no
 process can run out of data before another (the WebDataset + DDP hang).
@@ -31,9 +31,9 @@ import torch.utils.data
 from torch.utils.data import IterableDataset
 
 from videovl.data.datasets import ClipDataset
+from videovl.data.media.video_io import VideoReadError
 from videovl.data.samplers import WeightedBatchSampler
-from videovl.data.shards import ShardEntry, ShardSet, slot_stream
-from videovl.data.video_io import VideoReadError
+from videovl.data.sources.shards import ShardEntry, ShardSet, slot_stream
 
 __all__ = ["ShardSource", "StreamBatches"]
 

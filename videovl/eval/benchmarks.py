@@ -13,11 +13,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from videovl.data.activitynet import read_activitynet
-from videovl.data.datasets import AnnotationReport, build_label_map
-from videovl.data.kinetics import read_kinetics, read_label_map
-from videovl.data.manifest import Sample, read_manifest
-from videovl.data.msrvtt import read_msrvtt_test
+from videovl.data.annotations.activitynet import read_activitynet
+from videovl.data.annotations.kinetics import read_kinetics, read_label_map
+from videovl.data.annotations.msrvtt import read_msrvtt_test
+from videovl.data.annotations.report import AnnotationReport
+from videovl.data.datasets import build_label_map
+from videovl.data.sources import Sample, read_manifest
 
 __all__ = ["BENCHMARKS", "EvalSet", "load_benchmark", "load_manifest", "read_classes", "resolve_classes"]
 
@@ -61,7 +62,7 @@ def _present(name: str, samples: list[Sample], missing: list[str], notes: list[s
 
 
 def load_manifest(path: str | Path, root: str | Path | None = None) -> EvalSet:
-    """A JSON Lines manifest (see :mod:`videovl.data.manifest`); its classes are its sorted labels."""
+    """A JSON Lines manifest (see :mod:`videovl.data.sources.manifest`); its classes are its sorted labels."""
     samples = read_manifest(path, root)
     out = _present(str(path), samples, [], [])
     labels = build_label_map(samples)

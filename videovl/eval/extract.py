@@ -41,9 +41,9 @@ from videovl.config import DataConfig
 from videovl.data.collate import Collator
 from videovl.data.datasets import ClipDataset
 from videovl.data.loader import build_loader
-from videovl.data.manifest import Sample, read_manifest
-from videovl.data.transforms import build_transform
-from videovl.data.video_io import is_image
+from videovl.data.media.transforms import build_transform
+from videovl.data.media.video_io import is_image
+from videovl.data.sources import Sample, read_manifest
 from videovl.eval.embed import embed_texts, iter_video_embeddings, tokenized_batches
 from videovl.models.checkpoint import WEIGHTS_NAME
 

@@ -13,13 +13,12 @@ from videovl.config import Config, ConfigError, DataSource, StageConfig
 from videovl.data.collate import Collator
 from videovl.data.datasets import ClipDataset, build_label_map
 from videovl.data.loader import build_loader
-from videovl.data.manifest import ManifestError, Sample, read_manifest
-from videovl.data.manifest_table import caption_counts, labels, modalities
+from videovl.data.media.transforms import build_transform
 from videovl.data.mixing import MixedBatches, modality_order
 from videovl.data.samplers import NeighbourBatchSampler, WeightedBatchSampler
-from videovl.data.shards import HashedLabels, ShardSet, open_shards
+from videovl.data.sources import ManifestError, Sample, caption_counts, labels, modalities, read_manifest
+from videovl.data.sources.shards import HashedLabels, ShardSet, open_shards
 from videovl.data.stream import ShardSource, StreamBatches
-from videovl.data.transforms import build_transform
 
 __all__ = [
     "KINDS",

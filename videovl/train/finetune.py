@@ -28,11 +28,11 @@ from torch.utils.data import Subset
 
 from videovl.config import Config, ConfigError, apply_overrides, deep_merge, from_dict, read_yaml
 from videovl.data.collate import Collator
+from videovl.data.corpora.demo import generate_demo
 from videovl.data.datasets import ClipDataset, build_label_map
-from videovl.data.demo import generate_demo
 from videovl.data.loader import build_loader
+from videovl.data.media.transforms import build_transform
 from videovl.data.tokenizer import load_tokenizer
-from videovl.data.transforms import build_transform
 from videovl.distributed import get_rank, get_world_size
 from videovl.eval.benchmarks import EvalSet, load_manifest
 from videovl.eval.embed import shard_indices

@@ -15,9 +15,9 @@ from torch.utils.data import Subset
 
 from videovl.config import Config, ConfigError, save_config, to_dict
 from videovl.data.collate import Collator
-from videovl.data.demo import generate_demo
+from videovl.data.corpora.demo import generate_demo
 from videovl.data.loader import build_loader
-from videovl.data.manifest import Sample, read_manifest
+from videovl.data.sources import Sample, read_manifest
 from videovl.data.tokenizer import fill_token_ids, load_tokenizer
 from videovl.eval.embed import embed_texts, embed_videos, gather_in_order, shard_indices
 from videovl.eval.retrieval import retrieval_metrics

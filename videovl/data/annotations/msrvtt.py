@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from videovl.data.datasets import AnnotationReport, index_files
-from videovl.data.manifest import Sample
+from videovl.data.annotations.report import AnnotationReport, index_files
+from videovl.data.sources import Sample
 
 __all__ = [
     "read_msrvtt_test",

@@ -1,7 +1,7 @@
 """Manifests of millions of lines: samples held in a few flat arrays instead of one object each.
 
-A :class:`SampleTable` is a read-only sequence of :class:`~videovl.data.manifest.Sample`: indexing builds
-the same record :func:`~videovl.data.manifest.read_manifest_objects` returns for that line, from numpy
+A :class:`SampleTable` is a read-only sequence of :class:`~videovl.data.sources.Sample`: indexing builds
+the same record :func:`~videovl.data.sources.manifest.read_manifest_objects` returns for that line, from numpy
 arrays (one byte buffer and one offset array per text column, one flag byte per sample). Python objects
 per sample are what make a list of a million samples cost 600 MB, and what DataLoader workers copy page by
 page as they touch their reference counts (pytorch/pytorch#13246); a handful of arrays cost a fifth of that,
@@ -10,14 +10,14 @@ and workers share their pages untouched.
 Reading: the file is cut into blocks of whole lines. A block of plain lines (only the keys of the format,
 the usual types, no ``null``) is parsed by ``pyarrow.json`` and checked column-wise; any other block (extra
 keys, comments, mixed types, anything pyarrow rejects) goes line by line through
-:func:`~videovl.data.manifest.parse_fields`, which also raises every error with its file and line. Both
+:func:`~videovl.data.sources.parse_fields`, which also raises every error with its file and line. Both
 paths store the same values.
 
 Cache: the arrays of a large manifest are written beside it as ``<name>.vvltable`` (or, when that folder is
 not writable, under ``$XDG_CACHE_HOME/videovl/manifests``) and memory-mapped on the next read, so every
 process on a node shares one copy. The cache records the manifest's size and modification time and is
 ignored when either differs; it is written under a temporary name and renamed, and a cache that cannot be
-read or written is skipped, never an error. The file format is in :mod:`videovl.data.manifest_cache`.
+read or written is skipped, never an error. The file format is in :mod:`videovl.data.sources.manifest_cache`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
-from videovl.data.manifest import ManifestError, Sample, parse_fields
-from videovl.data.manifest_cache import cache_path, cache_targets, read_arrays, stamp_of, write_arrays
+from videovl.data.sources.manifest import ManifestError, Sample, parse_fields
+from videovl.data.sources.manifest_cache import cache_path, cache_targets, read_arrays, stamp_of, write_arrays
 
-__all__ = ["SampleTable", "load_table", "cache_path", "modalities", "caption_counts", "labels"]
+__all__ = [
+    "SampleTable",
+    "read_manifest",
+    "load_table",
+    "cache_path",
+    "modalities",
+    "caption_counts",
+    "labels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -424,7 +432,7 @@ def _utf8(block: bytes) -> bool:
 
 
 def _parse_lines(builder: _Builder, block: bytes, first: int, path: Path) -> None:
-    """The line-by-line reader (the rules of :func:`~videovl.data.manifest.parse_fields`)."""
+    """The line-by-line reader (the rules of :func:`~videovl.data.sources.parse_fields`)."""
     try:
         text = block.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -510,3 +518,13 @@ def load_table(path: str | Path, root: str | Path | None = None, *, cache: bool 
             except OSError as e:
                 log.info("cannot write the manifest cache %s (%s)", target, e)
     return table
+
+
+def read_manifest(
+    path: str | Path, root: str | Path | None = None, *, cache: bool | None = None
+) -> SampleTable:
+    """Read a JSON Lines manifest (the format of :mod:`videovl.data.sources.manifest`) into a
+    :class:`SampleTable`: a sequence of :class:`Sample` held in a few flat arrays; errors name the file and
+    the 1-based line number. ``cache``: None caches large manifests only, True/False always/never.
+    """
+    return load_table(path, root, cache=cache)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from videovl.data.sampling import SAMPLINGS, frame_window, multi_view_indices, sample_indices
+from videovl.data.media.sampling import SAMPLINGS, frame_window, multi_view_indices, sample_indices
 
 __all__ = [
     "BACKENDS",

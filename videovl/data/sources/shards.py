@@ -4,7 +4,7 @@ A shard is a tar in the video2dataset / img2dataset layout: the members of one s
 ``KEY.mp4`` (or .webm, .mkv, .mov, .avi, .m4v) or ``KEY.jpg`` (or .jpeg, .png, .webp, .bmp), ``KEY.txt``
 (the caption) and ``KEY.json`` (metadata: a label, or the caption under a configurable key). Tars are
 read in order by ``webdataset``'s tar iteration; members stay bytes in memory and become the same
-:class:`~videovl.data.manifest.Sample` a manifest line gives, with ``data`` holding the media.
+:class:`~videovl.data.sources.manifest.Sample` a manifest line gives, with ``data`` holding the media.
 
 Counts. Each shard's sample count comes from ``NAME_stats.json`` beside ``NAME.tar`` (``count``, as
 tools/make_shards.py writes it, or ``successes``, as video2dataset and img2dataset do); a shard without one
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from videovl.data.manifest import ManifestError, Sample
+from videovl.data.sources.manifest import ManifestError, Sample
 
 __all__ = [
     "VIDEO_EXTENSIONS",

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from videovl.data.datasets import AnnotationReport, index_files
-from videovl.data.manifest import Sample
+from videovl.data.annotations.report import AnnotationReport, index_files
+from videovl.data.sources import Sample
 
 __all__ = ["VIDEO_EXTENSIONS", "repair_segment", "read_activitynet"]
 

@@ -18,16 +18,12 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from videovl.data.manifest_table import SampleTable
+from typing import Any
 
 __all__ = [
     "ManifestError",
     "Sample",
     "parse_fields",
-    "read_manifest",
     "read_manifest_objects",
     "write_manifest",
 ]
@@ -109,21 +105,9 @@ def _parse(obj: Any, where: str, base: Path) -> Sample:
     return Sample(str(base / rel), modality, captions, label, start, end, rel if id_ is None else id_, extra)
 
 
-def read_manifest(
-    path: str | Path, root: str | Path | None = None, *, cache: bool | None = None
-) -> SampleTable:
-    """Read a JSON Lines manifest into a :class:`~videovl.data.manifest_table.SampleTable`: a sequence of
-    :class:`Sample` held in a few flat arrays (see that module for the storage and its cache); errors name
-    the file and the 1-based line number. ``cache``: None caches large manifests only, True/False
-    always/never.
-    """
-    from videovl.data.manifest_table import load_table  # the table module builds on this one
-
-    return load_table(path, root, cache=cache)
-
-
 def read_manifest_objects(path: str | Path, root: str | Path | None = None) -> list[Sample]:
-    """The same samples as :func:`read_manifest` as a list of Python objects, one per line.
+    """The same samples as :func:`~videovl.data.sources.read_manifest` as a list of Python objects, one
+    per line.
 
     Simple and slow (about 9 s and 600 MB per million lines); the reference the table reader is tested
     against, and the baseline of ``benchmarks/bench_manifest.py``.

@@ -25,16 +25,15 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
 from itertools import combinations, cycle
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 from PIL import Image
 
-from videovl.data.manifest import write_manifest
+from videovl.data.corpora.common import DemoCorpus, render_glyphs, trajectory, write_video
+from videovl.data.sources import write_manifest
 
 __all__ = ["MOTION_CLASSES", "DIGIT_WORDS", "DemoCorpus", "generate_demo", "reverse_class", "trajectory",
            "video_caption", "image_caption", "main"]  # fmt: skip
@@ -46,7 +45,6 @@ MARKER = "demo.json"
 SPLITS = ("train", "val", "test")
 SCALE = 2  # 8x8 bitmaps become 16x16 glyphs
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-_DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (dx, dy); y grows down
 _OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 # Classes 2k and 2k + 1 are time reversals of each other.
 MOTION_CLASSES = (
@@ -82,53 +80,9 @@ def image_caption(digit: int, template: int = 0) -> str:
     return _IMAGE_TEMPLATES[template].format(d=digit, w=DIGIT_WORDS[digit])
 
 
-def trajectory(motion: str, num_frames: int, speed: float) -> np.ndarray:
-    """(T, 2) offsets (x, y) from the first frame: ``speed`` pixels a step, first phase then second.
-
-    Each of the T - 1 steps belongs to the first phase with weight 1, ..., 1, (0.5,) 0, ..., 0; the weights
-    are symmetric, so ``trajectory(m)[::-1] - trajectory(m)[-1] == trajectory(reverse_class(m))``.
-    """
-    a, b = motion.split(" then ")
-    k = np.arange(num_frames - 1)
-    w = np.clip((num_frames - 2) / 2 - k + 0.5, 0.0, 1.0)[:, None]
-    steps = speed * (w * np.array(_DIRECTIONS[a]) + (1 - w) * np.array(_DIRECTIONS[b]))
-    return np.concatenate([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
-
-
-@dataclass(frozen=True)
-class DemoCorpus:
-    root: Path
-    video_train: Path
-    video_val: Path
-    video_test: Path
-    image_train: Path
-    image_val: Path
-    image_test: Path
-    classes_file: Path
-    class_names: tuple[str, ...]
-    counts: dict[str, int]  # samples per manifest: {"video_train": 1200, ...}
-
-    @classmethod
-    def at(cls, root: Path, counts: dict[str, int]) -> DemoCorpus:
-        paths = {f"{m}_{s}": root / f"{m}_{s}.jsonl" for m in ("video", "image") for s in SPLITS}
-        return cls(
-            root, **paths, classes_file=root / "classes.txt", class_names=MOTION_CLASSES, counts=counts
-        )
-
-
 def _colours(rng: np.random.Generator, n: int, colour: bool) -> np.ndarray:
     tint = rng.uniform(0.3, 1.0, (n, 3)) if colour else np.ones((n, 3))
     return tint / tint.max(axis=1, keepdims=True) * rng.uniform(0.7, 1.0, (n, 1))
-
-
-def _render(glyphs: np.ndarray, colours: np.ndarray, positions: np.ndarray, canvas: int) -> np.ndarray:
-    """glyphs (n, h, w), colours (n, 3), positions (T, n, 2) top-left (x, y) -> (T, H, W, 3) uint8 frames."""
-    frames = np.zeros((len(positions), canvas, canvas, 3))
-    for frame, where in zip(frames, positions.astype(int), strict=True):
-        for glyph, rgb, (x, y) in zip(glyphs, colours, where, strict=True):  # overlaps keep the max
-            patch = frame[y : y + glyph.shape[0], x : x + glyph.shape[1]]
-            np.maximum(patch, glyph[..., None] * rgb, out=patch)
-    return np.rint(frames * 255).astype(np.uint8)
 
 
 def _positions(rng: np.random.Generator, n: int, motion: str, canvas: int, num_frames: int) -> np.ndarray:
@@ -143,19 +97,6 @@ def _positions(rng: np.random.Generator, n: int, motion: str, canvas: int, num_f
     path = trajectory(motion, num_frames, travel / ((num_frames - 1) / 2))
     start = rng.uniform(-path.min(axis=0), free - path.max(axis=0))
     return np.rint(start + path)[:, None, :] + layout[None]  # (T, n, 2)
-
-
-def _write_video(path: Path, frames: np.ndarray, fps: int) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        # Same frames -> same bytes needs one thread and no macroblock tree: on clips this small, x264's
-        # mbtree output varies with what the process encoded before.
-        stream.options = {"crf": "15", "threads": "1", "x264-params": "mbtree=0"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
 
 
 def _eval_specs(rng: np.random.Generator, count: int) -> list[tuple[tuple[int, ...], int]]:
@@ -200,10 +141,10 @@ def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
         for i, (ds, c) in enumerate(specs):
             motion, used = MOTION_CLASSES[c], [next(bitmaps[d]) for d in ds]
             where = _positions(rng, len(ds), motion, canvas, p["num_frames"])
-            frames = _render(glyphs[used], _colours(rng, len(ds), p["colour"]), where, canvas)
+            frames = render_glyphs(glyphs[used], _colours(rng, len(ds), p["colour"]), where, canvas)
             rel = f"videos/{split}/{i:06d}.mp4"
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            _write_video(out / rel, frames, fps=8)
+            write_video(out / rel, frames, fps=8)
             order = rng.permutation(len(_VIDEO_TEMPLATES)) if train else [0]
             caption = [video_caption(list(ds), motion, t) for t in order]
             rows.append({"video": rel, "caption": caption if train else caption[0],
@@ -218,7 +159,7 @@ def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
         for i, d in enumerate(digits.tolist()):
             used = [next(bitmaps[d])]
             xy = np.clip((canvas - size) // 2 + rng.integers(-3, 4, 2), 0, canvas - size)  # near the centre
-            frame = _render(glyphs[used], _colours(rng, 1, p["colour"]), xy[None, None], canvas)[0]
+            frame = render_glyphs(glyphs[used], _colours(rng, 1, p["colour"]), xy[None, None], canvas)[0]
             rel = f"images/{split}/{i:06d}.png"
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(frame).save(out / rel)
@@ -240,7 +181,7 @@ def _cached(root: Path, key: str) -> DemoCorpus | None:
         return None
     if marker.get("key") != key or not all((root / f"{m}.jsonl").is_file() for m in marker["counts"]):
         return None
-    return DemoCorpus.at(root, marker["counts"])
+    return DemoCorpus.at(root, marker["counts"], MOTION_CLASSES)
 
 
 def generate_demo(
@@ -303,7 +244,7 @@ def generate_demo(
         (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n")  # written last: it means complete
         if root.exists():
             if not force and _cached(root, key) is not None:  # another process finished first
-                return DemoCorpus.at(root, counts)
+                return DemoCorpus.at(root, counts, MOTION_CLASSES)
             root.rename(old)
         try:
             tmp.rename(root)
@@ -315,7 +256,7 @@ def generate_demo(
         for leftover in (tmp, old):  # our own scratch folder and the corpus we replaced
             if leftover.exists():
                 shutil.rmtree(leftover)
-    return DemoCorpus.at(root, counts)
+    return DemoCorpus.at(root, counts, MOTION_CLASSES)
 
 
 def main(argv: list[str] | None = None) -> DemoCorpus:

@@ -1,6 +1,6 @@
 """A second synthetic corpus, "moving shapes": coloured shapes moving in two phases, for recipe checks.
 
-``generate_shapes(root)`` writes the same layout as the moving-digits demo (``videovl.data.demo``):
+``generate_shapes(root)`` writes the same layout as the moving-digits demo (``videovl.data.corpora.demo``):
 ``video_{train,val,test}.jsonl`` (caption "a red circle moves left and then up", label "left then up",
 extra keys ``colour``, ``shape``, ``class_id``), ``image_{train,val,test}.jsonl`` (caption "a red
 circle", label "red circle") and ``classes.txt`` (the 12 motion classes, line index = class id).
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from videovl.data.demo import DemoCorpus, _render, _write_video, trajectory
-from videovl.data.manifest import write_manifest
+from videovl.data.corpora.common import DemoCorpus, render_glyphs, trajectory, write_video
+from videovl.data.sources import write_manifest
 
 __all__ = ["SHAPE_MOTIONS", "SHAPES", "COLOURS", "order_partner", "generate_shapes", "main"]
 
@@ -79,7 +79,7 @@ def _clip(rng: np.random.Generator, shape: str, colour: str, motion: str, canvas
     start = rng.uniform(-path.min(axis=0), np.maximum(free - path.max(axis=0), -path.min(axis=0)))
     where = np.clip(np.rint(start + path), 0, free)[:, None, :]  # (T, 1, 2)
     rgb = np.array(COLOURS[colour]) * rng.uniform(0.8, 1.0)
-    return _render(_glyph(shape)[None], rgb[None], where, canvas)
+    return render_glyphs(_glyph(shape)[None], rgb[None], where, canvas)
 
 
 def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
@@ -95,7 +95,7 @@ def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
             motion = SHAPE_MOTIONS[c]
             rel = f"videos/{split}/{i:06d}.mp4"
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            _write_video(out / rel, _clip(rng, shape, colour, motion, canvas, p["num_frames"]), fps=8)
+            write_video(out / rel, _clip(rng, shape, colour, motion, canvas, p["num_frames"]), fps=8)
             a, b = motion.split(" then ")
             caps = [t.format(c=colour, s=shape, a=a, b=b) for t in _VIDEO_TEMPLATES]
             caption = [caps[t] for t in rng.permutation(len(caps))] if train else caps[0]
@@ -110,7 +110,7 @@ def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
             colour, shape = looks[j]
             xy = rng.integers(0, canvas - SIZE + 1, 2)
             rgb = np.array(COLOURS[colour]) * rng.uniform(0.8, 1.0)
-            frame = _render(_glyph(shape)[None], rgb[None], xy[None, None], canvas)[0]
+            frame = render_glyphs(_glyph(shape)[None], rgb[None], xy[None, None], canvas)[0]
             rel = f"images/{split}/{i:06d}.png"
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(frame).save(out / rel)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from videovl.config import ConfigError
-from videovl.data.manifest import ManifestError, parse_fields
+from videovl.data.sources import ManifestError, parse_fields
 
 __all__ = [
     "VIDEO_SUFFIXES",

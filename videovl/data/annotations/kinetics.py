@@ -13,8 +13,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from videovl.data.datasets import AnnotationReport, index_files
-from videovl.data.manifest import Sample
+from videovl.data.annotations.report import AnnotationReport, index_files
+from videovl.data.sources import Sample
 
 __all__ = ["REQUIRED_COLUMNS", "clip_name", "read_label_map", "read_kinetics"]
 

@@ -1,0 +1,1 @@
+"""Synthetic corpora written as manifests: the built-in moving-digits demo and the check corpora."""
