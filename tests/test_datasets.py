@@ -7,10 +7,11 @@ from conftest import write_test_video
 from PIL import Image
 
 from videovl.data.collate import Collator, text_hash
-from videovl.data.datasets import ClipDataset, MultiViewDataset, build_label_map
+from videovl.data.datasets import ClipDataset, Draw, DrawConcat, MultiViewDataset, build_label_map
 from videovl.data.loader import build_loader
 from videovl.data.media.transforms import ClipTransform
 from videovl.data.mixing import MixedBatches, modality_order
+from videovl.data.samplers import WeightedBatchSampler
 from videovl.data.sources import Sample
 
 KEYS = {"pixels", "text", "label", "index", "valid", "bad"}
@@ -76,18 +77,42 @@ def test_text_modes_and_prompts(media):
         make(samples, backend="opencv")
 
 
-def test_train_randomness_is_seeded_by_seed_epoch_and_index(media):
+def test_train_randomness_is_seeded_by_the_draw(media):
     a, b = make(video_samples(media), seed=3), make(video_samples(media), seed=3)
-    first = [a[0]["text"] for _ in range(3)]
+    first = [a[0]["text"] for _ in range(3)]  # a plain index: one fixed view
     assert len(set(first)) == 1 and first[0] == b[0]["text"]
     torch.testing.assert_close(a[1]["pixels"], b[1]["pixels"], rtol=0, atol=0)
-    texts = set()
-    for epoch in range(8):
-        a.set_epoch(epoch)
-        texts.add(a[0]["text"])
+    same = [a[Draw(1, step=4, slot=2)] for _ in range(2)] + [b[Draw(1, step=4, slot=2)]]
+    assert len({x["text"] for x in same}) == 1
+    for x in same[1:]:
+        torch.testing.assert_close(x["pixels"], same[0]["pixels"], rtol=0, atol=0)
+    texts = {a[Draw(0, step, 0)]["text"] for step in range(12)}
     assert len(texts) > 1 and texts <= set(CAPTIONS)
-    a.set_epoch(2), b.set_epoch(2)
-    assert a[0]["text"] == b[0]["text"]
+    assert a[Draw(0, 5, 0)]["text"] != make(video_samples(media), seed=4)[Draw(0, 5, 0)]["text"] or (
+        a[Draw(0, 6, 0)]["text"] != make(video_samples(media), seed=4)[Draw(0, 6, 0)]["text"]
+    )
+
+
+def test_every_draw_of_a_row_is_a_fresh_view(media):
+    """A row with 3 captions shows all 3 over 50 steps of the training sampler."""
+    ds = make([Sample(media["videos"][0], "video", ["one", "two", "three"])])
+    sampler = WeightedBatchSampler([1], [1.0], batch_size=1, seed=0)
+    loader = build_loader(ds, batch_sampler=sampler, collate_fn=Collator(None))
+    texts = [batch["text"][0] for batch, _ in zip(loader, range(50), strict=False)]
+    assert set(texts) == {"one", "two", "three"}
+
+
+def test_a_video_drawn_at_two_steps_gets_other_frame_offsets(media, tmp_path):
+    """With crops off, pixels differ only through the frames chosen; a clip as long as the model's frames
+    leaves no room to choose, so its draws are equal."""
+    short = str(write_test_video(tmp_path / "short.mp4", num_frames=4))
+    samples = [Sample(media["videos"][1], "video", ["long"]), Sample(short, "video", ["short"])]
+    still = ClipTransform(16, train=True, random_resized_crop=False)
+    ds = ClipDataset(samples, num_frames=4, transform=still, train=True)
+    long_views = [ds[Draw(0, step, 0)]["pixels"] for step in range(4)]
+    assert any(not torch.equal(long_views[0], v) for v in long_views[1:])
+    short_views = [ds[Draw(1, step, 0)]["pixels"] for step in range(3)]
+    assert all(torch.equal(short_views[0], v) for v in short_views[1:])
 
 
 def test_train_replaces_unreadable_samples(media, caplog):
@@ -177,15 +202,27 @@ def test_loader_arguments():
     assert list(build_loader([1, 2, 3], batch_size=2, collate_fn=list)) == [[1, 2], [3]]
 
 
-def test_loader_workers_see_set_epoch(media):
+def test_loader_workers_give_the_items_of_the_main_process(media):
     ds = make(video_samples(media))
-    loader = build_loader(ds, batch_size=2, collate_fn=Collator(None), num_workers=1)
+    sampler = WeightedBatchSampler([2], [1.0], batch_size=2, seed=1)
+    loader = build_loader(ds, batch_sampler=sampler, collate_fn=Collator(None), num_workers=1)
     assert loader.persistent_workers and loader.pin_memory == torch.cuda.is_available()
-    before = next(iter(loader))["text"]
-    ds.set_epoch(5)  # persistent workers hold their own copy of the dataset
-    after = next(iter(loader))["text"]
-    assert before == [make(video_samples(media))[i]["text"] for i in range(2)]
-    assert after == [ds[i]["text"] for i in range(2)] != before
+    got = [batch for batch, _ in zip(loader, range(3), strict=False)]
+    for step, batch in enumerate(got):
+        draws = [Draw(int(r), step, k) for k, r in enumerate(sampler.global_batch(step))]
+        assert batch["text"] == [ds[d]["text"] for d in draws]
+        torch.testing.assert_close(
+            batch["pixels"], torch.stack([ds[d]["pixels"] for d in draws]), rtol=0, atol=0
+        )
+
+
+def test_draw_concat_numbers_rows_across_parts(media):
+    parts = [make(video_samples(media)), make([Sample(media["image"], "image", ["grey"])], index_offset=2)]
+    both = DrawConcat(parts)
+    assert len(both) == 3 and both[2]["text"] == "grey" and both[Draw(2, 7, 1)]["index"] == 2
+    assert both[Draw(1, 7, 1)]["text"] == parts[0][Draw(1, 7, 1)]["text"]
+    with pytest.raises(IndexError):
+        both[Draw(3, 0, 0)]
 
 
 def test_modality_order_is_rank_independent_and_follows_ratio():
@@ -196,20 +233,9 @@ def test_modality_order_is_rank_independent_and_follows_ratio():
     assert {modality_order(s, 1.0, 1) for s in range(50)} == {"video"}
 
 
-class Epochs(list):
-    """A re-iterable loader stand-in that records set_epoch calls."""
-
-    epochs: list
-
-    def set_epoch(self, epoch):
-        self.epochs.append(epoch)
-
-
 def test_mixed_batches_reiterate_and_resume():
     def loaders(rank):
-        video, image = Epochs([f"v{rank}-{k}" for k in range(3)]), Epochs([f"i{rank}-{k}" for k in range(2)])
-        video.epochs, image.epochs = [], []
-        return {"video": video, "image": image}
+        return {"video": [f"v{rank}-{k}" for k in range(3)], "image": [f"i{rank}-{k}" for k in range(2)]}
 
     runs = [loaders(r) for r in range(2)]
     streams = [list(zip(range(40), MixedBatches(ld, 0.5, seed=2), strict=False)) for ld in runs]
@@ -217,7 +243,6 @@ def test_mixed_batches_reiterate_and_resume():
     assert mods[0] == mods[1] == [modality_order(s, 0.5, 2) for s in range(40)]
     videos = [b for _, (m, b) in streams[0] if m == "video"]
     assert videos[:6] == ["v0-0", "v0-1", "v0-2"] * 2  # an exhausted loader starts over
-    assert runs[0]["video"].epochs[:2] == [1, 2]
     resumed = zip(MixedBatches(loaders(0), 0.5, seed=2, start_step=10), range(5), strict=False)
     assert [m for (m, _), _ in resumed] == mods[0][10:15]
     only = MixedBatches({"image": [1, 2]}, 0.9, seed=0)

@@ -102,7 +102,9 @@ def test_no_private_name_is_imported_from_another_module():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("videovl"):
                 private = [a.name for a in node.names if a.name.startswith("_") and a.name != "__version__"]
                 if private:
-                    problems.append(f"{path.relative_to(PACKAGE.parent)} imports {private} from {node.module}")
+                    problems.append(
+                        f"{path.relative_to(PACKAGE.parent)} imports {private} from {node.module}"
+                    )
     assert not problems, "\n".join(problems)
 
 

@@ -7,8 +7,20 @@ from videovl.train.schedule import StagedSchedule, warmup_cosine
 
 
 def _take(sampler, n):
+    """The rows of the first ``n`` batches."""
     it = iter(sampler)
-    return [next(it) for _ in range(n)]
+    return [[d.row for d in next(it)] for _ in range(n)]
+
+
+def test_batches_are_draws_of_step_and_slot_in_the_global_batch():
+    kw = dict(sizes=[50, 30], weights=[1, 1], batch_size=4, world_size=2, seed=3, start_step=7)
+    for rank in (0, 1):
+        sampler = WeightedBatchSampler(rank=rank, **kw)
+        first = next(iter(sampler))
+        assert [(d.step, d.slot) for d in first] == [(7, 4 * rank + k) for k in range(4)]
+        assert [d.row for d in first] == sampler.global_batch(7)[4 * rank : 4 * rank + 4].tolist()
+    neighbours = NeighbourBatchSampler(np.zeros((40, 2), np.int64), 4, 1, rank=1, world_size=2, start_step=3)
+    assert [(d.step, d.slot) for d in next(iter(neighbours))] == [(3, 4), (3, 5), (3, 6), (3, 7)]
 
 
 def test_processes_get_distinct_slices_of_the_same_global_batch():
@@ -46,7 +58,7 @@ def test_neighbour_batches_hold_neighbourhoods():
     rng = np.random.default_rng(0)
     neighbours = rng.integers(0, n, size=(n, k))
     s = NeighbourBatchSampler(neighbours, batch_size=16, per_seed=3, seed=0)
-    batch = next(iter(s))
+    batch = [d.row for d in next(iter(s))]
     assert len(batch) == len(set(batch)) == 16
     # the first sample is a seed; most of the next three are among its neighbours
     assert sum(i in set(neighbours[batch[0]]) for i in batch[1:4]) >= 2

@@ -16,8 +16,9 @@ path travels in ``bad`` so the loop can count it (counters in worker processes w
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -31,7 +32,9 @@ __all__ = [
     "DEFAULT_PROMPTS",
     "TEXT_MODES",
     "build_label_map",
+    "Draw",
     "ClipDataset",
+    "DrawConcat",
     "MultiViewDataset",
 ]
 
@@ -39,6 +42,17 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROMPTS = {"video": "a video of a person {label}.", "image": "a photo of a {label}."}
 TEXT_MODES = ("caption", "label", "none")
+
+
+class Draw(NamedTuple):
+    """One training draw of a dataset row: the row, the sampler step that drew it and its position in that
+    step's global (all-process) batch. The draw, not the row, seeds the item's random view (caption, frame
+    offsets, crop), so every draw of a row is a fresh view and a batch is still a pure function of its step
+    (exact resume, any number of loader workers)."""
+
+    row: int
+    step: int
+    slot: int
 
 
 def build_label_map(*sample_sets: Iterable[Sample]) -> dict[str, int]:
@@ -54,10 +68,11 @@ class ClipDataset(Dataset):
     ``transform`` is called as ``transform(frames, rng=rng, crop=crop)`` on uint8 (T, H, W, 3) frames
     (a :class:`~videovl.data.media.transforms.ClipTransform`); it needs a ``size`` attribute for evaluation's
     placeholder pixels. ``num_threads`` is the decoder's (default: 1 in workers, auto elsewhere).
-    Randomness (frame offsets, crop, caption choice) is seeded by ``(seed, epoch, index)``, so an item
-    is the same in any worker. ``set_epoch`` reaches persistent workers too (the epoch lives in shared
-    memory). ``samples`` may be empty for a dataset that only decodes samples handed to :meth:`decode`
-    (shard members).
+    Indexed by a :class:`Draw` (training samplers hand those out), an item's randomness (frame offsets,
+    crop, caption choice) is seeded by ``(seed, step, slot, row)``: a fresh view each draw, the same in any
+    worker. Indexed by a plain row number it is seeded by ``(seed, row)`` (one fixed view: evaluation, and
+    looking at a sample). ``samples`` may be empty for a dataset that only decodes samples handed to
+    :meth:`decode` (shard members).
     """
 
     def __init__(
@@ -92,8 +107,8 @@ class ClipDataset(Dataset):
                     f"text='label' but {unlabelled.size} samples have no label "
                     f"(first: {samples[int(unlabelled[0])].path})"
                 )
-        if label_to_id is not None:
-            unknown = sorted(set(sample_labels) - set(label_to_id) - {None})
+        if label_to_id is not None:  # a mapping that names its labels, or one that knows any (HashedLabels)
+            unknown = sorted({lab for lab in set(sample_labels) - {None} if lab not in label_to_id})
             if unknown:
                 raise ValueError(
                     f"{len(unknown)} labels are not in label_to_id (first: {unknown[:3]}); "
@@ -107,21 +122,15 @@ class ClipDataset(Dataset):
         self.backend, self.text, self.prompt, self.label_to_id = backend, text, prompt, label_to_id
         self.index_offset, self.seed, self.max_retries = index_offset, seed, max_retries
         self.sampling, self.stride, self.num_threads = sampling, stride, num_threads
-        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
         self._known_bad: set[str] = set()  # per process, so each bad file is logged once
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch.fill_(epoch)
-
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch)
-
-    def _rng(self, *key: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, *key])
+    def _rng(self, key: tuple[int, ...], purpose: int, *more: int) -> np.random.Generator:
+        """The generator of one random choice (``purpose``: 0 caption, 1 frames, 2 crop, 3 replacement) of
+        the view ``key``: ``(step, slot, row)`` for a draw, ``(row,)`` for a plain index."""
+        return np.random.default_rng([self.seed, *key, purpose, *more])
 
     def _text(self, sample: Sample, rng: np.random.Generator) -> str:
         if self.text == "label":
@@ -130,9 +139,10 @@ class ClipDataset(Dataset):
             return ""
         return sample.captions[int(rng.integers(len(sample.captions)))] if self.train else sample.captions[0]
 
-    def _frames(self, i: int, view: int) -> np.ndarray:
-        """Decoded uint8 frames of sample ``i``; ``view`` is a test view for MultiViewDataset."""
-        return self._load(self.samples[i], (i,))
+    def _frames(self, i: int, view: int, key: tuple[int, ...]) -> np.ndarray:
+        """Decoded uint8 frames of sample ``i`` for the view ``key``; ``view`` is a test view for
+        MultiViewDataset."""
+        return self._load(self.samples[i], key)
 
     def _load(self, sample: Sample, key: tuple[int, ...]) -> np.ndarray:
         return load_clip(
@@ -141,7 +151,7 @@ class ClipDataset(Dataset):
             name=sample.path,
             num_frames=self.num_frames,
             train=self.train,
-            rng=self._rng(*key, 1),
+            rng=self._rng(key, 1),
             start=sample.start,
             end=sample.end,
             backend=self.backend,
@@ -150,19 +160,19 @@ class ClipDataset(Dataset):
             num_threads=self.num_threads,
         )
 
-    def _item(self, i: int, view: int = 0, crop: int | None = None) -> dict[str, Any]:
-        return self._make(self.samples[i], self._frames(i, view), (i,), i + self.index_offset, crop)
+    def _item(self, i: int, key: tuple[int, ...], view: int = 0, crop: int | None = None) -> dict[str, Any]:
+        return self._make(self.samples[i], self._frames(i, view, key), key, i + self.index_offset, crop)
 
     def _make(
         self, sample: Sample, frames: np.ndarray, key: tuple[int, ...], index: int, crop: int | None = None
     ) -> dict[str, Any]:
-        rng = self._rng(*key, 2)
+        rng = self._rng(key, 2)
         pixels = (
             self.transform(frames, rng=rng) if crop is None else self.transform(frames, rng=rng, crop=crop)
         )
         return {
             "pixels": pixels,
-            "text": self._text(sample, self._rng(*key, 0)),
+            "text": self._text(sample, self._rng(key, 0)),
             "label": self._label(sample),
             "index": index,
             "valid": True,
@@ -170,7 +180,8 @@ class ClipDataset(Dataset):
 
     def decode(self, sample: Sample, key: tuple[int, ...], index: int) -> dict[str, Any]:
         """The item of a sample that is not in ``samples`` (a shard member), its randomness seeded by
-        ``(seed, epoch, *key)``; raises VideoReadError if it cannot be read (the caller replaces it)."""
+        ``(seed, *key)`` (the stream passes its draw's step, slot and sample index); raises VideoReadError if
+        it cannot be read (the caller replaces it)."""
         return self._make(sample, self._load(sample, key), key, index)
 
     def _label(self, sample: Sample) -> int:
@@ -180,21 +191,21 @@ class ClipDataset(Dataset):
             else -1
         )
 
-    def _get(self, i: int, view: int = 0, crop: int | None = None) -> dict[str, Any]:
+    def _get(self, i: int, key: tuple[int, ...], view: int = 0, crop: int | None = None) -> dict[str, Any]:
         bad: list[str] = []
         j = i
         for attempt in range(self.max_retries + 1):
             path = self.samples[j].path
             if path not in self._known_bad:  # a file that failed once is not decoded again
                 try:
-                    return self._item(j, view, crop) | {"bad": bad}
+                    return self._item(j, key, view, crop) | {"bad": bad}
                 except VideoReadError as e:
                     self._known_bad.add(path)
                     log.warning("unreadable sample (%s): %s", "replaced" if self.train else "reported", e)
             bad.append(path)
             if not self.train:
                 return self._placeholder(i) | {"bad": bad}
-            j = int(self._rng(i, 3, attempt).integers(len(self.samples)))  # deterministic replacement
+            j = int(self._rng(key, 3, attempt).integers(len(self.samples)))  # deterministic replacement
         raise RuntimeError(
             f"sample {i} and {self.max_retries} replacements were unreadable ({bad[:5]}); "
             "check the manifest with tools/scan_videos.py"
@@ -207,16 +218,17 @@ class ClipDataset(Dataset):
         sample = self.samples[i]
         return {
             "pixels": torch.zeros(3, self.num_frames if sample.is_video else 1, size, size),
-            "text": self._text(sample, self._rng(i, 0)),
+            "text": self._text(sample, self._rng((i,), 0)),
             "label": self._label(sample),
             "index": i + self.index_offset,
             "valid": False,
         }
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | Draw) -> dict[str, Any]:
+        i = int(key.row if isinstance(key, Draw) else key)
         if not 0 <= i < len(self.samples):
             raise IndexError(f"index {i} out of range for a dataset of {len(self.samples)} samples")
-        return self._get(int(i))
+        return self._get(i, (key.step, key.slot, i) if isinstance(key, Draw) else (i,))
 
 
 class MultiViewDataset(ClipDataset):
@@ -244,9 +256,9 @@ class MultiViewDataset(ClipDataset):
     def __len__(self) -> int:
         return len(self.samples) * self.views
 
-    def _frames(self, i: int, view: int) -> np.ndarray:
-        key = (i, view)
-        if self._cache is None or self._cache[0] != key:
+    def _frames(self, i: int, view: int, key: tuple[int, ...]) -> np.ndarray:
+        cached = (i, view)  # test views are not random: ``key`` plays no part
+        if self._cache is None or self._cache[0] != cached:
             sample = self.samples[i]
             frames = load_clip(
                 sample.media,
@@ -262,7 +274,7 @@ class MultiViewDataset(ClipDataset):
                 num_views=self.temporal_views,
                 view=view,
             )
-            self._cache = (key, frames)
+            self._cache = (cached, frames)
         return self._cache[1]
 
     def __getitem__(self, k: int) -> dict[str, Any]:
@@ -270,4 +282,26 @@ class MultiViewDataset(ClipDataset):
             raise IndexError(f"index {k} out of range for {len(self.samples)} samples x {self.views} views")
         i, v = divmod(int(k), self.views)
         crop = None if self.spatial_views == 1 else v % 3
-        return self._get(i, view=v // self.spatial_views, crop=crop)
+        return self._get(i, (i,), view=v // self.spatial_views, crop=crop)
+
+
+class DrawConcat(Dataset):
+    """Several datasets as one, rows numbered in order (as ``ConcatDataset``), indexed by a :class:`Draw`
+    of a global row or by a plain row number; ``datasets`` keeps the parts."""
+
+    def __init__(self, datasets: Sequence[ClipDataset]):
+        if not datasets:
+            raise ValueError("DrawConcat needs at least one dataset")
+        self.datasets = list(datasets)
+        self.offsets = np.concatenate([[0], np.cumsum([len(d) for d in self.datasets])]).tolist()
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, key: int | Draw) -> dict[str, Any]:
+        row = int(key.row if isinstance(key, Draw) else key)
+        if not 0 <= row < len(self):
+            raise IndexError(f"row {row} out of range for {len(self)} samples")
+        part = bisect_right(self.offsets, row) - 1
+        local = row - self.offsets[part]
+        return self.datasets[part][key._replace(row=local) if isinstance(key, Draw) else local]

@@ -1,8 +1,8 @@
 """DataLoader construction: decoding happens in worker processes.
 
 Each worker decodes with one thread (video_io detects that it runs in a worker), memory is pinned when
-CUDA is available, workers persist across epochs (so ``set_epoch`` must reach them through shared memory,
-as ClipDataset's does), and workers are seeded from the loader's seeded generator.
+CUDA is available, workers persist, and they are seeded from the loader's seeded generator (items draw
+their own randomness from their keys; the seeding serves transforms that use the global generators).
 """
 
 from __future__ import annotations

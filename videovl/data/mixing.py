@@ -24,24 +24,12 @@ def modality_order(step: int, video_ratio: float, seed: int) -> str:
     return "video" if np.random.default_rng([seed, step]).random() < video_ratio else "image"
 
 
-def _set_epoch(loader: Any, epoch: int) -> None:
-    """Tell every sampler and dataset behind ``loader`` (ConcatDataset parts too) the new epoch."""
-    dataset = getattr(loader, "dataset", None)
-    parts = [loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None), dataset]
-    parts += list(getattr(dataset, "datasets", []))
-    seen = set()
-    for part in parts:
-        if part is not None and id(part) not in seen and hasattr(part, "set_epoch"):
-            seen.add(id(part))
-            part.set_epoch(epoch)
-
-
 class MixedBatches:
     """Yields ``(modality, batch)`` forever, the modality of step ``s`` from :func:`modality_order`.
 
     ``loaders`` maps "video" and/or "image" to iterables of batches (DataLoaders); with one modality,
-    every step is that modality. An exhausted loader starts over after ``set_epoch(epoch + 1)`` on its
-    sampler and dataset. ``start_step`` resumes the order (not the loaders' positions: build them
+    every step is that modality. Training loaders never end (their samplers are indexed by step); a
+    finite one starts over. ``start_step`` resumes the order (not the loaders' positions: build them
     resumed, e.g. with a step-indexed sampler).
     """
 
@@ -54,7 +42,6 @@ class MixedBatches:
         self.loaders, self.video_ratio, self.seed, self.start_step = loaders, video_ratio, seed, start_step
 
     def __iter__(self) -> Iterator[tuple[str, Any]]:
-        epochs = dict.fromkeys(self.loaders, 0)
         iterators = {m: iter(loader) for m, loader in self.loaders.items()}
         only = next(iter(self.loaders)) if len(self.loaders) == 1 else None
         step = self.start_step
@@ -63,8 +50,6 @@ class MixedBatches:
             try:
                 batch = next(iterators[modality])
             except StopIteration:
-                epochs[modality] += 1
-                _set_epoch(self.loaders[modality], epochs[modality])
                 iterators[modality] = iter(self.loaders[modality])
                 try:
                     batch = next(iterators[modality])

@@ -1,7 +1,9 @@
 """Batch samplers indexed by step, so a resumed run draws exactly the batches it would have drawn.
 
 Every process builds the same global batch for a step (same seed) and keeps its own slice: processes get
-distinct samples and the same number of batches, and no ``DistributedSampler`` state needs saving.
+distinct samples and the same number of batches, and no ``DistributedSampler`` state needs saving. They
+yield :class:`~videovl.data.datasets.Draw` keys (row, step, position in the global batch), which seed each
+item's random view, so a row drawn again is seen afresh.
 """
 
 from __future__ import annotations
@@ -10,7 +12,16 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["WeightedBatchSampler", "NeighbourBatchSampler"]
+from videovl.data.datasets import Draw
+
+__all__ = ["WeightedBatchSampler", "NeighbourBatchSampler", "draws"]
+
+
+def draws(global_batch: np.ndarray, step: int, rank: int, batch_size: int) -> list[Draw]:
+    """This process's slice of a step's global batch of rows, as draws."""
+    first = rank * batch_size
+    rows = global_batch[first : first + batch_size].tolist()
+    return [Draw(row, step, first + k) for k, row in enumerate(rows)]
 
 
 class WeightedBatchSampler:
@@ -67,11 +78,10 @@ class WeightedBatchSampler:
             return rng.permutation(np.resize(np.arange(size), count))
         return rng.choice(size, size=count, replace=False)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Draw]]:
         step = self.start_step
         while True:
-            batch = self.global_batch(step)
-            yield batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].tolist()
+            yield draws(self.global_batch(step), step, self.rank, self.batch_size)
             step += 1
 
 
@@ -122,10 +132,9 @@ class NeighbourBatchSampler:
                 seen.clear()
         return np.asarray(chosen, dtype=np.int64)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Draw]]:
         step = self.start_step
         while True:
-            batch = self.global_batch(step)
             # Neighbourhoods are consecutive, so each process's slice holds whole neighbourhoods.
-            yield batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].tolist()
+            yield draws(self.global_batch(step), step, self.rank, self.batch_size)
             step += 1

@@ -30,7 +30,7 @@ import numpy as np
 import torch.utils.data
 from torch.utils.data import IterableDataset
 
-from videovl.data.datasets import ClipDataset
+from videovl.data.datasets import ClipDataset, Draw
 from videovl.data.media.video_io import VideoReadError
 from videovl.data.samplers import WeightedBatchSampler
 from videovl.data.sources.shards import ShardEntry, ShardSet, slot_stream
@@ -128,13 +128,14 @@ class StreamBatches(IterableDataset):
         items: list[dict[str, Any] | None] = []
         wanting: list[tuple[int, int]] = []  # (slot in the batch, part)
         bad: list[str] = []
+        first = self.rank * self.batch_size
         for k, row in enumerate(rows.tolist()):
             part_index = int(np.searchsorted(self.sampler.offsets, row, side="right")) - 1
             part = self.parts[part_index]
             if isinstance(part, ClipDataset):
-                items.append(part[row - int(self.sampler.offsets[part_index])])
+                items.append(part[Draw(row - int(self.sampler.offsets[part_index]), step, first + k)])
                 continue
-            item = self._decode(part, next(streams[part_index]), bad)
+            item = self._decode(part, next(streams[part_index]), (step, first + k), bad)
             items.append(item)
             if item is None:
                 wanting.append((k, part_index))
@@ -142,18 +143,23 @@ class StreamBatches(IterableDataset):
                 last_good[part_index] = item
         good = [item for item in items if item is not None]
         for j, (k, part_index) in enumerate(wanting):
-            items[k] = good[j % len(good)] if good else self._substitute(part_index, streams, last_good, bad)
+            items[k] = (
+                good[j % len(good)]
+                if good
+                else self._substitute(part_index, streams, last_good, (step, first + k), bad)
+            )
         out = [dict(item, bad=list(item.get("bad", []))) for item in items]  # substitutes are shared dicts
         out[0]["bad"] += bad
         return out
 
-    def _decode(self, part: ShardSource, entry: ShardEntry, bad: list[str]) -> dict[str, Any] | None:
+    def _decode(
+        self, part: ShardSource, entry: ShardEntry, draw: tuple[int, int], bad: list[str]
+    ) -> dict[str, Any] | None:
+        """The item of a shard sample; ``draw`` (step, slot) seeds its view, as a manifest row's draw does."""
         error = entry.error
         if entry.sample is not None:
             try:
-                return part.clips.decode(
-                    entry.sample, (entry.index, entry.epoch), part.index_offset + entry.index
-                )
+                return part.clips.decode(entry.sample, (*draw, entry.index), part.index_offset + entry.index)
             except VideoReadError as e:
                 error = str(e)
         bad.append(entry.name)
@@ -162,13 +168,15 @@ class StreamBatches(IterableDataset):
             log.warning("unusable shard sample (replaced): %s", error)
         return None
 
-    def _substitute(self, part_index: int, streams: dict, last_good: dict, bad: list[str]) -> dict[str, Any]:
+    def _substitute(
+        self, part_index: int, streams: dict, last_good: dict, draw: tuple[int, int], bad: list[str]
+    ) -> dict[str, Any]:
         """A whole batch unusable: the lane's last good sample of the source, else the next one read."""
         if part_index in last_good:
             return last_good[part_index]
         part = self.parts[part_index]
         for _ in range(part.shards.total):  # nothing good yet in this lane: read on
-            item = self._decode(part, next(streams[part_index]), bad)
+            item = self._decode(part, next(streams[part_index]), draw, bad)
             if item is not None:
                 last_good[part_index] = item
                 return item

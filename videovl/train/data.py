@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import ConcatDataset
 
 from videovl.config import Config, ConfigError, DataSource, StageConfig
 from videovl.data.collate import Collator
-from videovl.data.datasets import ClipDataset, build_label_map
+from videovl.data.datasets import ClipDataset, DrawConcat, build_label_map
 from videovl.data.loader import build_loader
 from videovl.data.media.transforms import build_transform
 from videovl.data.mixing import MixedBatches, modality_order
@@ -81,7 +80,7 @@ def load_source(source: DataSource, cfg: Config, where: str) -> Sequence[Sample]
 @dataclass
 class StageData:
     modality: str
-    dataset: ConcatDataset | None  # the manifest sources' datasets (None: shards only)
+    dataset: DrawConcat | None  # the manifest sources' datasets (None: shards only)
     sizes: list[int]
     weights: list[float]
     batch_size: int
@@ -99,7 +98,9 @@ def build_stage_data(cfg: Config, stage_index: int) -> dict[str, StageData]:
         (s, load_source(s, cfg, f"stages.{stage_index}.sources.{i}")) for i, s in enumerate(stage.sources)
     ]
     if any(isinstance(x, ShardSet) and s.kind.endswith("label") for s, x in loaded):
-        label_map = HashedLabels()  # shard labels are unknown until read: ids from the names
+        # Shard labels are unknown until read: ids from the names, for the manifests' labels too, so the
+        # same label is one id whichever source it comes from.
+        label_map = HashedLabels()
     else:
         labelled = [samples for s, samples in loaded if s.kind.endswith("label")]
         label_map = build_label_map(*labelled) if labelled else None
@@ -124,7 +125,7 @@ def build_stage_data(cfg: Config, stage_index: int) -> dict[str, StageData]:
                     prompt=source.prompt,
                     label_to_id=label_map if is_label else None,
                     index_offset=offset,
-                    seed=cfg.train.seed,
+                    seed=cfg.train.seed + 1000 * stage_index,  # the stage's seed: its own views
                 )
             )
             if isinstance(samples, ShardSet):
@@ -138,7 +139,7 @@ def build_stage_data(cfg: Config, stage_index: int) -> dict[str, StageData]:
             )
         out[modality] = StageData(
             modality,
-            ConcatDataset(manifests)
+            DrawConcat(manifests)
             if (manifests := [d for d in datasets if isinstance(d, ClipDataset)])
             else None,
             [len(d) for d in datasets],
