@@ -197,6 +197,32 @@ def test_a_loader_started_at_any_step_continues_the_straight_stream(tmp_path, wo
     assert run(3, 6) == straight[3:] and run(4, 5) == straight[4:]
 
 
+@pytest.mark.parametrize("lanes", [0, 2])
+def test_recorded_positions_resume_the_stream_without_replaying_it(tmp_path, monkeypatch, lanes):
+    shards = open_shards(image_shards(tmp_path, [5, 7, 2]), "image-text")
+    for k in range(4):
+        (tmp_path / f"m{k}.png").write_bytes(png(100 + k))
+    manifest = [Sample(str(tmp_path / f"m{k}.png"), "image", [f"manifest {k}"], id=str(k)) for k in range(4)]
+    transform = build_transform(DataConfig(image_size=8, random_resized_crop=False), train=True)
+
+    def run(start, n, positions=None):
+        parts = [ShardSource(shards, clips()), ClipDataset(manifest, num_frames=1, transform=transform,
+                                                           train=True, index_offset=14)]  # fmt: skip
+        data = StreamBatches(parts, [2.0, 1.0], 3, rank=1, world_size=2, num_workers=lanes, seed=6,
+                             start_step=start, positions=positions)  # fmt: skip
+        return take(build_loader(data, collate_fn=Collator(None), num_workers=lanes), n)
+
+    straight = run(0, 10)
+    recorded: dict[int, dict[int, int]] = {}
+    for batch in straight[:6]:  # what the loop keeps: the last position each lane reported
+        recorded[batch["stream"]["lane"]] = batch["stream"]["positions"]
+    assert set(recorded) == set(range(max(1, lanes))) and set(recorded[0]) == {0}
+    monkeypatch.setattr(StreamBatches, "_consumed", lambda *a: pytest.fail("replayed the draws"))
+    resumed = run(6, 4, recorded)
+    assert [b["index"].tolist() for b in resumed] == [b["index"].tolist() for b in straight[6:]]
+    assert [b["text"] for b in resumed] == [b["text"] for b in straight[6:]]
+
+
 def test_mixing_with_a_manifest_source(tmp_path):
     shards = open_shards(image_shards(tmp_path, [4, 4]), "image-text")
     for k in range(6):

@@ -12,6 +12,8 @@ A batch from :class:`Collator` (B items of a :class:`~videovl.data.datasets.Clip
                                             prompts of the same label) share a hash and can be positives
     text            list[str] (B)           the raw text
     bad             list[str]               every unreadable path met while building the batch (flat)
+    stream          dict                    only from shard streams: {"lane", "positions": {part: n}},
+                                            where the lane's streams stand after this batch
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class Collator:
             "text": texts,
             "bad": [path for x in items for path in x["bad"]],
         }
+        streams = [x["stream"] for x in items if "stream" in x]
+        if streams:
+            batch["stream"] = streams[0]
         if self.tokenizer is not None:
             tokens = self.tokenizer(
                 texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"

@@ -4,10 +4,11 @@ The composition of a step's batch is :class:`~videovl.data.samplers.WeightedBatc
 source is drawn by weight from ``(seed, step)``, a manifest source gives the drawn row, a shard source gives
 the next sample of its stream. Streams are kept per lane: with ``W`` loader workers (``W = 1`` without
 workers) step ``s`` belongs to lane ``s % W`` and each lane is one slot of the shard order (see
-:mod:`~videovl.data.sources.shards`), so where a lane's stream stands at step ``s`` follows from the steps
-before it, and a loader started at any step continues exactly where a straight run would be. The
-DataLoader hands out its workers' batches in turn, so worker ``w`` of a loader started at step ``s0`` plays
-lane ``(s0 + w) % W``.
+:mod:`~videovl.data.sources.shards`). Every batch says where its lane's streams stand after it; the loop
+records that with its checkpoints, so a loader started at any step opens each stream where a straight run
+would be, at the same cost at any step (without a record, the position is replayed from the source draws
+of every earlier step). The DataLoader hands out its workers' batches in turn, so worker ``w`` of a loader
+started at step ``s0`` plays lane ``(s0 + w) % W``.
 
 Every process and worker yields one batch per step forever; the loop's step count ends a run, so no
 process can run out of data before another (the WebDataset + DDP hang).
@@ -16,13 +17,13 @@ A shard sample that cannot be used (corrupt or truncated member, missing caption
 shard) is logged once per process, named in the batch's ``bad`` list and its place taken by a good sample
 of the same batch, so the batch depends on its step alone. Only a batch with no good sample at all looks
 elsewhere: the lane's last good sample of that source, else the next readable one of the stream (which
-moves the stream on: the one case a resumed run can differ from a straight one).
+moves the stream on; the recorded position includes it, so a resume still continues exactly).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +36,24 @@ from videovl.data.media.video_io import VideoReadError
 from videovl.data.samplers import WeightedBatchSampler
 from videovl.data.sources.shards import ShardEntry, ShardSet, slot_stream
 
-__all__ = ["ShardSource", "StreamBatches"]
+__all__ = ["ShardSource", "StreamBatches", "CountedStream"]
 
 log = logging.getLogger(__name__)
+
+
+class CountedStream:
+    """A lane's stream of shard entries that knows its position (entries taken since the stream began)."""
+
+    def __init__(self, entries: Iterator[ShardEntry], position: int):
+        self.entries, self.position = entries, position
+
+    def __iter__(self) -> Iterator[ShardEntry]:
+        return self
+
+    def __next__(self) -> ShardEntry:
+        entry = next(self.entries)
+        self.position += 1
+        return entry
 
 
 @dataclass
@@ -57,7 +73,9 @@ class StreamBatches(IterableDataset):
     """Endless lists of items, one per step from ``start_step``, for this process; see the module docstring.
 
     ``parts`` are ClipDatasets (manifest sources, their ``index_offset`` set as in a ConcatDataset) and
-    ShardSources, in source order, with one weight each.
+    ShardSources, in source order, with one weight each. Each batch's first item carries ``stream``: the
+    lane and the position of each shard part's stream after it. ``positions`` (lane -> part -> position,
+    as recorded at ``start_step``) opens the streams there; without it they are replayed from step 0.
     """
 
     def __init__(
@@ -71,8 +89,10 @@ class StreamBatches(IterableDataset):
         num_workers: int = 0,
         seed: int = 0,
         start_step: int = 0,
+        positions: Mapping[int, Mapping[int, int]] | None = None,
     ):
         self.parts, self.batch_size = list(parts), batch_size
+        self.positions = positions
         self.sampler = WeightedBatchSampler(
             [len(p) for p in self.parts], weights, batch_size, world_size=world_size, seed=seed
         )
@@ -93,7 +113,8 @@ class StreamBatches(IterableDataset):
         return sources[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
 
     def _consumed(self, part: int, lane: int, step: int) -> int:
-        """Samples a lane's stream of shard ``part`` gave before ``step`` (a step of that lane)."""
+        """Samples a lane's stream of shard ``part`` gave before ``step`` (a step of that lane), replayed
+        from the source draws of every earlier step: only for a resume that recorded no positions."""
         if len(self.parts) == 1:
             return (step - lane) // self.lanes * self.batch_size
         return sum(int((self._sources(s) == part).sum()) for s in range(lane, step, self.lanes))
@@ -107,10 +128,14 @@ class StreamBatches(IterableDataset):
         streams, last_good = {}, {}
         for i, part in enumerate(self.parts):
             if isinstance(part, ShardSource):
-                start = self._consumed(i, lane, step)
-                streams[i] = slot_stream(
+                if self.positions is not None:
+                    start = int(self.positions[lane][i])
+                else:
+                    start = self._consumed(i, lane, step)
+                entries = slot_stream(
                     part.shards, slot, slots, self.seed + 7919 * i, start, part.shards.shuffle_block
                 )
+                streams[i] = CountedStream(entries, start)
         first = True
         while True:
             batch = self._batch(step, streams, last_good)
@@ -118,6 +143,9 @@ class StreamBatches(IterableDataset):
                 batch[0]["bad"] = batch[0]["bad"] + [u for p in self.parts if isinstance(p, ShardSource)
                                                      for u in p.shards.unreadable]  # fmt: skip
                 first = False
+            # Where this lane's streams stand after the step: the loop records it, so a resume opens them
+            # there instead of replaying every earlier step's draws.
+            batch[0]["stream"] = {"lane": lane, "positions": {i: s.position for i, s in streams.items()}}
             yield batch
             step += self.lanes
 
