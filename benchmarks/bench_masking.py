@@ -94,13 +94,11 @@ def build(size: str, a: argparse.Namespace):
 
 def one_step(task, data: dict, weights, ratio: float, seed: int, precision: str) -> tuple[float, float]:
     """Forward and backward of one masked step: (wall-clock seconds, CPU seconds of this process)."""
-    batch = dict(data)
-    if ratio > 0:
-        batch["masking"] = {"mask_ratio": ratio, "generator": torch.Generator().manual_seed(seed)}
+    masking = {"mask_ratio": ratio, "generator": torch.Generator().manual_seed(seed)} if ratio > 0 else None
     task.zero_grad(set_to_none=True)
     start, cpu = time.perf_counter(), time.process_time()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        out = task(batch, weights)
+        out = task(data, weights, masking=masking)
     out["loss"].backward()
     return time.perf_counter() - start, time.process_time() - cpu
 

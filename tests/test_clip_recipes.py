@@ -25,9 +25,9 @@ def first_step(monkeypatch):
     seen = {}
     task_forward, loss_forward = PretrainTask.forward, ContrastiveLoss.forward
 
-    def record_batch(self, batch, weights):
+    def record_batch(self, batch, weights, masking=None):
         seen.setdefault("batch", {k: v.clone() if torch.is_tensor(v) else v for k, v in batch.items()})
-        return task_forward(self, batch, weights)
+        return task_forward(self, batch, weights, masking)
 
     def record_logits(self, *args, **kwargs):
         out = loss_forward(self, *args, **kwargs)

@@ -126,8 +126,8 @@ def test_a_masked_step_reaches_every_trained_parameter(tokenizer, attention, fra
     model = make_model(tokenizer, vision={"attention": attention})
     task = PretrainTask(model)
     batch = make_batch(tokenizer, frames=frames)  # images arrive as one-frame clips
-    batch["masking"] = {"mask_ratio": 0.75 if frames > 1 else 0.5, "generator": gen(), "mask_tube": None}
-    out = task(batch, ALL)
+    masking = {"mask_ratio": 0.75 if frames > 1 else 0.5, "generator": gen(), "mask_tube": None}
+    out = task(batch, ALL, masking=masking)
     out["loss"].backward()
     assert {"contrastive_loss", "itm_loss", "caption_loss"} <= out.keys()
     untouched = {n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()}

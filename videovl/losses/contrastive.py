@@ -95,8 +95,9 @@ class ContrastiveLoss(nn.Module):
     """Symmetric multi-positive InfoNCE between clip and sentence embeddings over the global batch.
 
     Returns ``contrastive_loss`` (differentiable scalar), ``contrastive_neg_sim`` (detached mean cosine
-    similarity of the negative pairs: nearest-neighbour batches should raise it) and ``logits_t2v``
-    (detached (N, N) scaled text-to-video similarities of the global batch, for hard-negative sampling).
+    similarity of the negative pairs: nearest-neighbour batches should raise it), ``logits_t2v``
+    (detached (N, N) scaled text-to-video similarities of the global batch) and ``positives`` (the (N, N)
+    bool positive mask it used), both for hard-negative sampling.
     """
 
     def forward(
@@ -124,6 +125,7 @@ class ContrastiveLoss(nn.Module):
             "contrastive_loss": soft_target_infonce(logits, positives),
             "contrastive_neg_sim": neg_sim,
             "logits_t2v": logits.detach(),
+            "positives": positives,
         }
 
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from videovl.config import ConfigError, LossWeights
 from videovl.distributed import gather_no_grad, gather_with_grad
 from videovl.losses.caption import caption_loss
-from videovl.losses.contrastive import ContrastiveLoss, FrameContrastiveLoss, positive_mask
+from videovl.losses.contrastive import ContrastiveLoss, FrameContrastiveLoss
 from videovl.losses.itm import itm_loss, sample_hard_negatives
 from videovl.models.caption import target_positions
 from videovl.models.model import VideoLanguageModel
@@ -29,7 +29,8 @@ class PretrainTask(nn.Module):
         self.contrastive = ContrastiveLoss()
         self.frame = FrameContrastiveLoss(model.cfg.frame_agg, model.cfg.frame_agg_temperature)
 
-    def forward(self, batch: dict, weights: LossWeights) -> dict[str, Tensor]:
+    def forward(self, batch: dict, weights: LossWeights, masking: dict | None = None) -> dict[str, Tensor]:
+        """``masking``: token-dropping arguments of ``encode_video`` (ratio, generator, tube), or None."""
         model = self.model
         for loss, head in (("itm", "alignment"), ("caption", "caption")):
             if getattr(weights, loss) > 0 and getattr(model, head) is None:
@@ -37,19 +38,20 @@ class PretrainTask(nn.Module):
                     f"loss weight {loss}={getattr(weights, loss)} needs the {head} head, but "
                     f"model.{head}.enabled is false: enable it or set the stage's losses.{loss} to 0"
                 )
-        video = model.encode_video(batch["pixels"], **batch.get("masking", {}))  # token dropping, if any
+        video = model.encode_video(batch["pixels"], **(masking or {}))
         text = model.encode_text(batch["input_ids"], batch["attention_mask"])
         scale = model.scale()
         ids = {"label_ids": batch["labels"], "text_hash": batch["text_hash"], "video_ids": batch["index"]}
         dist = {"rank": self.rank, "world_size": self.world_size}
         out = dict(self.contrastive(video.clip, text.sentence, scale, **ids, **dist))
         logits_t2v = out.pop("logits_t2v")  # (N, N) of the global batch, detached
+        positives = out.pop("positives")  # same label, caption or video: never a negative
         loss = weights.contrastive * out["contrastive_loss"]
         if weights.frame > 0 and video.frames.shape[1] > 1:  # an image's one frame is its clip: skip
             out.update(self.frame(video.frames, text.sentence, scale, **ids, **dist))
             loss = loss + weights.frame * out["frame_loss"]
         if weights.itm > 0:
-            out.update(self._itm(batch, video, text, logits_t2v, weights.itm_uniform_negatives))
+            out.update(self._itm(video, text, logits_t2v, positives, weights.itm_uniform_negatives))
             loss = loss + weights.itm * out["itm_loss"]
         if weights.caption > 0:
             # The data layer truncates text to text.max_length, which may exceed the decoder's positions:
@@ -63,9 +65,10 @@ class PretrainTask(nn.Module):
         out["logit_scale"] = scale.detach()
         return out
 
-    def _itm(self, batch: dict, video, text, logits_t2v: Tensor, uniform: float) -> dict[str, Tensor]:
+    def _itm(self, video, text, logits_t2v: Tensor, positives: Tensor, uniform: float) -> dict[str, Tensor]:
         """ALBEF/BLIP alignment loss: each local pair, plus a hard negative video for each local text and
-        a hard negative text for each local video, drawn from the similarities of the global batch."""
+        a hard negative text for each local video, drawn from the similarities of the global batch and
+        never among the contrastive loss's ``positives``."""
         n_local = video.clip.shape[0]
         offset = 0
         if self.world_size > 1:  # a rank's slice of the gathered batch; local sizes may differ
@@ -77,11 +80,7 @@ class PretrainTask(nn.Module):
         hidden = F.pad(text.hidden, (0, 0, 0, length - text.hidden.shape[1]))
         mask = F.pad(text.mask, (0, length - text.mask.shape[1]))
         with torch.no_grad():
-            # Same label, same caption or same video (another caption of it) is never a negative.
-            pos = positive_mask(gather_no_grad(batch["labels"]), gather_no_grad(batch["text_hash"]))
-            index = gather_no_grad(batch["index"])
-            pos |= index[:, None] == index[None, :]
-            neg_video, neg_text = sample_hard_negatives(logits_t2v, pos, uniform=uniform)
+            neg_video, neg_text = sample_hard_negatives(logits_t2v, positives, uniform=uniform)
         tokens_all, hidden_all = gather_with_grad(video.tokens), gather_with_grad(hidden)
         mask_all = gather_no_grad(mask)
         local = slice(offset, offset + n_local)

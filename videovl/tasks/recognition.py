@@ -37,7 +37,9 @@ class RecognitionTask(nn.Module):
         self.rank, self.world_size = rank, world_size
         self.label_smoothing = label_smoothing
 
-    def forward(self, batch: dict, weights: LossWeights | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, batch: dict, weights: LossWeights | None = None, masking: dict | None = None
+    ) -> dict[str, Tensor]:
         # ``weights`` is the stage's LossWeights, taken for the loop's interface: there is one loss here.
         labels = batch["labels"]
         num_classes = self.model.action_head.fc.out_features
@@ -47,7 +49,7 @@ class RecognitionTask(nn.Module):
                 f"[{int(labels.min())}, {int(labels.max())}]; -1 means a sample without a label: an "
                 "action stage takes only sources of kind video-label or image-label"
             )
-        video = self.model.encode_video(batch["pixels"], **batch.get("masking", {}))  # token dropping, if any
+        video = self.model.encode_video(batch["pixels"], **(masking or {}))  # token dropping, if any
         logits = self.model.action_head(video.clip)  # (B, K)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
         acc = (logits.argmax(-1) == labels).float().mean()

@@ -174,7 +174,7 @@ def pretrain(
     time-limited jobs; ``--resume latest`` continues exactly where it stopped). ``resume``: a checkpoint
     folder, "latest" (an error if there is none) or "auto" (the latest if there is one, else a fresh
     start). Fine-tuning passes a loaded ``model``, its own ``make_task(model, rank, world_size)`` (a
-    module whose forward takes ``(batch, loss_weights)`` and returns ``{"loss", ...}``) and
+    module whose forward takes ``(batch, loss_weights, masking=None)`` and returns ``{"loss", ...}``) and
     ``validate(accelerator, model, cfg, tokenizer, stage) -> metrics`` (default: retrieval on the
     configured validation manifests).
     """
@@ -280,9 +280,9 @@ def pretrain(
                 modality, batch = next(batches)
                 state.bad_samples.extend(batch.pop("bad"))
                 batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                batch["masking"] = masking_args(stage, modality, cfg.train.seed, state.step, micro, rank)
+                masking = masking_args(stage, modality, cfg.train.seed, state.step, micro, rank)
                 with accelerator.accumulate(task):
-                    out = task(batch, stage.losses)
+                    out = task(batch, stage.losses, masking=masking)
                     _check_finite(accelerator, out, state.step)
                     accelerator.backward(out["loss"])
                     if accelerator.sync_gradients and cfg.train.grad_clip > 0:
