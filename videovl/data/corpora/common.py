@@ -1,18 +1,33 @@
-"""What the synthetic corpora share: the corpus record, two-phase trajectories, glyph rendering and the
-deterministic h264 writer."""
+"""What the synthetic corpora share: the corpus record, two-phase motions (trajectories, time-reversal and
+order partners), glyph rendering, the deterministic h264 writer, and the cached build (``build_corpus``:
+keyed by the parameters, built beside root and renamed into place, never over a folder that is not its own).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
-__all__ = ["DIRECTIONS", "DemoCorpus", "trajectory", "render_glyphs", "write_video"]
+__all__ = ["DIRECTIONS", "DemoCorpus", "trajectory", "reverse_class", "order_partner", "render_glyphs",
+           "write_video", "corpus_key", "build_corpus"]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (dx, dy); y grows down
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,18 @@ def trajectory(motion: str, num_frames: int, speed: float) -> np.ndarray:
     return np.concatenate([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
 
 
+def reverse_class(motion: str) -> str:
+    """The class a clip of ``motion`` becomes when played backwards: (a then b) -> (-b then -a)."""
+    a, b = motion.split(" then ")
+    return f"{_OPPOSITE[b]} then {_OPPOSITE[a]}"
+
+
+def order_partner(motion: str) -> str:
+    """The class whose caption names the same two directions in the other order."""
+    a, b = motion.split(" then ")
+    return f"{b} then {a}"
+
+
 def render_glyphs(glyphs: np.ndarray, colours: np.ndarray, positions: np.ndarray, canvas: int) -> np.ndarray:
     """glyphs (n, h, w), colours (n, 3), positions (T, n, 2) top-left (x, y) -> (T, H, W, 3) uint8 frames."""
     frames = np.zeros((len(positions), canvas, canvas, 3))
@@ -70,3 +97,77 @@ def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
+
+
+def corpus_key(params: Mapping[str, Any]) -> str:
+    """The cache key of a corpus: a hash of its generation parameters (JSON data)."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cached(root: Path, marker: str, key: str, class_names: tuple[str, ...]) -> DemoCorpus | None:
+    try:
+        found = json.loads((root / marker).read_text())
+    except (OSError, ValueError):
+        return None
+    if found.get("key") != key or not all((root / f"{m}.jsonl").is_file() for m in found["counts"]):
+        return None
+    return DemoCorpus.at(root, found["counts"], class_names)
+
+
+def build_corpus(
+    root: str | Path,
+    write: Callable[[Path], dict[str, int]],
+    *,
+    caller: str,
+    marker: str,
+    params: Mapping[str, Any],
+    class_names: tuple[str, ...],
+    force: bool = False,
+    key: str | None = None,
+) -> DemoCorpus:
+    """Return the corpus cached at ``root`` under ``marker``, or build it with ``write(folder) -> counts``.
+
+    The cache key is ``key`` (default: ``corpus_key(params)``), so a corpus is rebuilt whenever a parameter
+    changes. The corpus is written beside ``root`` and renamed into place, so an interrupted run never
+    leaves a half corpus at ``root``; the marker (key, params, counts, seconds) is written last. ``root`` is
+    replaced only when it holds nothing but names a corpus writes: never a folder of someone else's files.
+    ``caller`` names the generator in the error and the log line.
+    """
+    key = corpus_key(params) if key is None else key
+    root = Path(os.path.realpath(root))  # a symlinked root: build beside and replace its target, not the link
+    if not force and (corpus := _cached(root, marker, key, class_names)) is not None:
+        return corpus
+    ours = lambda name: (
+        name in {"videos", "images", "classes.txt", marker} or name.startswith(("video_", "image_"))
+    )
+    if root.parent == root or root.exists() and not (root.is_dir() and all(map(ours, os.listdir(root)))):
+        raise FileExistsError(
+            f"{caller}: {root} is neither a new or empty folder nor an earlier corpus of this kind; point "
+            "root at a folder of its own (the generator replaces only its own files)"
+        )
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp, old = root.with_name(f".{root.name}.tmp-{tag}"), root.with_name(f".{root.name}.old-{tag}")
+    try:
+        tmp.mkdir()
+        started = time.perf_counter()
+        counts = write(tmp)
+        seconds = round(time.perf_counter() - started, 2)
+        found = {"key": key, "params": dict(params), "counts": counts, "seconds": seconds}
+        (tmp / marker).write_text(json.dumps(found, indent=1) + "\n")  # written last: it means complete
+        if root.exists():
+            if not force and _cached(root, marker, key, class_names) is not None:  # another process won
+                return DemoCorpus.at(root, counts, class_names)
+            root.rename(old)
+        try:
+            tmp.rename(root)
+        except OSError:
+            if _cached(root, marker, key, class_names) is None:  # lost a race to one that left something else
+                raise
+        log.info("%s: wrote %s in %.1f s (%s)", caller, root, seconds, counts)
+    finally:
+        for leftover in (tmp, old):  # our own scratch folder and the corpus we replaced
+            if leftover.exists():
+                shutil.rmtree(leftover)
+    return DemoCorpus.at(root, counts, class_names)

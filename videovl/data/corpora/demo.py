@@ -18,13 +18,8 @@ under a marker (``demo.json``) keyed by the generation parameters.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import logging
-import os
-import shutil
+import functools
 import time
-import uuid
 from itertools import combinations, cycle
 from pathlib import Path
 from typing import Any
@@ -32,20 +27,25 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from videovl.data.corpora.common import DemoCorpus, render_glyphs, trajectory, write_video
+from videovl.data.corpora.common import (
+    DemoCorpus,
+    build_corpus,
+    corpus_key,
+    render_glyphs,
+    reverse_class,
+    trajectory,
+    write_video,
+)
 from videovl.data.sources import write_manifest
 
 __all__ = ["MOTION_CLASSES", "DIGIT_WORDS", "DemoCorpus", "generate_demo", "reverse_class", "trajectory",
            "video_caption", "image_caption", "main"]  # fmt: skip
-
-log = logging.getLogger(__name__)
 
 VERSION = 2  # bump when the output changes for the same parameters, so cached corpora are rebuilt
 MARKER = "demo.json"
 SPLITS = ("train", "val", "test")
 SCALE = 2  # 8x8 bitmaps become 16x16 glyphs
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 # Classes 2k and 2k + 1 are time reversals of each other.
 MOTION_CLASSES = (
     "left then up", "down then right",
@@ -60,12 +60,6 @@ _VIDEO_TEMPLATES = (
     ("the number {w} travels {a}, after that {b}", "the numbers {w} travel {a}, after that {b}"),
 )
 _IMAGE_TEMPLATES = ("a handwritten {w}", "the digit {d}", "a picture of the number {w}")
-
-
-def reverse_class(motion: str) -> str:
-    """The class a clip of ``motion`` becomes when played backwards: (a then b) -> (-b then -a)."""
-    a, b = motion.split(" then ")
-    return f"{_OPPOSITE[b]} then {_OPPOSITE[a]}"
 
 
 def video_caption(digits: list[int], motion: str, template: int = 0) -> str:
@@ -174,16 +168,6 @@ def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def _cached(root: Path, key: str) -> DemoCorpus | None:
-    try:
-        marker = json.loads((root / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    if marker.get("key") != key or not all((root / f"{m}.jsonl").is_file() for m in marker["counts"]):
-        return None
-    return DemoCorpus.at(root, marker["counts"], MOTION_CLASSES)
-
-
 def generate_demo(
     root: str | Path,
     seed: int = 0,
@@ -209,7 +193,6 @@ def generate_demo(
     params = {"version": VERSION, **{k: v for k, v in locals().items() if k not in ("root", "force")}}
     # The default before the knob existed stays out of the key, so corpora written then stay valid.
     keyed = {k: v for k, v in params.items() if k != "eval_images" or v != 10}
-    root = Path(os.path.realpath(root))  # a symlinked root: build beside and replace its target, not the link
     bad = canvas % 2 or canvas < 32 or num_frames < 4 or min(train_videos, train_images, eval_images) < 1
     if bad or not 1 <= eval_videos <= 440:
         raise ValueError(
@@ -218,45 +201,16 @@ def generate_demo(
             "even canvas >= 32 (digits are 16 px), num_frames >= 4, eval_videos in 1..440 (captions stay "
             "unique), >= 1 training and evaluation image"
         )
-    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
-    if not force and (corpus := _cached(root, key)) is not None:
-        return corpus
-    # Replace only what is ours: a folder holding nothing but names this generator writes.
-    ours = lambda name: (
-        name in {"videos", "images", "classes.txt", MARKER} or name.startswith(("video_", "image_"))
+    return build_corpus(
+        root,
+        functools.partial(_write_corpus, p=params),
+        caller="generate_demo",
+        marker=MARKER,
+        params=params,
+        class_names=MOTION_CLASSES,
+        force=force,
+        key=corpus_key(keyed),
     )
-    if root.parent == root or root.exists() and not (root.is_dir() and all(map(ours, os.listdir(root)))):
-        raise FileExistsError(
-            f"generate_demo: {root} is neither a new or empty folder nor an earlier demo corpus; point root "
-            "at a folder of its own (the generator replaces only its own files)"
-        )
-
-    # Build beside root and rename into place: an interrupted run never leaves a half corpus at root.
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp, old = root.with_name(f".{root.name}.tmp-{tag}"), root.with_name(f".{root.name}.old-{tag}")
-    try:
-        tmp.mkdir()
-        started = time.perf_counter()
-        counts = _write_corpus(tmp, params)
-        seconds = round(time.perf_counter() - started, 2)
-        marker = {"key": key, "params": params, "counts": counts, "seconds": seconds}
-        (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n")  # written last: it means complete
-        if root.exists():
-            if not force and _cached(root, key) is not None:  # another process finished first
-                return DemoCorpus.at(root, counts, MOTION_CLASSES)
-            root.rename(old)
-        try:
-            tmp.rename(root)
-        except OSError:
-            if _cached(root, key) is None:  # lost a race to a process that left something else
-                raise
-        log.info("moving digits: wrote %s in %.1f s (%s)", root, seconds, counts)
-    finally:
-        for leftover in (tmp, old):  # our own scratch folder and the corpus we replaced
-            if leftover.exists():
-                shutil.rmtree(leftover)
-    return DemoCorpus.at(root, counts, MOTION_CLASSES)
 
 
 def main(argv: list[str] | None = None) -> DemoCorpus:

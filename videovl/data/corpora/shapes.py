@@ -17,11 +17,7 @@ marker (``shapes.json``) keyed by the parameters. Train a demo config on it with
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import os
-import shutil
-import uuid
+import functools
 from itertools import permutations, product
 from pathlib import Path
 from typing import Any
@@ -29,7 +25,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from videovl.data.corpora.common import DemoCorpus, render_glyphs, trajectory, write_video
+from videovl.data.corpora.common import (
+    DemoCorpus,
+    build_corpus,
+    order_partner,
+    render_glyphs,
+    trajectory,
+    write_video,
+)
 from videovl.data.sources import write_manifest
 
 __all__ = ["SHAPE_MOTIONS", "SHAPES", "COLOURS", "order_partner", "generate_shapes", "main"]
@@ -52,12 +55,6 @@ _VIDEO_TEMPLATES = (
     "a {s} in {c} travels {a}, after that {b}",
 )
 _IMAGE_TEMPLATES = ("a {c} {s}", "the {c} {s}", "a {s} in {c}")
-
-
-def order_partner(motion: str) -> str:
-    """The class whose caption names the same two directions in the other order."""
-    a, b = motion.split(" then ")
-    return f"{b} then {a}"
 
 
 def _glyph(shape: str) -> np.ndarray:
@@ -125,13 +122,6 @@ def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def _corpus(root: Path, counts: dict[str, int]) -> DemoCorpus:
-    paths = {f"{m}_{s}": root / f"{m}_{s}.jsonl" for m in ("video", "image") for s in SPLITS}
-    return DemoCorpus(
-        root, **paths, classes_file=root / "classes.txt", class_names=SHAPE_MOTIONS, counts=counts
-    )
-
-
 def generate_shapes(
     root: str | Path,
     seed: int = 0,
@@ -154,32 +144,15 @@ def generate_shapes(
         raise ValueError(
             f"generate_shapes: eval_videos={eval_videos}; need 1..192 so test captions stay unique"
         )
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    root = Path(os.path.realpath(root))
-    try:
-        marker = json.loads((root / MARKER).read_text())
-        if marker["key"] == key and not force:
-            return _corpus(root, marker["counts"])
-    except (OSError, ValueError, KeyError):
-        if root.exists() and any(root.iterdir()):
-            raise FileExistsError(
-                f"generate_shapes: {root} is neither empty nor a shapes corpus; give it a folder of its own"
-            ) from None
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.with_name(f".{root.name}.tmp-{uuid.uuid4().hex[:8]}")  # built beside, renamed into place
-    try:
-        tmp.mkdir()
-        counts = _write_corpus(tmp, params)
-        (tmp / MARKER).write_text(
-            json.dumps({"key": key, "params": params, "counts": counts}, indent=1) + "\n"
-        )
-        if root.exists():
-            shutil.rmtree(root)
-        tmp.rename(root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return _corpus(root, counts)
+    return build_corpus(
+        root,
+        functools.partial(_write_corpus, p=params),
+        caller="generate_shapes",
+        marker=MARKER,
+        params=params,
+        class_names=SHAPE_MOTIONS,
+        force=force,
+    )
 
 
 def main(argv: list[str] | None = None) -> DemoCorpus:
