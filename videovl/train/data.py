@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videovl.config import Config, ConfigError, DataSource, StageConfig
+from videovl.config import KINDS, Config, ConfigError, DataSource, StageConfig, not_one_of
 from videovl.data.collate import Collator
 from videovl.data.datasets import ClipDataset, DrawConcat, build_label_map
 from videovl.data.loader import build_loader
@@ -20,7 +20,6 @@ from videovl.data.sources.shards import HashedLabels, ShardSet, open_shards
 from videovl.data.stream import ShardSource, StreamBatches
 
 __all__ = [
-    "KINDS",
     "StageData",
     "resolve_manifest",
     "load_source",
@@ -29,8 +28,6 @@ __all__ = [
     "open_batches",
     "build_eval_dataset",
 ]
-
-KINDS = ("video-text", "video-label", "image-text", "image-label")
 
 
 def resolve_manifest(spec: str, cfg: Config) -> Path:
@@ -43,7 +40,7 @@ def resolve_manifest(spec: str, cfg: Config) -> Path:
 def load_source(source: DataSource, cfg: Config, where: str) -> Sequence[Sample] | ShardSet:
     """A manifest's samples, or a shard set (read as a stream later)."""
     if source.kind not in KINDS:
-        raise ConfigError(f"{where}.kind is '{source.kind}'; expected one of {KINDS}")
+        raise not_one_of(f"{where}.kind", source.kind, KINDS)
     if bool(source.manifest) == bool(source.shards):
         raise ConfigError(
             f"{where} needs exactly one of 'manifest' (a JSON Lines file) or 'shards' (a tar pattern such as "
