@@ -79,6 +79,11 @@ def test_a_stage_of_zero_steps_is_skipped_and_negative_steps_are_an_error(tiny_d
         ("stages.2.sources.0.kind=image-text", ["stages.2.sources.0: kind 'image-text' but", "are videos"]),
         ("stages.2.sources.0.shards=/no/{0..1}.tar", ["stages.2.sources.0 needs exactly one of 'manifest'"]),
         ("stages.2.sources=[]", ["stages.2 ('align') has no sources"]),
+        (
+            "stages.2.sources=[{shards: '/no/{0..1}.tar', kind: video-text}]",
+            ["stages.2.sources.0.shards: none of the 2 shards"],
+        ),
+        ("stages.2.sources.0.manifest={tmp}/bad.jsonl", ["stages.2.sources.0.manifest: ", "bad.jsonl:2"]),
         ("model.alignment.enabled=false", ["stages.2.losses.itm=1.0 needs the alignment head"]),
         ("stages.2.mask_ratio=0.99", ["stages.2 ('align'): mask_ratio.video is 0.99, which keeps no"]),
         ("data.test_manifest=demo:nope.jsonl", ["data.test_manifest: ", "nope.jsonl does not"]),
@@ -91,9 +96,10 @@ def test_a_mistake_in_the_last_stage_fails_before_step_one_naming_the_key(
         raise AssertionError("a training step ran before the configuration was checked")
 
     monkeypatch.setattr(PretrainTask, "forward", no_step)
+    (tmp_path / "bad.jsonl").write_text('{"video": "a.mp4", "caption": "a digit"}\nnot json\n')
     out = tmp_path / "run"
     with pytest.raises(ConfigError) as e:
-        tool.main(tiny_pretrain_args(tiny_demo, out, override))
+        tool.main(tiny_pretrain_args(tiny_demo, out, override.replace("{tmp}", str(tmp_path))))
     for w in words:
         assert w in str(e.value)
     assert not out.exists()  # nothing written: no config, no checkpoint
