@@ -135,7 +135,7 @@ def test_yaml_no_is_the_word_and_every_shipped_config_loads():
 
 
 def test_the_allowed_words_live_in_the_config_and_the_consumers_use_them():
-    from videovl.data import video_io
+    from videovl.data.media import video_io
     from videovl.models import matching, model
     from videovl.train import accelerator, data, stages
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from videovl.config import Config, ConfigError
-from videovl.data.manifest import ManifestError, read_manifest
+from videovl.data.sources import ManifestError, read_manifest
 from videovl.tasks.pretrain import check_loss_heads
 from videovl.train.data import LoadedSources, load_stage_sources, resolve_manifest
 from videovl.train.stages import check_freeze, check_masking
