@@ -54,8 +54,12 @@ def test_a_stage_of_zero_steps_is_skipped_and_negative_steps_are_an_error(tiny_d
     real = train_data.read_manifest
     monkeypatch.setattr(train_data, "read_manifest", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
     out = tmp_path / "run"
-    # A skipped stage's sources need not exist.
-    skip = ["stages.2.steps=0", "stages.2.sources.0.manifest=demo:missing.jsonl"]
+    # A skipped stage's sources need not exist, nor the heads its losses would need.
+    skip = [
+        "stages.2.steps=0",
+        "stages.2.sources.0.manifest=demo:missing.jsonl",
+        "model.alignment.enabled=false",
+    ]
     metrics = tool.main(tiny_pretrain_args(tiny_demo, out, *skip))
     assert "test/t2v/R@1" in metrics
     assert len(reads) == 4  # each source of the two stages read once: checked before step one, then used
