@@ -1,7 +1,15 @@
+from pathlib import Path
+
 import pytest
 
 from videovl.config import (
+    AGGREGATIONS,
+    BACKENDS,
+    CLIP_POOLS,
+    FREEZABLE,
+    KINDS,
     MODEL_SIZES,
+    PRECISIONS,
     Config,
     ConfigError,
     StageConfig,
@@ -9,6 +17,8 @@ from videovl.config import (
     resolve_path,
     save_config,
 )
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 def test_defaults_and_named_size():
@@ -82,3 +92,54 @@ def test_resolve_path_package():
 
 def test_bare_no_is_the_word_for_string_fields():
     assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.clip_pool=orderd", ["model.clip_pool is 'orderd'", "('encoder', 'ordered')", "'ordered'?"]),
+        ("model.vision.attention=divded", ["model.vision.attention is 'divded'", "mean 'divided'"]),
+        ("model.text.pool=cl", ["model.text.pool is 'cl'", "mean 'cls'"]),
+        ("model.frame_agg=median", ["model.frame_agg is 'median'", "('softmax', 'mean', 'max')"]),
+        ("model.pretrained_act=quickgelu", ["model.pretrained_act is 'quickgelu'", "mean 'quick_gelu'"]),
+        ("train.mixed_precision=bf61", ["train.mixed_precision is 'bf61'", "mean 'bf16'"]),
+        ("data.backend=decrod", ["data.backend is 'decrod'", "mean 'decord'"]),
+        ("stages=[{name: a, freeze: [text, vison]}]", ["stages.0.freeze[1] is 'vison'", "mean 'visual'"]),
+        (
+            "stages=[{name: a, sources: [{manifest: m.jsonl, kind: video-txt}]}]",
+            ["stages.0.sources.0.kind is 'video-txt'", "mean 'video-text'"],
+        ),
+        ("data.crop_scale=[0.5, x]", ["data.crop_scale[1]", "expected float"]),
+    ],
+)
+def test_a_value_outside_its_choices_fails_at_load_with_the_key_and_a_close_match(override, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["model.name=test", override])
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_a_typo_in_the_last_stage_of_a_file_names_the_file_and_the_key():
+    with pytest.raises(ConfigError) as e:
+        load_config(DEMO, ["stages.2.freeze=[visual, vison]"])
+    assert str(e.value).startswith(f"{DEMO}: stages.2.freeze[1] is 'vison'")
+    assert "did you mean 'visual'" in str(e.value)
+    with pytest.raises(ConfigError, match=r"stages\.1: stage 'joint': mask_ratio\.video is 1\.5"):
+        load_config(DEMO, ["stages.1.mask_ratio=1.5"])  # a dataclass's own check says where it sits
+
+
+def test_yaml_no_is_the_word_and_every_shipped_config_loads():
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    for path in sorted(DEMO.parent.glob("*.yaml")):
+        load_config(path)
+
+
+def test_the_allowed_words_live_in_the_config_and_the_consumers_use_them():
+    from videovl.data.media import video_io
+    from videovl.models import matching, model
+    from videovl.train import accelerator, data, stages
+
+    assert model.CLIP_POOLS is CLIP_POOLS and matching.AGGREGATIONS is AGGREGATIONS
+    assert stages.FREEZABLE is FREEZABLE and data.KINDS is KINDS and accelerator.PRECISIONS is PRECISIONS
+    # videovl/data keeps its own copy until the data layer imports it from the config
+    assert tuple(video_io.BACKENDS) == BACKENDS

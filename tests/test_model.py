@@ -201,6 +201,27 @@ def test_create_model_overrides_are_nested_and_do_not_leak_into_the_sizes():
     assert videovl.model_config("test").text.config["num_hidden_layers"] == 2
 
 
+def test_a_size_name_is_expanded_once_on_the_way_from_a_config_file_to_a_model(monkeypatch):
+    import videovl.config.sizes as sizes
+
+    class Counting(dict):
+        reads = 0
+
+        def __getitem__(self, name):
+            Counting.reads += 1
+            return super().__getitem__(name)
+
+    monkeypatch.setattr(sizes, "MODEL_SIZES", Counting(MODEL_SIZES))
+    cfg = videovl.load_config(None, ["model.name=test", "model.caption.enabled=false"])
+    model = videovl.create_model(videovl.model_config(cfg.model))  # the loop's path to its model
+    assert Counting.reads == 1 and model.cfg == cfg.model
+    # A resolved config is taken as it is: the size's text.config keys are not merged back into it.
+    cfg.model.text.config = {k: v for k, v in cfg.model.text.config.items() if k != "intermediate_size"}
+    again = videovl.model_config(cfg.model)
+    assert again == cfg.model and again is not cfg.model and "intermediate_size" not in again.text.config
+    assert videovl.model_config(cfg.model, embed_dim=16).text.config == cfg.model.text.config
+
+
 def test_unknown_size_or_key_is_a_clear_error():
     with pytest.raises(ConfigError, match="'resnet50'.*demo, test, vit-b16"):
         videovl.create_model("resnet50")

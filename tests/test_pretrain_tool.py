@@ -10,10 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import videovl.train.data as train_data
 from tests.conftest import tiny_pretrain_args
 from tools import pretrain as tool
 from videovl import load_checkpoint
 from videovl.config import ConfigError, load_config
+from videovl.tasks.pretrain import PretrainTask
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,13 +49,64 @@ def test_every_stage_runs_and_the_run_reports_test_metrics(tiny_demo, tmp_path, 
     assert model.encode_video(x).clip.shape == (1, 32)
 
 
-def test_a_stage_of_zero_steps_is_skipped_and_negative_steps_are_an_error(tiny_demo, tmp_path):
+def test_a_stage_of_zero_steps_is_skipped_and_negative_steps_are_an_error(tiny_demo, tmp_path, monkeypatch):
+    reads = []
+    real = train_data.read_manifest
+    monkeypatch.setattr(train_data, "read_manifest", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
     out = tmp_path / "run"
-    metrics = tool.main(tiny_pretrain_args(tiny_demo, out, "stages.2.steps=0"))
+    # A skipped stage's sources need not exist, nor the heads its losses would need.
+    skip = [
+        "stages.2.steps=0",
+        "stages.2.sources.0.manifest=demo:missing.jsonl",
+        "model.alignment.enabled=false",
+    ]
+    metrics = tool.main(tiny_pretrain_args(tiny_demo, out, *skip))
     assert "test/t2v/R@1" in metrics
+    assert len(reads) == 4  # each source of the two stages read once: checked before step one, then used
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step_00000002", "step_00000004"]
     with pytest.raises(ConfigError, match=r"stages.1.steps is -1; expected >= 0"):
         tool.main(tiny_pretrain_args(tiny_demo, tmp_path / "bad", "stages.1.steps=-1"))
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("stages.2.freeze=[visual, vison]", ["stages.2.freeze[1] is 'vison'", "did you mean 'visual'"]),
+        (
+            "stages.2.sources.0.kind=video-txt",
+            ["stages.2.sources.0.kind is 'video-txt'", "mean 'video-text'"],
+        ),
+        (
+            "stages.2.sources.0.manifest=demo:nope.jsonl",
+            ["stages.2.sources.0.manifest: ", "nope.jsonl does not"],
+        ),
+        ("stages.2.sources.0.kind=image-text", ["stages.2.sources.0: kind 'image-text' but", "are videos"]),
+        ("stages.2.sources.0.shards=/no/{0..1}.tar", ["stages.2.sources.0 needs exactly one of 'manifest'"]),
+        ("stages.2.sources=[]", ["stages.2 ('align') has no sources"]),
+        (
+            "stages.2.sources=[{shards: '/no/{0..1}.tar', kind: video-text}]",
+            ["stages.2.sources.0.shards: none of the 2 shards"],
+        ),
+        ("stages.2.sources.0.manifest={tmp}/bad.jsonl", ["stages.2.sources.0.manifest: ", "bad.jsonl:2"]),
+        ("model.alignment.enabled=false", ["stages.2.losses.itm=1.0 needs the alignment head"]),
+        ("stages.2.mask_ratio=0.99", ["stages.2 ('align'): mask_ratio.video is 0.99, which keeps no"]),
+        ("data.test_manifest=demo:nope.jsonl", ["data.test_manifest: ", "nope.jsonl does not"]),
+    ],
+)
+def test_a_mistake_in_the_last_stage_fails_before_step_one_naming_the_key(
+    tiny_demo, tmp_path, monkeypatch, override, words
+):
+    def no_step(*args, **kwargs):
+        raise AssertionError("a training step ran before the configuration was checked")
+
+    monkeypatch.setattr(PretrainTask, "forward", no_step)
+    (tmp_path / "bad.jsonl").write_text('{"video": "a.mp4", "caption": "a digit"}\nnot json\n')
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError) as e:
+        tool.main(tiny_pretrain_args(tiny_demo, out, override.replace("{tmp}", str(tmp_path))))
+    for w in words:
+        assert w in str(e.value)
+    assert not out.exists()  # nothing written: no config, no checkpoint
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

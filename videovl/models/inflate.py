@@ -15,13 +15,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from videovl.config import ConfigError, VisionConfig
-from videovl.models.layers import ACTIVATIONS, resample_spatial
+from videovl.config import ACTIVATIONS, INFLATIONS, ConfigError, VisionConfig, not_one_of
+from videovl.models.layers import resample_spatial
 from videovl.models.visual import VisualEncoder
 
-__all__ = ["INFLATIONS", "from_timm", "create_timm_vit", "inflate_patch_kernel", "load_weights_file"]
-
-INFLATIONS = ("centre", "mean")
+__all__ = ["from_timm", "create_timm_vit", "inflate_patch_kernel", "load_weights_file"]
 
 
 def inflate_patch_kernel(weight: Tensor, tubelet_size: int, how: str = "centre") -> Tensor:
@@ -31,7 +29,7 @@ def inflate_patch_kernel(weight: Tensor, tubelet_size: int, how: str = "centre")
     the middle frame (zeros elsewhere), ``"mean"`` spreads it evenly, ``weight / tubelet_size`` per frame.
     """
     if how not in INFLATIONS:
-        raise ConfigError(f"model.vision.inflation is '{how}'; expected one of {INFLATIONS}")
+        raise not_one_of("model.vision.inflation", how, INFLATIONS)
     if how == "mean":
         return (weight / tubelet_size).unsqueeze(2).repeat(1, 1, tubelet_size, 1, 1)
     out = weight.new_zeros(*weight.shape[:2], tubelet_size, *weight.shape[2:])

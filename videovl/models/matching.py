@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["AGGREGATIONS", "global_similarity", "frame_similarity", "word_frame_similarity", "aggregate"]
+from videovl.config import AGGREGATIONS
 
-AGGREGATIONS = ("softmax", "mean", "max")
+__all__ = ["global_similarity", "frame_similarity", "word_frame_similarity", "aggregate"]
 
 
 def global_similarity(text: Tensor, video: Tensor) -> Tensor:

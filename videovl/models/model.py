@@ -12,19 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from videovl.config import ConfigError, ModelConfig
+from videovl.config import AGGREGATIONS, CLIP_POOLS, ConfigError, ModelConfig, not_one_of
 from videovl.models.action import ActionHead
 from videovl.models.alignment import AlignmentDecoder
 from videovl.models.caption import CaptionDecoder
 from videovl.models.inflate import from_timm
 from videovl.models.layers import resample_temporal
-from videovl.models.matching import AGGREGATIONS, frame_similarity, global_similarity, word_frame_similarity
+from videovl.models.matching import frame_similarity, global_similarity, word_frame_similarity
 from videovl.models.text import TextEncoder
 from videovl.models.visual import VisualEncoder
 
-__all__ = ["VideoLanguageModel", "VideoEmbedding", "TextEmbedding", "CLIP_POOLS"]
-
-CLIP_POOLS = ("encoder", "ordered")
+__all__ = ["VideoLanguageModel", "VideoEmbedding", "TextEmbedding"]
 
 
 class VideoEmbedding(NamedTuple):
@@ -44,14 +42,14 @@ class VideoLanguageModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         if cfg.frame_agg not in AGGREGATIONS:
-            raise ConfigError(f"model.frame_agg is '{cfg.frame_agg}'; expected one of {AGGREGATIONS}")
+            raise not_one_of("model.frame_agg", cfg.frame_agg, AGGREGATIONS)
         self.cfg = cfg
         uses_timm = cfg.vision.timm_model or cfg.vision.timm_checkpoint
         self.visual = from_timm(cfg.vision) if uses_timm else VisualEncoder(cfg.vision)
         self.text = TextEncoder(cfg.text)
         self.visual_proj = nn.Linear(self.visual.width, cfg.embed_dim, bias=False)
         if cfg.clip_pool not in CLIP_POOLS:
-            raise ConfigError(f"model.clip_pool is '{cfg.clip_pool}'; expected one of {CLIP_POOLS}")
+            raise not_one_of("model.clip_pool", cfg.clip_pool, CLIP_POOLS)
         self.ordered_proj = None  # (T', Wv, D): one map per temporal position, summed over time
         if cfg.clip_pool == "ordered":
             positions = cfg.vision.num_frames // cfg.vision.tubelet_size

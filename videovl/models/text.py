@@ -10,13 +10,9 @@ from typing import NamedTuple
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel
 
-from videovl.config import ConfigError, TextConfig, resolve_path
+from videovl.config import TEXT_POOLS, ConfigError, TextConfig, not_one_of, resolve_path
 
-__all__ = ["TextEncoder", "TextOutput", "POOLS"]
-
-# "eot": the model's own pooled output; for CLIP's text model, the end-of-text token's final state, found
-# as transformers finds it.
-POOLS = ("mean", "cls", "eot")
+__all__ = ["TextEncoder", "TextOutput"]
 
 
 class TextOutput(NamedTuple):
@@ -28,8 +24,8 @@ class TextOutput(NamedTuple):
 class TextEncoder(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        if cfg.pool not in POOLS:
-            raise ConfigError(f"model.text.pool is '{cfg.pool}'; expected one of {POOLS}")
+        if cfg.pool not in TEXT_POOLS:
+            raise not_one_of("model.text.pool", cfg.pool, TEXT_POOLS)
         self.cfg = cfg
         if cfg.config is not None:
             config = dict(cfg.config)

@@ -16,10 +16,17 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from videovl.config import ConfigError, VisionConfig
-from videovl.models.layers import (
+from videovl.config import (
     ACTIVATIONS,
     ATTENTION_MODES,
+    FINAL_NORMS,
+    POS_EMBEDS,
+    VISION_POOLS,
+    ConfigError,
+    VisionConfig,
+    not_one_of,
+)
+from videovl.models.layers import (
     Attention,
     Mlp,
     PatchEmbed3D,
@@ -30,11 +37,7 @@ from videovl.models.layers import (
     resample_temporal,
 )
 
-__all__ = ["VisualEncoder", "VisualOutput", "POOLS"]
-
-POOLS = ("cls", "mean")
-POS_EMBEDS = ("learned", "sinusoidal")
-FINAL_NORMS = ("tokens", "pooled")
+__all__ = ["VisualEncoder", "VisualOutput"]
 
 
 class VisualOutput(NamedTuple):
@@ -49,20 +52,15 @@ class VisualOutput(NamedTuple):
 
 def check_vision_config(cfg: VisionConfig) -> None:
     """Raise a ConfigError naming the field, its value and the fix for an inconsistent VisionConfig."""
-    if cfg.attention not in ATTENTION_MODES:
-        raise ConfigError(f"model.vision.attention is '{cfg.attention}'; expected one of {ATTENTION_MODES}")
-    if cfg.pool not in POOLS:
-        raise ConfigError(f"model.vision.pool is '{cfg.pool}'; expected one of {POOLS}")
+    # Load time checks the words already; a VisionConfig built in Python arrives here unchecked.
+    for key, options in (("attention", ATTENTION_MODES), ("pool", VISION_POOLS), ("pos_embed", POS_EMBEDS),
+                         ("final_norm", FINAL_NORMS), ("act", ACTIVATIONS)):  # fmt: skip
+        if getattr(cfg, key) not in options:
+            raise not_one_of(f"model.vision.{key}", getattr(cfg, key), options)
     if cfg.pool == "cls" and not cfg.class_token:
         raise ConfigError("model.vision.pool is 'cls' but class_token is false; set pool: mean")
-    if cfg.pos_embed not in POS_EMBEDS:
-        raise ConfigError(f"model.vision.pos_embed is '{cfg.pos_embed}'; expected one of {POS_EMBEDS}")
-    if cfg.final_norm not in FINAL_NORMS:
-        raise ConfigError(f"model.vision.final_norm is '{cfg.final_norm}'; expected one of {FINAL_NORMS}")
     if cfg.final_norm == "pooled" and cfg.pool != "mean":
         raise ConfigError("model.vision.final_norm is 'pooled' (a norm after mean pooling): set pool: mean")
-    if cfg.act not in ACTIVATIONS:
-        raise ConfigError(f"model.vision.act is '{cfg.act}'; expected one of {sorted(ACTIVATIONS)}")
     if cfg.image_size % cfg.patch_size:
         raise ConfigError(
             f"model.vision: image size {cfg.image_size} is not divisible by patch size {cfg.patch_size}"

@@ -18,7 +18,18 @@ from videovl.losses.itm import itm_loss, sample_hard_negatives
 from videovl.models.caption import target_positions
 from videovl.models.model import VideoLanguageModel
 
-__all__ = ["PretrainTask"]
+__all__ = ["PretrainTask", "check_loss_heads"]
+
+
+def check_loss_heads(model: VideoLanguageModel, weights: LossWeights, where: str = "losses") -> None:
+    """Raise a ConfigError naming the key under ``where`` (``stages.2.losses``) when a loss is weighted
+    but ``model`` lacks the head it needs."""
+    for loss, head in (("itm", "alignment"), ("caption", "caption")):  # losses of optional heads
+        if getattr(weights, loss) > 0 and getattr(model, head) is None:
+            raise ConfigError(
+                f"{where}.{loss}={getattr(weights, loss)} needs the {head} head, but model.{head}.enabled "
+                f"is false: enable it or set {where}.{loss} to 0"
+            )
 
 
 class PretrainTask(nn.Module):
@@ -32,12 +43,7 @@ class PretrainTask(nn.Module):
     def forward(self, batch: dict, weights: LossWeights, masking: dict | None = None) -> dict[str, Tensor]:
         """``masking``: token-dropping arguments of ``encode_video`` (ratio, generator, tube), or None."""
         model = self.model
-        for loss, head in (("itm", "alignment"), ("caption", "caption")):
-            if getattr(weights, loss) > 0 and getattr(model, head) is None:
-                raise ConfigError(
-                    f"loss weight {loss}={getattr(weights, loss)} needs the {head} head, but "
-                    f"model.{head}.enabled is false: enable it or set the stage's losses.{loss} to 0"
-                )
+        check_loss_heads(model, weights)  # the loop checked every stage already; a direct caller has not
         video = model.encode_video(batch["pixels"], **(masking or {}))
         text = model.encode_text(batch["input_ids"], batch["attention_mask"])
         scale = model.scale()

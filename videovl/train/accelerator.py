@@ -10,13 +10,12 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs
 
-from videovl.config import Config, ConfigError
+from videovl.config import PRECISIONS, Config, not_one_of
 
-__all__ = ["make_accelerator", "cpu_has_bf16", "resolve_precision", "PRECISIONS"]
+__all__ = ["make_accelerator", "cpu_has_bf16", "resolve_precision"]
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "no", "bf16", "fp16")
 # CPU flags (x86 /proc/cpuinfo, aarch64 "Features") of units that compute in bf16. Without them PyTorch
 # emulates bf16 matmuls: a demo training step took 9x longer in bf16 than in fp32 on an AVX2-only CPU.
 _BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
@@ -42,7 +41,7 @@ def resolve_precision(requested: str, cpu: bool) -> str:
     computes in bf16 (a CUDA GPU that supports it, a CPU with bf16 units), else fp32 ("no"). An explicit
     bf16 on a CPU without bf16 units is kept, with a warning."""
     if requested not in PRECISIONS:
-        raise ConfigError(f"train.mixed_precision is '{requested}'; expected one of {PRECISIONS}")
+        raise not_one_of("train.mixed_precision", requested, PRECISIONS)
     on_cpu = cpu or not torch.cuda.is_available()
     if requested == "auto":
         if on_cpu:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videovl.config import Config, ConfigError, DataSource, StageConfig
+from videovl.config import KINDS, Config, ConfigError, DataSource, StageConfig, not_one_of
 from videovl.data.collate import Collator
 from videovl.data.datasets import ClipDataset, DrawConcat, build_label_map
 from videovl.data.loader import build_loader
@@ -20,17 +20,16 @@ from videovl.data.sources.shards import HashedLabels, ShardSet, open_shards
 from videovl.data.stream import ShardSource, StreamBatches
 
 __all__ = [
-    "KINDS",
     "StageData",
     "resolve_manifest",
     "load_source",
+    "LoadedSources",
+    "load_stage_sources",
     "build_stage_data",
     "make_loader",
     "open_batches",
     "build_eval_dataset",
 ]
-
-KINDS = ("video-text", "video-label", "image-text", "image-label")
 
 
 def resolve_manifest(spec: str, cfg: Config) -> Path:
@@ -43,7 +42,7 @@ def resolve_manifest(spec: str, cfg: Config) -> Path:
 def load_source(source: DataSource, cfg: Config, where: str) -> Sequence[Sample] | ShardSet:
     """A manifest's samples, or a shard set (read as a stream later)."""
     if source.kind not in KINDS:
-        raise ConfigError(f"{where}.kind is '{source.kind}'; expected one of {KINDS}")
+        raise not_one_of(f"{where}.kind", source.kind, KINDS)
     if bool(source.manifest) == bool(source.shards):
         raise ConfigError(
             f"{where} needs exactly one of 'manifest' (a JSON Lines file) or 'shards' (a tar pattern such as "
@@ -56,7 +55,10 @@ def load_source(source: DataSource, cfg: Config, where: str) -> Sequence[Sample]
                                where=f"{where}.shards")  # fmt: skip
         except ManifestError as e:
             raise ConfigError(str(e)) from None
-    samples = read_manifest(resolve_manifest(source.manifest, cfg), source.root)
+    try:
+        samples = read_manifest(resolve_manifest(source.manifest, cfg), source.root)
+    except ManifestError as e:  # a missing file or a bad line: say which source of which stage
+        raise ConfigError(f"{where}.manifest: {e}") from None
     modality, what = source.kind.split("-")
     # Column-wise checks: a manifest of millions of lines builds no Sample object here.
     wrong = np.flatnonzero(modalities(samples) != modality)
@@ -89,14 +91,36 @@ class StageData:
     streamed: list = field(default_factory=list)
 
 
-def build_stage_data(cfg: Config, stage_index: int) -> dict[str, StageData]:
-    """One concatenated training dataset per modality present in the stage."""
+# A stage's sources with what each holds: a manifest's samples or a shard set.
+LoadedSources = list[tuple[DataSource, Sequence[Sample] | ShardSet]]
+
+
+def load_stage_sources(cfg: Config, stage_index: int) -> LoadedSources:
+    """Every source of stage ``stage_index`` read and checked (:func:`load_source`); errors name the key."""
     stage = cfg.stages[stage_index]
     if not stage.sources:
         raise ConfigError(f"stages.{stage_index} ('{stage.name}') has no sources")
     loaded = [
         (s, load_source(s, cfg, f"stages.{stage_index}.sources.{i}")) for i, s in enumerate(stage.sources)
     ]
+    if stage.mining.enabled and any(
+        isinstance(x, ShardSet) and s.kind.startswith("video") for s, x in loaded
+    ):
+        raise ConfigError(
+            f"stages.{stage_index}.mining needs every sample indexed up front; it cannot mine over "
+            "shard sources: disable mining or use manifests"
+        )
+    return loaded
+
+
+def build_stage_data(
+    cfg: Config, stage_index: int, loaded: LoadedSources | None = None
+) -> dict[str, StageData]:
+    """One concatenated training dataset per modality present in the stage, from its ``loaded`` sources
+    (:func:`load_stage_sources`, which the loop's whole-run check has called; read here if not given)."""
+    stage = cfg.stages[stage_index]
+    if loaded is None:
+        loaded = load_stage_sources(cfg, stage_index)
     if any(isinstance(x, ShardSet) and s.kind.endswith("label") for s, x in loaded):
         # Shard labels are unknown until read: ids from the names, for the manifests' labels too, so the
         # same label is one id whichever source it comes from.
@@ -132,11 +156,6 @@ def build_stage_data(cfg: Config, stage_index: int) -> dict[str, StageData]:
                 datasets[-1] = ShardSource(samples, datasets[-1], offset)
             offset += len(datasets[-1])
         streamed = any(isinstance(d, ShardSource) for d in datasets)
-        if streamed and stage.mining.enabled and modality == "video":
-            raise ConfigError(
-                f"stages.{stage_index}.mining needs every sample indexed up front; it cannot mine over "
-                "shard sources: disable mining or use manifests"
-            )
         out[modality] = StageData(
             modality,
             DrawConcat(manifests)

@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import Subset
 
-from videovl.config import Config, ConfigError, save_config, to_dict
+from videovl.config import Config, save_config, to_dict
 from videovl.data.collate import Collator
 from videovl.data.corpora.demo import generate_demo
 from videovl.data.loader import build_loader
@@ -27,11 +27,12 @@ from videovl.models.matching import frame_similarity
 from videovl.models.model import VideoLanguageModel
 from videovl.progress import progress
 from videovl.tasks.pretrain import PretrainTask
+from videovl.train.checks import check_run
 from videovl.train.data import build_eval_dataset, build_stage_data, open_batches, resolve_manifest
 from videovl.train.mining import embed_for_mining, mining_dataset, nearest_neighbours
 from videovl.train.optim import build_optimizer, describe_groups
 from videovl.train.schedule import StagedSchedule
-from videovl.train.stages import apply_freeze, check_masking, masking_args
+from videovl.train.stages import apply_freeze, masking_args
 from videovl.train.state import TrainState
 
 __all__ = ["pretrain", "evaluate_retrieval", "NonFiniteLossError", "latest_checkpoint", "Validator"]
@@ -188,9 +189,10 @@ def pretrain(
         cfg.model = model_config(cfg.model)
     tokenizer = load_tokenizer(cfg.model.text)
     fill_token_ids(cfg.model.text, tokenizer)
+    model = model if model is not None else create_model(cfg.model)
+    sources = check_run(cfg, model)  # every stage, before anything is written or trained
     if main:
         save_config(cfg, out_dir / "config.yaml")
-    model = model if model is not None else create_model(cfg.model)
     task = make_task(model, accelerator.process_index, accelerator.num_processes)
     t = cfg.train
     optimizer = build_optimizer(model, t.weight_decay, t.betas, t.text_lr_scale, t.pretrained_lr_scale)
@@ -230,11 +232,6 @@ def pretrain(
     accum = cfg.train.grad_accum
     rank, world = accelerator.process_index, accelerator.num_processes
     neighbours = _load_neighbours(resume_path) if resume_path is not None else None
-
-    for i, stage in enumerate(cfg.stages):
-        if stage.steps < 0:
-            raise ConfigError(f"stages.{i}.steps is {stage.steps}; expected >= 0 (0 skips the stage)")
-        check_masking(model.visual, stage, i, cfg.data.image_size)
     while state.stage < len(cfg.stages):
         si, stage = state.stage, cfg.stages[state.stage]
         if stage.steps == 0:  # `stages.N.steps=0` on the command line leaves a stage out of a run
@@ -246,7 +243,7 @@ def pretrain(
             f"stage {si} '{stage.name}': {stage.steps} steps, {counts['trainable']:,} trainable "
             f"parameters ({counts['frozen']:,} frozen)"
         )
-        data = build_stage_data(cfg, si)
+        data = build_stage_data(cfg, si, sources[si])
         micro0 = state.stage_step * accum  # micro-batches already drawn in this stage
         seed = cfg.train.seed + 1000 * si
         mining = stage.mining.enabled and "video" in data

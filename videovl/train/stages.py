@@ -9,12 +9,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from videovl.config import ConfigError, StageConfig
+from videovl.config import FREEZABLE, ConfigError, StageConfig, not_one_of
 from videovl.models.layers import num_kept
 
-__all__ = ["FREEZABLE", "apply_freeze", "check_masking", "masking_args"]
+__all__ = ["check_freeze", "apply_freeze", "check_masking", "masking_args"]
 
-FREEZABLE = ("visual", "text", "temporal", "projections")
+
+def check_freeze(freeze: list[str], text_unlocked_layers: int = 0, where: str = "stages[]") -> None:
+    """Raise a ConfigError naming the key under ``where`` (``stages.2``) when a stage's ``freeze`` or
+    ``text_unlocked_layers`` cannot apply."""
+    for j, part in enumerate(freeze):
+        if part not in FREEZABLE:
+            raise not_one_of(f"{where}.freeze[{j}]", part, FREEZABLE)
+    if text_unlocked_layers < 0 or text_unlocked_layers and "text" not in freeze:
+        raise ConfigError(
+            f"{where}.text_unlocked_layers is {text_unlocked_layers}; it must be >= 0 and needs 'text' in "
+            "the stage's freeze (it unlocks the last layers of a locked text tower)"
+        )
 
 
 def apply_freeze(model: nn.Module, freeze: list[str], text_unlocked_layers: int = 0) -> dict[str, int]:
@@ -23,14 +34,7 @@ def apply_freeze(model: nn.Module, freeze: list[str], text_unlocked_layers: int 
     With "text" in ``freeze``, ``text_unlocked_layers`` > 0 keeps the text tower's last that many layers
     trainable (``TextEncoder.lock``). A fully frozen tower of a :class:`VideoLanguageModel` then runs in
     eval mode while the model trains."""
-    unknown = [f for f in freeze if f not in FREEZABLE]
-    if unknown:
-        raise ConfigError(f"stages[].freeze has {unknown}; each entry must be one of {FREEZABLE}")
-    if text_unlocked_layers < 0 or text_unlocked_layers and "text" not in freeze:
-        raise ConfigError(
-            f"stages[].text_unlocked_layers is {text_unlocked_layers}; it must be >= 0 and needs 'text' in "
-            "the stage's freeze (it unlocks the last layers of a locked text tower)"
-        )
+    check_freeze(freeze, text_unlocked_layers)  # a cheap guard for callers other than the checked loop
     for p in model.parameters():
         p.requires_grad_(True)
     if "visual" in freeze:

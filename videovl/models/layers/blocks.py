@@ -13,9 +13,9 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-__all__ = ["LayerScale", "DropPath", "Block", "SpaceTimeBlock", "ATTENTION_MODES"]
+from videovl.config import ATTENTION_MODES
 
-ATTENTION_MODES = ("divided", "joint")
+__all__ = ["LayerScale", "DropPath", "Block", "SpaceTimeBlock"]
 
 
 class LayerScale(nn.Module):

@@ -7,7 +7,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATIONS", "Mlp", "QuickGELU", "make_act"]
+from videovl.config import ACTIVATIONS
+
+__all__ = ["Mlp", "QuickGELU", "make_act"]
 
 
 class QuickGELU(nn.Module):
@@ -17,7 +19,8 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+# One maker for each of the config's ACTIVATIONS.
+_MAKERS: dict[str, Callable[[], nn.Module]] = {
     "gelu": nn.GELU,
     "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
     "quick_gelu": QuickGELU,
@@ -27,7 +30,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 def make_act(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation '{name}' is not one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    return _MAKERS[name]()
 
 
 class Mlp(nn.Module):

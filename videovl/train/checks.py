@@ -1,0 +1,47 @@
+"""The whole run checked before step one.
+
+Each stage's settings used to be checked when the stage started, so a typo or a missing manifest in the
+last stage failed after the earlier stages had trained. :func:`check_run` asks the same functions the
+stages use (``check_freeze``, ``check_masking``, ``load_stage_sources``, ``check_loss_heads``) about every
+stage up front, and hands the loaded sources on so the loop reads each manifest once.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from videovl.config import Config, ConfigError
+from videovl.data.sources import ManifestError, read_manifest
+from videovl.tasks.pretrain import check_loss_heads
+from videovl.train.data import LoadedSources, load_stage_sources, resolve_manifest
+from videovl.train.stages import check_freeze, check_masking
+
+__all__ = ["check_run"]
+
+
+def check_run(cfg: Config, model: nn.Module) -> list[LoadedSources | None]:
+    """Raise a ConfigError naming the key (``stages.2.sources.0.manifest: ...``) for the first setting of
+    any stage that cannot run on ``model``: steps, freeze, masking, losses against the model's heads, and
+    sources (kind, manifest or shards, files present and parseable, labels, shard patterns). Returns each
+    stage's loaded sources for ``build_stage_data``. A stage of 0 steps is left out of the run (often
+    because it does not fit: a CLIP without the alignment head skips the ITM stage), so only its own
+    settings are checked, not what it would need of the model and the data; its entry is None."""
+    loaded: list[LoadedSources | None] = []
+    for i, stage in enumerate(cfg.stages):
+        where = f"stages.{i}"
+        if stage.steps < 0:
+            raise ConfigError(f"{where}.steps is {stage.steps}; expected >= 0 (0 skips the stage)")
+        check_freeze(stage.freeze, stage.text_unlocked_layers, where)
+        if stage.steps == 0:
+            loaded.append(None)
+            continue
+        check_masking(model.visual, stage, i, cfg.data.image_size)
+        check_loss_heads(model, stage.losses, f"{where}.losses")
+        loaded.append(load_stage_sources(cfg, i))
+    # Validation manifests are read before step one anyway; the test manifest only after the last stage.
+    if cfg.data.test_manifest:
+        try:
+            read_manifest(resolve_manifest(cfg.data.test_manifest, cfg))
+        except ManifestError as e:
+            raise ConfigError(f"data.test_manifest: {e}") from None
+    return loaded
