@@ -178,10 +178,9 @@ def run_one(config: str, out: Path, overrides: list[str], threads: int) -> None:
     from accelerate.utils import set_seed
 
     from videovl.config import load_config
-    from videovl.data.sources import read_manifest
     from videovl.train.accelerator import make_accelerator
-    from videovl.train.data import resolve_manifest
-    from videovl.train.loop import evaluate_retrieval, pretrain
+    from videovl.train.evaluation import evaluate_retrieval, load_eval_set
+    from videovl.train.loop import pretrain
 
     cfg = load_config(ROOT / config, overrides)
     torch.set_num_threads(threads)
@@ -194,8 +193,8 @@ def run_one(config: str, out: Path, overrides: list[str], threads: int) -> None:
     def validate(acc, model, cfg, tokenizer, stage) -> dict[str, float]:
         stop = (time.perf_counter(), time.process_time())
         if not test:
-            test.extend(read_manifest(resolve_manifest(cfg.data.test_manifest, cfg)))
-        m = evaluate_retrieval(acc, model, cfg, test, tokenizer, cfg.data.num_frames, "test")
+            test.append(load_eval_set(cfg.data.test_manifest, cfg))
+        m = evaluate_retrieval(acc, model, cfg, test[0], tokenizer, cfg.data.num_frames, "test")
         seconds, cpu = (stop[i] - start[i] - paused[i] for i in range(2))
         curve.append({"seconds": seconds, "cpu": cpu, "stage": stage.name, "R@1": m["test/t2v/R@1"]})
         print(f"  {stage.name:>8} {seconds:8.1f} s  test t2v R@1 {m['test/t2v/R@1']:.1f}", flush=True)

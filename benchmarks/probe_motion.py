@@ -28,8 +28,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
-from videovl.data.collate import Collator
-from videovl.data.loader import build_loader
 from videovl.data.sources import read_manifest
 from videovl.data.tokenizer import load_tokenizer
 from videovl.eval.classification import order_pair_accuracy
@@ -57,9 +55,8 @@ def split_features(model, cfg, tokenizer, manifest: Path, classes: list[str], wo
     cap_labels = np.array([y for _, y in captions])
     out = {kind: (x, cap_labels) for kind, x in feats.items()}
     dataset = eval_dataset(list(samples), cfg.data, cfg.data.num_frames)
-    loader = build_loader(dataset, batch_size=64, collate_fn=Collator(None), num_workers=workers)
-    video = embed_videos(model, loader, torch.device("cpu"))
-    valid, labels = video["valid"].numpy(), clip_labels[video["index"].numpy()]
+    video = embed_videos(model, dataset, batch_size=64, num_workers=workers)  # rows in dataset order
+    valid, labels = video["valid"].numpy(), clip_labels
     out["video"] = (video["clip"].numpy()[valid], labels[valid])
     frames = video["frames"].numpy()[valid]  # (N, T', D)
     out["frames"] = (frames.reshape(len(frames), -1), labels[valid])

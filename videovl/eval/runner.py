@@ -1,9 +1,12 @@
 """Evaluating a model on an :class:`~videovl.eval.benchmarks.EvalSet`: retrieval, action recognition,
 captioning. ``tools/evaluate.py`` is the command line over this module.
 
-Videos are embedded once, sharded over processes when there are several (``torch.distributed``
-initialised, e.g. under ``accelerate launch``) and gathered back in dataset order; every process then
-holds the same embeddings and computes the same metrics. Text is small and embedded whole on each process.
+Videos are embedded once (:func:`~videovl.eval.embed.map_videos`), sharded over processes when there
+are several (``torch.distributed`` initialised, e.g. under ``accelerate launch``) and gathered back in
+dataset order; every process then holds the same embeddings and computes the same metrics. Text is small
+and embedded whole on each process. Training validation, fine-tuning evaluation and ``tools/evaluate.py``
+all score through this class, so a validation figure in a training log is what ``tools/evaluate.py``
+prints for that checkpoint (in the same precision).
 
 Unreadable videos never stop a run: the dataset yields a placeholder flagged invalid, and the video (with
 its captions) is left out of the metrics and counted under ``data/unreadable``.
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,21 +29,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
-from videovl.data.collate import Collator
 from videovl.data.datasets import DEFAULT_PROMPTS, ClipDataset, MultiViewDataset
-from videovl.data.loader import build_loader
 from videovl.data.tokenizer import decode
 from videovl.distributed import get_rank, get_world_size
 from videovl.eval.benchmarks import EvalSet
 from videovl.eval.captioning import score_captions
 from videovl.eval.classification import average_views, classification_metrics, order_pair_accuracy
-from videovl.eval.embed import gather_in_order, shard_indices
+from videovl.eval.embed import BatchFn, embed_texts, embed_videos, map_videos, tokenized_batches
 from videovl.eval.retrieval import rerank_topk, retrieval_metrics
 from videovl.models.action import class_embeddings_from_prompts, zero_shot_logits
 from videovl.models.matching import frame_similarity
-from videovl.progress import progress
 
 __all__ = ["Evaluator", "ACTION_MODES", "format_metrics"]
 
@@ -81,7 +80,9 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
 class Evaluator:
     """A model with what it needs to read an evaluation set: tokenizer, test transform, device, and the
     clip and batching settings (``text_length``: tokens per caption; ``chunk_size``: text queries per
-    similarity block)."""
+    similarity block). ``dtype``: autocast to it (None: float32, as ``tools/evaluate.py`` runs).
+    ``rank`` / ``world_size``: this process's place in the process group that shares the videos (None:
+    the live ``torch.distributed`` group, or one process without one)."""
 
     model: Any  # a VideoLanguageModel in eval mode, on ``device``
     tokenizer: Any
@@ -93,11 +94,19 @@ class Evaluator:
     backend: str = "auto"
     text_length: int = 32
     chunk_size: int = 4096
+    dtype: torch.dtype | None = None
+    rank: int | None = None
+    world_size: int | None = None
+    show_progress: bool = True  # off inside training, whose own bar is on screen
+
+    def __post_init__(self) -> None:
+        self.rank = get_rank() if self.rank is None else self.rank
+        self.world_size = get_world_size() if self.world_size is None else self.world_size
 
     # ------------------------------------------------------------------------------------------ plumbing
 
-    def _clips(self, samples: list) -> ClipDataset:
-        return ClipDataset(samples, train=False, **self._clip_args())
+    def _clips(self, samples: list, text: str = "none") -> ClipDataset:
+        return ClipDataset(samples, train=False, **(self._clip_args() | {"text": text}))
 
     def _clip_args(self) -> dict[str, Any]:
         return {
@@ -107,60 +116,47 @@ class Evaluator:
             "text": "none",
         }
 
-    @torch.no_grad()
-    def _map_videos(self, dataset: Dataset, fn: Callable[[Tensor], dict[str, Tensor]], desc: str):
-        """``fn(pixels)`` -> per-item rows, over this process's share of ``dataset``, gathered in dataset
-        order on every process (on the CPU), plus ``valid`` (False for unreadable files)."""
-        rank, world = get_rank(), get_world_size()
-        positions = shard_indices(len(dataset), rank, world)
-        if not positions:
-            raise ValueError(f"{len(dataset)} items cannot be shared by {world} processes: use fewer")
-        loader = build_loader(
-            Subset(dataset, positions),
-            batch_size=self.batch_size,
-            collate_fn=Collator(None),
-            num_workers=self.num_workers,
-        )
-        parts = defaultdict(list)
-        for batch in progress(loader, desc=desc, disable=rank != 0, dynamic_ncols=True):
-            for key, rows in fn(batch["pixels"].to(self.device, non_blocking=True)).items():
-                parts[key].append(rows.cpu())
-            parts["valid"].append(batch["valid"].long())  # long: not every backend gathers bool
-        # A process group may need device tensors (NCCL); one process gathers nothing and stays on the CPU.
-        where = self.device if world > 1 else torch.device("cpu")
-        index = torch.tensor(positions, device=where)
-        out = {
-            k: gather_in_order(torch.cat(v).to(where), index, len(dataset)).cpu() for k, v in parts.items()
+    def _map_args(self, desc: str) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "dtype": self.dtype,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "num_workers": self.num_workers,
+            "desc": desc if self.show_progress else None,
         }
-        out["valid"] = out["valid"].bool()
-        return out
+
+    def _map_videos(self, dataset: Dataset, fn: BatchFn, desc: str, **kwargs: Any) -> dict[str, Tensor]:
+        return map_videos(dataset, fn, **self._map_args(desc), **kwargs)
 
     @torch.no_grad()
     def _encode_texts(self, texts: Sequence[str], keep_hidden: bool = False):
         """``(sentence (N, D) on the device, hidden, mask)``; with ``keep_hidden`` the text encoder's states
         (N, text_length, W) and mask come along on the CPU, padded to the length the alignment decoder was
         trained with; otherwise they are None."""
+        if not keep_hidden:
+            batches = tokenized_batches(self.tokenizer, texts, self.batch_size, self.text_length)
+            return embed_texts(self.model, batches, self.device, self.dtype), None, None
         sentences, hidden, mask = [], [], []
         for start in range(0, len(texts), self.batch_size):
             tokens = self.tokenizer(
                 list(texts[start : start + self.batch_size]),
-                padding="max_length" if keep_hidden else True,
+                padding="max_length",
                 truncation=True,
                 max_length=self.text_length,
                 return_tensors="pt",
             ).to(self.device)
-            out = self.model.encode_text(tokens["input_ids"], tokens["attention_mask"])
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                out = self.model.encode_text(tokens["input_ids"], tokens["attention_mask"])
             sentences.append(out.sentence.float())
-            if keep_hidden:
-                hidden.append(out.hidden.float().cpu())
-                mask.append(out.mask.cpu())
-        if not keep_hidden:
-            return torch.cat(sentences), None, None
+            hidden.append(out.hidden.float().cpu())
+            mask.append(out.mask.cpu())
         return torch.cat(sentences), torch.cat(hidden), torch.cat(mask)
 
     def _counts(self, data: EvalSet, valid: Tensor) -> dict[str, float]:
         bad = [data.samples[i].path for i in (~valid).nonzero().squeeze(1).tolist()]
-        if bad and get_rank() == 0:
+        if bad and self.rank == 0:
             log.warning("%d unreadable videos left out of the metrics, e.g. %s", len(bad), bad[:5])
         return {"data/missing": float(len(data.missing)), "data/unreadable": float(len(bad))}
 
@@ -181,11 +177,8 @@ class Evaluator:
         if rerank_k > 0 and model.alignment is None:
             raise ValueError(f"rerank_k={rerank_k} needs an alignment decoder, and this model has none")
 
-        def encode(pixels: Tensor) -> dict[str, Tensor]:
-            out = model.encode_video(pixels)
-            return {"clip": out.clip, "frames": out.frames} | ({"tokens": out.tokens} if rerank_k else {})
-
-        videos = self._map_videos(self._clips(data.samples), encode, "retrieval: videos")
+        dataset = self._clips(data.samples)
+        videos = embed_videos(model, dataset, tokens=rerank_k > 0, **self._map_args("retrieval: videos"))
         kept = videos["valid"].nonzero().squeeze(1).tolist()
         captions = [(j, c) for j, i in enumerate(kept) for c in data.samples[i].captions]
         if not captions:
@@ -290,7 +283,7 @@ class Evaluator:
         )
         out = self._map_videos(
             dataset,
-            lambda px: {"logits": score(model.encode_video(px).clip)},
+            lambda batch: {"logits": score(model.encode_video(batch["pixels"]).clip)},
             f"action: {temporal}x{spatial} views",
         )
         video = torch.arange(len(data.samples)).repeat_interleave(dataset.views)  # item -> its video
@@ -301,7 +294,7 @@ class Evaluator:
         kept = video[valid].unique()  # the video of each row of probs
         labels = torch.tensor([label_to_id[s.label] for s in data.samples])[kept]
         read = torch.zeros(len(data.samples), dtype=torch.bool).index_fill_(0, kept, True)
-        if predictions_out is not None and get_rank() == 0:
+        if predictions_out is not None and self.rank == 0:
             _write_predictions(predictions_out, [data.samples[i] for i in kept.tolist()], probs, classes)
         counts = {
             "data/videos": float(len(labels)),
@@ -324,8 +317,9 @@ class Evaluator:
             raise ValueError("this checkpoint has no caption decoder (model.caption.enabled is false)")
         length = max_length or decoder.cfg.max_length
 
-        def generate(pixels: Tensor) -> dict[str, Tensor]:
-            ids = decoder.generate(self.model.encode_video(pixels).tokens, length, num_beams=num_beams)
+        def generate(batch: dict[str, Any]) -> dict[str, Tensor]:
+            tokens = self.model.encode_video(batch["pixels"]).tokens
+            ids = decoder.generate(tokens, length, num_beams=num_beams)
             pad = length - ids.shape[1]  # every batch to one width, so that processes can gather them
             return {"ids": F.pad(ids, (0, pad), value=decoder.pad_id)}
 
@@ -343,7 +337,7 @@ class Evaluator:
             }
             for i, t in zip(kept, texts, strict=True)
         ]
-        if get_rank() == 0:
+        if self.rank == 0:
             Path(out_file).parent.mkdir(parents=True, exist_ok=True)
             Path(out_file).write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         scored = [r for r in rows if r["references"]]

@@ -11,31 +11,27 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from torch import nn
-from torch.utils.data import Subset
 
 from videovl.config import Config, save_config, to_dict
 from videovl.data.collate import Collator
 from videovl.data.corpora.demo import generate_demo
-from videovl.data.loader import build_loader
-from videovl.data.sources import Sample, read_manifest
 from videovl.data.tokenizer import fill_token_ids, load_tokenizer
-from videovl.eval.embed import embed_texts, embed_videos, gather_in_order, shard_indices
-from videovl.eval.retrieval import retrieval_metrics
+from videovl.eval.benchmarks import EvalSet
 from videovl.models.checkpoint import save_checkpoint
 from videovl.models.factory import create_model, model_config
-from videovl.models.matching import frame_similarity
 from videovl.models.model import VideoLanguageModel
 from videovl.progress import progress
 from videovl.tasks.pretrain import PretrainTask
 from videovl.train.checks import check_run
-from videovl.train.data import build_eval_dataset, build_stage_data, open_batches, resolve_manifest
+from videovl.train.data import build_stage_data, open_batches
+from videovl.train.evaluation import autocast_dtype, evaluate_retrieval, load_eval_set
 from videovl.train.mining import embed_for_mining, mining_dataset, nearest_neighbours
 from videovl.train.optim import build_optimizer, describe_groups
 from videovl.train.schedule import StagedSchedule
 from videovl.train.stages import apply_freeze, masking_args
 from videovl.train.state import TrainState
 
-__all__ = ["pretrain", "evaluate_retrieval", "NonFiniteLossError", "latest_checkpoint", "Validator"]
+__all__ = ["pretrain", "NonFiniteLossError", "latest_checkpoint", "Validator"]
 
 Validator = Callable[..., dict[str, float]]
 
@@ -46,56 +42,6 @@ NEIGHBOURS_NAME = "neighbours.npy"
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-# ------------------------------------------------------------------------------------------ evaluation
-
-
-def evaluate_retrieval(
-    accelerator: Accelerator,
-    model,
-    cfg: Config,
-    samples: list[Sample],
-    tokenizer,
-    num_frames: int,
-    prefix: str,
-) -> dict[str, float]:
-    """Text-to-clip and clip-to-text retrieval on ``samples`` (every caption is a query), with global
-    matching and, for videos, frame-level matching. Video embedding is sharded over processes."""
-    model.eval()
-    dataset = build_eval_dataset(samples, cfg, num_frames)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    shard = Subset(dataset, shard_indices(len(dataset), rank, world))
-    loader = build_loader(
-        shard,
-        batch_size=cfg.eval.batch_size,
-        collate_fn=Collator(None),
-        num_workers=min(cfg.data.num_workers, 1),
-    )
-    dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
-    local = embed_videos(model, loader, accelerator.device, dtype)
-    clip = gather_in_order(local["clip"], local["index"], len(dataset))
-    frames = gather_in_order(local["frames"], local["index"], len(dataset))
-    texts = [c for s in samples for c in s.captions]
-    text_to_video = torch.tensor([i for i, s in enumerate(samples) for _ in s.captions])
-    bs, length = cfg.eval.batch_size, cfg.model.text.max_length
-    text_batches = (
-        tokenizer(texts[i : i + bs], padding=True, truncation=True, max_length=length, return_tensors="pt")
-        for i in range(0, len(texts), bs)
-    )
-    text_emb = embed_texts(model, text_batches, accelerator.device, dtype)
-    metrics = {
-        f"{prefix}/{k}": v
-        for k, v in retrieval_metrics(text_emb, clip, text_to_video, chunk_size=cfg.eval.chunk_size).items()
-    }
-    if frames.shape[1] > 1:
-        scores = frame_similarity(text_emb, frames, model.cfg.frame_agg, model.cfg.frame_agg_temperature)
-        metrics |= {
-            f"{prefix}/frame/{k}": v
-            for k, v in retrieval_metrics(text_emb, clip, text_to_video, scores=scores).items()
-        }
-    model.train()
-    return metrics
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
@@ -135,11 +81,11 @@ def _load_neighbours(path: Path) -> np.ndarray | None:
 
 def _mine(accelerator, model, cfg: Config, data: dict, stage, state: TrainState) -> np.ndarray:
     """Embed the stage's training videos with the current model and return each one's neighbours."""
-    dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
     emb = embed_for_mining(
         model, mining_dataset(data["video"], cfg), batch_size=cfg.eval.batch_size,
-        num_workers=min(cfg.data.num_workers, 1), device=accelerator.device, dtype=dtype,
-        rank=accelerator.process_index, world_size=accelerator.num_processes,
+        num_workers=min(cfg.data.num_workers, 1), device=accelerator.device,
+        dtype=autocast_dtype(accelerator), rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
     )  # fmt: skip
     state.mined_at = state.stage_step
     return nearest_neighbours(emb, stage.mining.k, ivf_threshold=stage.mining.ivf_threshold)
@@ -328,19 +274,19 @@ def pretrain(
 
     metrics = dict(state.metrics)
     if cfg.data.test_manifest:
-        test = read_manifest(resolve_manifest(cfg.data.test_manifest, cfg))
+        test = load_eval_set(cfg.data.test_manifest, cfg)
         metrics = evaluate_retrieval(accelerator, model, cfg, test, tokenizer, cfg.data.num_frames, "test")
     _report_bad(accelerator, state)
     accelerator.end_training()
     return metrics
 
 
-def _eval_sets(cfg: Config) -> dict[str, list[Sample]]:
+def _eval_sets(cfg: Config) -> dict[str, EvalSet]:
     sets = {}
     if cfg.data.val_manifest:
-        sets["val/video"] = read_manifest(resolve_manifest(cfg.data.val_manifest, cfg))
+        sets["val/video"] = load_eval_set(cfg.data.val_manifest, cfg)
     if cfg.data.val_image_manifest:
-        sets["val/image"] = read_manifest(resolve_manifest(cfg.data.val_image_manifest, cfg))
+        sets["val/image"] = load_eval_set(cfg.data.val_image_manifest, cfg)
     return sets
 
 

@@ -20,12 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import ConcatDataset, Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset
 
 from videovl.config import Config
-from videovl.data.collate import Collator
-from videovl.data.loader import build_loader
-from videovl.eval.embed import embed_videos, gather_in_order, shard_indices
+from videovl.eval.embed import embed_videos
 from videovl.train.data import StageData, build_eval_dataset
 
 __all__ = [
@@ -216,20 +214,16 @@ def embed_for_mining(
     ``world_size``-th item and all processes receive every row (a collective: call it on all of them).
     Unreadable files give the embedding of a blank clip; training replaces them anyway.
     """
-    device = torch.device(device)
-    shard = shard_indices(len(dataset), rank, world_size)
-    loader = build_loader(
-        Subset(dataset, shard), batch_size=batch_size, collate_fn=Collator(None), num_workers=num_workers
-    )
     was_training = model.training
     model.eval()
     try:
-        local = embed_videos(model, loader, device, dtype)
+        out = embed_videos(
+            model, dataset, frames=False, batch_size=batch_size, num_workers=num_workers, device=device,
+            dtype=dtype, rank=rank, world_size=world_size,
+        )  # fmt: skip
     finally:
         model.train(was_training)
-    # Rows come back in shard order; the shard itself says which dataset rows they are.
-    rows = torch.as_tensor(shard, dtype=torch.long, device=device)
-    return gather_in_order(local["clip"], rows, len(dataset)).cpu().numpy()
+    return out["clip"].numpy()
 
 
 def negative_similarity(embeddings: np.ndarray | Tensor, batch: Sequence[int] | None = None) -> float:
