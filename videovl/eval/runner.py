@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from videovl.data.collate import Collator
 from videovl.data.datasets import DEFAULT_PROMPTS, ClipDataset, MultiViewDataset
 from videovl.data.tokenizer import decode
 from videovl.distributed import get_rank, get_world_size
@@ -39,6 +41,7 @@ from videovl.eval.captioning import score_captions
 from videovl.eval.classification import average_views, classification_metrics, order_pair_accuracy
 from videovl.eval.embed import BatchFn, embed_texts, embed_videos, map_videos, tokenized_batches
 from videovl.eval.retrieval import rerank_topk, retrieval_metrics
+from videovl.losses.caption import caption_loss
 from videovl.models.action import class_embeddings_from_prompts, zero_shot_logits
 from videovl.models.matching import frame_similarity
 
@@ -353,6 +356,33 @@ class Evaluator:
             raise type(err)(f"{err}\n(the generated captions were written to {out_file})") from err
         return scores | counts
 
+    @torch.no_grad()
+    def caption_loss(self, data: EvalSet) -> dict[str, float]:
+        """Teacher-forced ``caption_loss`` (per target token, over each readable clip's first caption) and
+        its perplexity ``caption_ppl``."""
+        model = self.model
+        if model.caption is None:
+            raise ValueError("this checkpoint has no caption decoder (model.caption.enabled is false)")
+
+        def token_losses(batch: dict[str, Any]) -> dict[str, Tensor]:
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            logits = model.caption(ids, mask, model.encode_video(batch["pixels"]).tokens)
+            tokens = mask[:, 1:].sum(1)
+            # summed per clip, so that the rows of unreadable clips can be left out after the gather
+            mean = [caption_loss(logits[i : i + 1], ids[i : i + 1], mask[i : i + 1]) for i in range(len(ids))]
+            return {"loss": torch.stack([m["caption_loss"] for m in mean]) * tokens, "tokens": tokens}
+
+        out = self._map_videos(
+            self._clips(data.samples, text="caption"),
+            token_losses,
+            "caption loss",
+            collate_fn=Collator(self.tokenizer, self.text_length),
+        )
+        valid = out["valid"]
+        loss = float(out["loss"][valid].sum() / out["tokens"][valid].sum().clamp_min(1))
+        counts = {"data/videos": float(valid.sum())} | self._counts(data, valid)
+        return {"caption_loss": loss, "caption_ppl": math.exp(min(loss, 50.0))} | counts
+
 
 def format_metrics(metrics: dict[str, float]) -> str:
     """A readable table: one row per retrieval scoring and direction, then every other key."""
@@ -372,6 +402,7 @@ def format_metrics(metrics: dict[str, float]) -> str:
     rest = sorted(k for k in metrics if k not in done)
     width = max((len(k) for k in rest), default=0)
     for k in rest:  # counts print as whole numbers
-        value = f"{int(metrics[k]):8d}" if k.startswith(("data/", "rerank/k")) else f"{metrics[k]:8.2f}"
+        count = k.startswith(("data/", "rerank/k")) or "/data/" in k  # the latter: training's prefixed ones
+        value = f"{int(metrics[k]):8d}" if count else f"{metrics[k]:8.2f}"
         lines.append(f"{k:<{width}}  {value}")
     return "\n".join(lines)

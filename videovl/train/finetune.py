@@ -16,35 +16,26 @@ sets them. The fine-tuned model lands in train.output_dir/model, for tools/evalu
 from __future__ import annotations
 
 import json
-import math
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch.utils.data import Subset
 
 from videovl.config import Config, ConfigError, apply_overrides, deep_merge, from_dict, read_yaml
-from videovl.data.collate import Collator
 from videovl.data.corpora.demo import generate_demo
-from videovl.data.datasets import ClipDataset, build_label_map
-from videovl.data.loader import build_loader
-from videovl.data.media.transforms import build_transform
+from videovl.data.datasets import build_label_map
 from videovl.data.tokenizer import load_tokenizer
-from videovl.distributed import get_rank, get_world_size
-from videovl.eval.benchmarks import EvalSet, load_manifest
-from videovl.eval.embed import shard_indices
-from videovl.eval.runner import Evaluator, format_metrics
-from videovl.losses.caption import caption_loss
+from videovl.eval.benchmarks import EvalSet
+from videovl.eval.runner import format_metrics
 from videovl.models.checkpoint import CONFIG_NAME, load_checkpoint
 from videovl.models.factory import model_config
 from videovl.models.pretrained import foreign_model_config
 from videovl.tasks.pretrain import PretrainTask
 from videovl.tasks.recognition import RecognitionTask
 from videovl.train.accelerator import make_accelerator
-from videovl.train.data import load_source, resolve_manifest
+from videovl.train.data import load_source
+from videovl.train.evaluation import load_eval_set, make_evaluator, prefixed
 from videovl.train.loop import pretrain
 
 __all__ = [
@@ -144,73 +135,26 @@ def check_labels(data: EvalSet, classes: list[str]) -> None:
 # ---------------------------------------------------------------------------------------- evaluation
 
 
-def _evaluator(accelerator: Accelerator, model, cfg: Config, tokenizer, num_frames: int) -> Evaluator:
-    return Evaluator(
-        model,
-        tokenizer,
-        build_transform(cfg.data, train=False),
-        accelerator.device,
-        num_frames=num_frames,
-        batch_size=cfg.eval.batch_size,
-        num_workers=min(cfg.data.num_workers, 1),
-        backend=cfg.data.backend,
-        text_length=cfg.model.text.max_length,
-        chunk_size=cfg.eval.chunk_size,
-    )
-
-
 def evaluate_action(accelerator, model, cfg, tokenizer, data: EvalSet, classes, num_frames, prefix):
-    """Top-1 / top-5 / mean class accuracy of the head, one centre view per clip."""
+    """Top-1 / top-5 / mean class accuracy of the head, one centre view per clip, and the counts."""
     model.eval()
     try:
-        with accelerator.autocast():
-            out = _evaluator(accelerator, model, cfg, tokenizer, num_frames).action(
-                data, classes, mode="head"
-            )
+        evaluator = make_evaluator(accelerator, model, cfg, tokenizer, num_frames)
+        out = evaluator.action(data, classes, mode="head")
     finally:
         model.train()
-    return {f"{prefix}/{k}": v for k, v in out.items() if k.startswith("action/")}
+    return prefixed(prefix, {k: v for k, v in out.items() if k.startswith(("action/", "data/"))})
 
 
-@torch.no_grad()
 def evaluate_caption_loss(accelerator, model, cfg, tokenizer, data: EvalSet, num_frames, prefix):
-    """Teacher-forced caption loss (per target token, each clip's first caption) and its perplexity."""
-    dataset = ClipDataset(
-        data.samples,
-        num_frames=num_frames,
-        transform=build_transform(cfg.data, train=False),
-        train=False,
-        backend=cfg.data.backend,
-        text="caption",
-    )
-    # The live process group decides the sharding: after the loop has ended it, one process does it all.
-    world = get_world_size()
-    shard = Subset(dataset, shard_indices(len(dataset), get_rank(), world))
-    loader = build_loader(
-        shard,
-        batch_size=cfg.eval.batch_size,
-        collate_fn=Collator(tokenizer, cfg.model.text.max_length),
-        num_workers=min(cfg.data.num_workers, 1),
-    )
-    total = torch.zeros(2, device=accelerator.device)  # (loss summed over tokens, tokens)
+    """Teacher-forced caption loss (per target token, each clip's first caption), its perplexity and the
+    counts."""
     model.eval()
     try:
-        for batch in loader:
-            keep = batch["valid"]  # unreadable clips arrive as flagged placeholders
-            if not keep.any():
-                continue
-            pixels, ids, mask = (
-                batch[k][keep].to(accelerator.device) for k in ("pixels", "input_ids", "attention_mask")
-            )
-            with accelerator.autocast():
-                logits = model.caption(ids, mask, model.encode_video(pixels).tokens)
-            tokens = mask[:, 1:].sum()
-            total += torch.stack([caption_loss(logits, ids, mask)["caption_loss"] * tokens, tokens.float()])
+        out = make_evaluator(accelerator, model, cfg, tokenizer, num_frames).caption_loss(data)
     finally:
         model.train()
-    total = accelerator.reduce(total, "sum") if world > 1 else total
-    loss = float(total[0] / total[1].clamp_min(1))
-    return {f"{prefix}/caption_loss": loss, f"{prefix}/caption_ppl": math.exp(min(loss, 50.0))}
+    return prefixed(prefix, out)
 
 
 def make_validator(task: str, val: EvalSet | None, classes: list[str] | None):
@@ -226,7 +170,9 @@ def make_validator(task: str, val: EvalSet | None, classes: list[str] | None):
             metrics = evaluate_action(accelerator, model, cfg, tokenizer, val, classes, frames, "val")
         else:
             metrics = evaluate_caption_loss(accelerator, model, cfg, tokenizer, val, frames, "val")
-        accelerator.print(", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+        accelerator.print(
+            ", ".join(f"{k}={int(v)}" if "/data/" in k else f"{k}={v:.3f}" for k, v in metrics.items())
+        )
         return metrics
 
     return validate
@@ -263,7 +209,7 @@ def finetune(
             generate_demo(cfg.data.demo_root, seed=cfg.data.demo_seed)
     val = None
     if cfg.data.val_manifest and task != "retrieval":  # retrieval validates in the loop
-        val = load_manifest(resolve_manifest(cfg.data.val_manifest, cfg))
+        val = load_eval_set(cfg.data.val_manifest, cfg)
     if task == "action":
         classes = action_classes(cfg)
         if model_overrides.get("num_classes", len(classes)) != len(classes):
@@ -348,7 +294,7 @@ def _test(
     if score_captions and not spec and cfg.data.val_manifest:
         sets["val"] = cfg.data.val_manifest
     for prefix, manifest in sets.items():
-        data = load_manifest(resolve_manifest(manifest, cfg))
+        data = load_eval_set(manifest, cfg)
         if task == "action":
             check_labels(data, classes)
             metrics |= evaluate_action(
@@ -371,7 +317,8 @@ def _score_captions(
     out_file = Path(cfg.train.output_dir) / f"captions_{prefix}.json"
     model.eval()
     try:
-        scores = _evaluator(accelerator, model, cfg, tokenizer, cfg.data.num_frames).caption(subset, out_file)
+        evaluator = make_evaluator(accelerator, model, cfg, tokenizer, cfg.data.num_frames)
+        scores = evaluator.caption(subset, out_file)
     except (ImportError, RuntimeError) as err:  # no pycocoevalcap or no Java: the model is saved already
         accelerator.print(f"caption scoring skipped: {err}")
         return {}
