@@ -12,9 +12,11 @@ from safetensors.torch import load_file
 
 import videovl.train.data as train_data
 from tests.conftest import tiny_pretrain_args
+from tools import evaluate as evaluate_tool
 from tools import pretrain as tool
 from videovl import load_checkpoint
 from videovl.config import ConfigError, load_config
+from videovl.data.sources import read_manifest, write_manifest
 from videovl.tasks.pretrain import PretrainTask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +49,46 @@ def test_every_stage_runs_and_the_run_reports_test_metrics(tiny_demo, tmp_path, 
     assert cfg.model.text.vocab_size == model.caption.lm_head.out_features
     x = torch.zeros(1, 3, 8, 32, 32)
     assert model.encode_video(x).clip.shape == (1, 32)
+
+
+def test_the_validation_figure_of_the_last_step_is_what_evaluate_prints_for_the_checkpoint(
+    tiny_demo, tmp_path, caplog
+):
+    # The validation split holds a file that does not decode and one that is absent: both sides leave
+    # them out and count them.
+    (tmp_path / "corrupt.mp4").write_bytes(b"not a video at all" * 10)
+    rows = [
+        {"video": s.path, "caption": s.captions, "id": s.id}
+        for s in read_manifest(tiny_demo / "video_val.jsonl")
+    ]
+    rows += [
+        {"video": "corrupt.mp4", "caption": "unreadable"},
+        {"video": "absent.mp4", "caption": "never there"},
+    ]
+    val = tmp_path / "val.jsonl"
+    write_manifest(val, rows)
+    out = tmp_path / "run"
+    # no test split: the run returns its last validation, taken on the weights it saves as its model
+    logged = tool.main(
+        tiny_pretrain_args(
+            tiny_demo,
+            out,
+            f"data.val_manifest={val}",
+            "data.val_image_manifest=null",
+            "data.test_manifest=null",
+        )
+    )
+    assert "corrupt.mp4" in caplog.text  # named in the warning
+    evaluated = evaluate_tool.main(
+        ["--checkpoint", str(out / "model"), "--task", "retrieval", "--manifest", str(val),
+         "--num-workers", "0", "--rerank-k", "0"]
+    )  # fmt: skip
+    assert all(k.startswith("val/video/") for k in logged)
+    figures = {k.removeprefix("val/video/"): v for k, v in logged.items()}
+    assert {"t2v/R@1", "v2t/MnR", "frame/t2v/R@1", "frame/v2t/R@5"} <= figures.keys()
+    assert figures["data/unreadable"] == 1 and figures["data/missing"] == 1
+    assert figures["data/videos"] == len(rows) - 2
+    assert figures == pytest.approx({k: evaluated[k] for k in figures}, abs=1e-6)
 
 
 def test_a_stage_of_zero_steps_is_skipped_and_negative_steps_are_an_error(tiny_demo, tmp_path, monkeypatch):
