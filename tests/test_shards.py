@@ -205,18 +205,24 @@ def test_recorded_positions_resume_the_stream_without_replaying_it(tmp_path, mon
     manifest = [Sample(str(tmp_path / f"m{k}.png"), "image", [f"manifest {k}"], id=str(k)) for k in range(4)]
     transform = build_transform(DataConfig(image_size=8, random_resized_crop=False), train=True)
 
-    def run(start, n, positions=None):
+    def batches(start=0, positions=None):
         parts = [ShardSource(shards, clips()), ClipDataset(manifest, num_frames=1, transform=transform,
                                                            train=True, index_offset=14)]  # fmt: skip
-        data = StreamBatches(parts, [2.0, 1.0], 3, rank=1, world_size=2, num_workers=lanes, seed=6,
+        return StreamBatches(parts, [2.0, 1.0], 3, rank=1, world_size=2, num_workers=lanes, seed=6,
                              start_step=start, positions=positions)  # fmt: skip
-        return take(build_loader(data, collate_fn=Collator(None), num_workers=lanes), n)
+
+    def run(start, n, positions=None):
+        loader = build_loader(batches(start, positions), collate_fn=Collator(None), num_workers=lanes)
+        return take(loader, n)
 
     straight = run(0, 10)
     recorded: dict[int, dict[int, int]] = {}
     for batch in straight[:6]:  # what the loop keeps: the last position each lane reported
         recorded[batch["stream"]["lane"]] = batch["stream"]["positions"]
     assert set(recorded) == set(range(max(1, lanes))) and set(recorded[0]) == {0}
+    replay = batches()
+    for lane, where in recorded.items():  # the recorded positions are what a replay computes
+        assert where == {0: replay._consumed(0, lane, 6 + (lane - 6) % max(1, lanes))}
     monkeypatch.setattr(StreamBatches, "_consumed", lambda *a: pytest.fail("replayed the draws"))
     resumed = run(6, 4, recorded)
     assert [b["index"].tolist() for b in resumed] == [b["index"].tolist() for b in straight[6:]]
@@ -335,6 +341,8 @@ def test_pretraining_on_shards_resumes_with_the_same_samples(
             tiny_demo, tmp_path / "resumed", *common, "--resume", "auto", "--stop-after-steps", "2"
         )
     )
+    # the resume opens each stream where the checkpoint recorded it, without replaying earlier draws
+    monkeypatch.setattr(StreamBatches, "_consumed", lambda *a: pytest.fail("replayed the draws"))
     tool.main(tiny_pretrain_args(tiny_demo, tmp_path / "resumed", *common, "--resume", "auto"))
     assert seen == straight and len(straight) == 4
     assert "broken.tar" in capsys.readouterr().out  # the end-of-run report of unreadable samples

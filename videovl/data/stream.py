@@ -128,8 +128,8 @@ class StreamBatches(IterableDataset):
         streams, last_good = {}, {}
         for i, part in enumerate(self.parts):
             if isinstance(part, ShardSource):
-                if self.positions is not None:
-                    start = int(self.positions[lane][i])
+                if self.positions is not None:  # a lane that has reported nothing has taken nothing
+                    start = int(self.positions.get(lane, {}).get(i, 0))
                 else:
                     start = self._consumed(i, lane, step)
                 entries = slot_stream(

@@ -181,13 +181,15 @@ def make_loader(
     seed: int,
     neighbours=None,
     stage: StageConfig | None = None,
+    positions: dict[int, dict[int, int]] | None = None,
 ):
-    """A loader whose batch ``j`` is the sampler's step ``start_step + j`` for this process."""
+    """A loader whose batch ``j`` is the sampler's step ``start_step + j`` for this process; shard
+    streams open at ``positions`` (lane -> part -> position, as the batches reported them)."""
     if data.streamed:
         try:
             stream = StreamBatches(
                 data.streamed, data.weights, data.batch_size, rank=rank, world_size=world_size,
-                num_workers=cfg.data.num_workers, seed=seed, start_step=start_step,
+                num_workers=cfg.data.num_workers, seed=seed, start_step=start_step, positions=positions,
             )  # fmt: skip
         except ValueError as e:  # too few shard samples for the processes x workers
             raise ConfigError(f"the {data.modality} sources of the stage: {e}") from None
@@ -227,16 +229,18 @@ def open_batches(
     rank: int,
     world_size: int,
     neighbours=None,
+    positions: dict[str, dict[int, dict[int, int]]] | None = None,
 ):
     """The stage's stream of ``(modality, batch)`` from micro-step ``micro_step`` on: modalities mixed by
     ``stage.video_ratio`` in an order every process agrees on; video batches from neighbourhoods when a
-    mined ``neighbours`` table is given."""
+    mined ``neighbours`` table is given; shard streams at the recorded ``positions`` (modality -> lane ->
+    part -> position at ``micro_step``; None: replayed)."""
     ratio = stage.video_ratio if len(data) > 1 else (1.0 if "video" in data else 0.0)
     order = [modality_order(s, ratio, seed) for s in range(micro_step)]
     loaders = {
         m: make_loader(d, collator, cfg, rank=rank, world_size=world_size, seed=seed + (m == "video"),
                        start_step=order.count(m), neighbours=neighbours if m == "video" else None,
-                       stage=stage)
+                       stage=stage, positions=None if positions is None else positions.get(m, {}))
         for m, d in data.items()
     }  # fmt: skip
     return iter(MixedBatches(loaders, ratio, seed, start_step=micro_step))
