@@ -28,11 +28,16 @@ def test_every_stage_runs_and_the_run_reports_test_metrics(tiny_demo, tmp_path, 
         tiny_pretrain_args(tiny_demo, out, "train.log_every=1", "--metrics-out", str(tmp_path / "m.json"))
     )
     # stderr is not a terminal here: progress is whole lines (one a step at log_every 1), no redraws
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert "\r" not in err
     assert "image: 1/2 (50%) step" in err and "image: 2/2 (100%) step" in err and "loss=" in err
     for key in ("test/t2v/R@1", "test/v2t/R@5", "test/t2v/MdR", "test/frame/t2v/R@1"):
         assert key in metrics
+    # the demo config's zero-shot motion on the test split, with the prompt it names, at the end of the run
+    assert "prompts ['the digit moves {label}']" in captured.out
+    assert 0 <= metrics["test/action/top1"] <= 100 and metrics["test/action/order_pair_samples"] > 0
+    assert 0 <= metrics["test/action/order_pair_acc"] <= 100
     assert 0 <= metrics["test/t2v/R@1"] <= 100 and metrics["test/t2v/MdR"] >= 1
     assert json.loads((tmp_path / "m.json").read_text()) == pytest.approx(metrics)
     resolved = load_config(out / "config.yaml")  # the resolved config next to the outputs
@@ -133,6 +138,8 @@ def test_a_stage_of_zero_steps_is_skipped_and_negative_steps_are_an_error(tiny_d
         ("model.alignment.enabled=false", ["stages.2.losses.itm=1.0 needs the alignment head"]),
         ("stages.2.mask_ratio=0.99", ["stages.2 ('align'): mask_ratio.video is 0.99, which keeps no"]),
         ("data.test_manifest=demo:nope.jsonl", ["data.test_manifest: ", "nope.jsonl does not"]),
+        ("eval.action_classes=demo:nope.txt", ["eval.action_classes: ", "nope.txt does not exist"]),
+        ("eval.action_prompts=[the digit]", ["eval.action_prompts[0] is 'the digit'", "{label}"]),
     ],
 )
 def test_a_mistake_in_the_last_stage_fails_before_step_one_naming_the_key(

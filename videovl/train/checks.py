@@ -44,4 +44,18 @@ def check_run(cfg: Config, model: nn.Module) -> list[LoadedSources | None]:
             read_manifest(resolve_manifest(cfg.data.test_manifest, cfg))
         except ManifestError as e:
             raise ConfigError(f"data.test_manifest: {e}") from None
+    if cfg.eval.action_classes:
+        if not cfg.data.test_manifest:
+            raise ConfigError(
+                f"eval.action_classes is {cfg.eval.action_classes!r}: zero-shot action recognition runs on "
+                "the test split, and data.test_manifest is not set; set it, or eval.action_classes=null"
+            )
+        classes = resolve_manifest(cfg.eval.action_classes, cfg)
+        if not classes.is_file():
+            raise ConfigError(
+                f"eval.action_classes: {classes} does not exist (a file, one class name a line)"
+            )
+    for i, prompt in enumerate(cfg.eval.action_prompts):
+        if "{label}" not in prompt:
+            raise ConfigError(f"eval.action_prompts[{i}] is {prompt!r}; it needs a {{label}} placeholder")
     return loaded

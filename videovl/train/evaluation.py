@@ -19,7 +19,14 @@ from videovl.eval.benchmarks import EvalSet, load_manifest
 from videovl.eval.runner import Evaluator
 from videovl.train.data import resolve_manifest
 
-__all__ = ["autocast_dtype", "make_evaluator", "load_eval_set", "evaluate_retrieval", "prefixed"]
+__all__ = [
+    "autocast_dtype",
+    "make_evaluator",
+    "load_eval_set",
+    "evaluate_retrieval",
+    "evaluate_action",
+    "prefixed",
+]
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -73,3 +80,29 @@ def evaluate_retrieval(
     finally:
         model.train()
     return prefixed(prefix, metrics)
+
+
+def evaluate_action(
+    accelerator: Accelerator,
+    model,
+    cfg: Config,
+    tokenizer,
+    data: EvalSet,
+    classes: list[str],
+    num_frames: int,
+    prefix: str,
+    *,
+    mode: str = "head",
+    prompts: list[str] | None = None,
+) -> dict[str, float]:
+    """Top-1 / top-5 / mean class accuracy (and the order pairs' accuracy where class names differ only by
+    word order), one centre view per clip, and the counts, under ``{prefix}/``: ``mode`` "head" (a
+    fine-tuned head) or "zero-shot" (class-name ``prompts`` through the text tower)."""
+    model.eval()
+    try:
+        evaluator = make_evaluator(accelerator, model, cfg, tokenizer, num_frames)
+        kwargs = {"prompts": prompts} if prompts else {}
+        out = evaluator.action(data, classes, mode=mode, **kwargs)
+    finally:
+        model.train()
+    return prefixed(prefix, {k: v for k, v in out.items() if k.startswith(("action/", "data/"))})

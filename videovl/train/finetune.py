@@ -35,7 +35,7 @@ from videovl.tasks.pretrain import PretrainTask
 from videovl.tasks.recognition import RecognitionTask
 from videovl.train.accelerator import make_accelerator
 from videovl.train.data import load_source
-from videovl.train.evaluation import load_eval_set, make_evaluator, prefixed
+from videovl.train.evaluation import evaluate_action, load_eval_set, make_evaluator, prefixed
 from videovl.train.loop import pretrain
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "action_classes",
     "check_labels",
     "check_head_classes",
-    "evaluate_action",
     "evaluate_caption_loss",
     "make_validator",
 ]
@@ -133,17 +132,6 @@ def check_labels(data: EvalSet, classes: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------- evaluation
-
-
-def evaluate_action(accelerator, model, cfg, tokenizer, data: EvalSet, classes, num_frames, prefix):
-    """Top-1 / top-5 / mean class accuracy of the head, one centre view per clip, and the counts."""
-    model.eval()
-    try:
-        evaluator = make_evaluator(accelerator, model, cfg, tokenizer, num_frames)
-        out = evaluator.action(data, classes, mode="head")
-    finally:
-        model.train()
-    return prefixed(prefix, {k: v for k, v in out.items() if k.startswith(("action/", "data/"))})
 
 
 def evaluate_caption_loss(accelerator, model, cfg, tokenizer, data: EvalSet, num_frames, prefix):

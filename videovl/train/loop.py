@@ -26,15 +26,15 @@ from videovl.config import Config, StageConfig, save_config, to_dict
 from videovl.data.collate import Collator
 from videovl.data.corpora.demo import generate_demo
 from videovl.data.tokenizer import fill_token_ids, load_tokenizer
-from videovl.eval.benchmarks import EvalSet
+from videovl.eval.benchmarks import EvalSet, read_classes
 from videovl.models.checkpoint import save_checkpoint
 from videovl.models.factory import create_model, model_config
 from videovl.models.model import VideoLanguageModel
 from videovl.progress import progress
 from videovl.tasks.pretrain import PretrainTask
 from videovl.train.checks import check_run
-from videovl.train.data import LoadedSources, StageData, build_stage_data, open_batches
-from videovl.train.evaluation import autocast_dtype, evaluate_retrieval, load_eval_set
+from videovl.train.data import LoadedSources, StageData, build_stage_data, open_batches, resolve_manifest
+from videovl.train.evaluation import autocast_dtype, evaluate_action, evaluate_retrieval, load_eval_set
 from videovl.train.mining import embed_for_mining, mining_dataset, nearest_neighbours
 from videovl.train.optim import build_optimizer, describe_groups
 from videovl.train.schedule import StagedSchedule
@@ -327,13 +327,22 @@ def end_stage(run: Run, sr: StageRun) -> None:
 
 
 def finish(run: Run) -> dict[str, float]:
-    """The test split if configured (else the last validation), the bad-sample report, the trackers."""
+    """The test split if configured (retrieval, and zero-shot action recognition where ``eval.
+    action_classes`` names the classes; else the last validation), the bad-sample report, the trackers."""
     cfg, accelerator = run.cfg, run.accelerator
     metrics = dict(run.state.metrics)
     if cfg.data.test_manifest:
         test = load_eval_set(cfg.data.test_manifest, cfg)
         frames = cfg.data.num_frames
         metrics = evaluate_retrieval(accelerator, run.model, cfg, test, run.tokenizer, frames, "test")
+        if cfg.eval.action_classes:
+            classes = read_classes(resolve_manifest(cfg.eval.action_classes, cfg))
+            prompts = list(cfg.eval.action_prompts)
+            accelerator.print(
+                f"zero-shot action on the test split, {len(classes)} classes, prompts {prompts}"
+            )
+            metrics |= evaluate_action(accelerator, run.model, cfg, run.tokenizer, test, classes, frames,
+                                       "test", mode="zero-shot", prompts=prompts)  # fmt: skip
     _report_bad(accelerator, run.state)
     accelerator.end_training()
     return metrics
