@@ -241,6 +241,7 @@ def test_two_cpu_processes(tiny_demo, tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert "test/t2v/R@1" in metrics
     assert "2 processes" in proc.stdout
+    assert "mixed precision: no (train.mixed_precision=no)" in proc.stdout  # the config decides, and says so
 
 
 def test_resume_latest_without_a_checkpoint_is_an_error_and_auto_starts_fresh(tiny_demo, tmp_path, capsys):

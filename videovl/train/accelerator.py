@@ -57,6 +57,9 @@ def resolve_precision(requested: str, cpu: bool) -> str:
 
 
 def make_accelerator(cfg: Config, cpu: bool = False) -> Accelerator:
+    """The run's Accelerator. Precision comes from ``train.mixed_precision`` alone: passing it explicitly
+    overrides ``accelerate launch --mixed_precision`` and Accelerate's config file, so one setting decides
+    (the loop prints it with its source)."""
     # Several CPU processes only form a process group when Accelerate is told to use the CPU; without
     # it each process believes it is rank 0 and silently repeats the work.
     cpu = cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")

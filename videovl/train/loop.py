@@ -165,7 +165,7 @@ def set_up(
     task, optimizer = accelerator.prepare(task, optimizer)
     accelerator.print(
         f"training on {accelerator.num_processes} processes ({accelerator.device}), "
-        f"mixed precision: {accelerator.mixed_precision}"
+        f"mixed precision: {accelerator.mixed_precision} (train.mixed_precision={cfg.train.mixed_precision})"
     )
     if validate is None:
         sets = _eval_sets(cfg)
