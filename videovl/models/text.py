@@ -27,6 +27,9 @@ class TextEncoder(nn.Module):
         if cfg.pool not in TEXT_POOLS:
             raise not_one_of("model.text.pool", cfg.pool, TEXT_POOLS)
         self.cfg = cfg
+        # Whether the weights came from a checkpoint (``model``) rather than a random init (``config``):
+        # the optimizer then gives the tower ``train.pretrained_lr_scale``, as any loaded weights.
+        self.pretrained = cfg.config is None
         if cfg.config is not None:
             config = dict(cfg.config)
             if "model_type" not in config:
