@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
 
 import pytest
@@ -193,8 +194,9 @@ def test_overwrite_replaces_and_survives_leftovers_of_a_crash(tmp_path):
 
 def test_loading_refuses_an_incomplete_folder(tmp_path, saved):
     _, _, path = saved
-    with pytest.raises(ConfigError, match=f"{tmp_path / 'nowhere'}.*{CONFIG_NAME} is missing"):
-        load_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'empty'}.*{CONFIG_NAME} is missing"):
+        load_checkpoint(tmp_path / "empty")
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         partial = tmp_path / f"without-{name}"
         partial.mkdir()
@@ -202,6 +204,14 @@ def test_loading_refuses_an_incomplete_folder(tmp_path, saved):
         (partial / other).write_bytes((path / other).read_bytes())
         with pytest.raises(ConfigError, match=f"not a videovl checkpoint: {name} is missing"):
             load_checkpoint(partial)
+
+
+def test_a_checkpoint_path_that_does_not_exist_says_so(tmp_path):
+    nowhere = tmp_path / "runs" / "finetune" / "model"
+    parent = re.escape(str(tmp_path))
+    expected = f"'{re.escape(str(nowhere))}': no such local file or folder.*exists is {parent}\\."
+    with pytest.raises(ConfigError, match=expected):
+        load_checkpoint(nowhere)
 
 
 # -------------------------------------------------------------------------------------------- overrides

@@ -30,7 +30,7 @@ from videovl.data.media.transforms import build_transform
 from videovl.data.tokenizer import load_tokenizer
 from videovl.eval.benchmarks import BENCHMARKS, load_benchmark, load_manifest, resolve_classes
 from videovl.eval.runner import ACTION_MODES, Evaluator, format_metrics
-from videovl.models.checkpoint import load_checkpoint
+from videovl.models.checkpoint import load_checkpoint, require_checkpoint
 
 TASKS = ("retrieval", "action", "caption")
 DEFAULT_VIEWS = {"k400": "4x3"}  # others: 1x1
@@ -106,6 +106,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict[str, float]:
     args = parse_args(argv)
+    require_checkpoint(args.checkpoint, "--checkpoint")  # a mistyped path says so, first
     accelerator = Accelerator(cpu=args.cpu)
     model, cfg = load_checkpoint(args.checkpoint)
     model.to(accelerator.device).eval()

@@ -15,7 +15,7 @@ import argparse
 
 from videovl.cli import run_tool
 from videovl.data.tokenizer import load_tokenizer
-from videovl.models.checkpoint import load_checkpoint
+from videovl.models.checkpoint import load_checkpoint, require_checkpoint
 from videovl.models.export import EXPORT_FORMATS, export
 
 
@@ -29,6 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    require_checkpoint(args.checkpoint, "--checkpoint")  # a mistyped path says so, first
     model, cfg = load_checkpoint(args.checkpoint)
     left_out = export(model, args.format, args.out)
     if args.format == "clip":

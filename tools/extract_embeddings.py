@@ -39,7 +39,7 @@ from videovl.eval.extract import (
     write_shard,
     write_spec,
 )
-from videovl.models.checkpoint import load_checkpoint
+from videovl.models.checkpoint import load_checkpoint, require_checkpoint
 from videovl.progress import progress
 from videovl.train.mining import build_index
 
@@ -72,6 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    require_checkpoint(args.checkpoint, "--checkpoint")  # a mistyped path says so, first
     cpu = args.cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     accelerator = Accelerator(cpu=cpu)
     is_main, out = accelerator.is_main_process, Path(args.out)

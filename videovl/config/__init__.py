@@ -34,6 +34,7 @@ from videovl.config.loading import (
     save_config,
     to_dict,
 )
+from videovl.config.paths import looks_like_path, not_loaded_error
 from videovl.config.schema import (
     AlignmentConfig,
     CaptionConfig,
@@ -76,6 +77,8 @@ __all__ = [
     "apply_overrides",
     "save_config",
     "resolve_path",
+    "looks_like_path",
+    "not_loaded_error",
     "MODEL_SIZES",
     "deep_merge",
     "model_config_dict",

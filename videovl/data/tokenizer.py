@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from videovl.config import ConfigError, TextConfig, resolve_path
+from videovl.config import ConfigError, TextConfig, not_loaded_error, resolve_path
 
 __all__ = ["load_tokenizer", "fill_token_ids", "decode"]
 
@@ -17,11 +17,9 @@ def load_tokenizer(cfg: TextConfig) -> PreTrainedTokenizerBase:
         )
     try:  # never a download: a local folder, or a tokenizer already in the Hugging Face cache
         return AutoTokenizer.from_pretrained(resolve_path(source), local_files_only=True)
-    except OSError as e:
-        raise ConfigError(
-            f"tokenizer '{source}' is not a local folder (nor in the Hugging Face cache); videovl never "
-            f"downloads: fetch it once (`hf download NAME --local-dir DIR`) and pass the folder ({e})"
-        ) from e
+    except (OSError, ValueError) as e:  # ValueError: a folder without a config.json model_type
+        field = "model.text.tokenizer" if cfg.tokenizer else "model.text.model"
+        raise not_loaded_error(field, source, str(e), what="tokenizer files") from e
 
 
 def fill_token_ids(cfg: TextConfig, tokenizer: PreTrainedTokenizerBase) -> TextConfig:

@@ -22,6 +22,7 @@ from videovl.config import (
     deep_merge,
     from_dict,
     model_config_dict,
+    not_loaded_error,
     read_yaml,
     save_config,
 )
@@ -29,7 +30,7 @@ from videovl.models.factory import create_model, model_config
 from videovl.models.model import VideoLanguageModel
 from videovl.models.pretrained import foreign_model_config, state_mismatch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["save_checkpoint", "load_checkpoint", "require_checkpoint", "WEIGHTS_NAME", "CONFIG_NAME"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.yaml"
@@ -90,7 +91,7 @@ def load_checkpoint(path: str | Path, **model_overrides: Any) -> tuple[VideoLang
     its fresh initialisation and a dropped one's weights are ignored. Any other difference between the
     file and the config (overriding the towers' sizes, say) is an error.
     """
-    path = Path(path)
+    path = require_checkpoint(path)
     if not (path / CONFIG_NAME).is_file():
         foreign = foreign_model_config(path)
         if foreign is not None:  # a CLIP, TimeSformer or VideoMAE checkpoint: its model, default settings
@@ -121,6 +122,14 @@ def load_checkpoint(path: str | Path, **model_overrides: Any) -> tuple[VideoLang
     model.load_state_dict(state, strict=False)
     model.pretrained_params = frozenset(n for n, _ in model.named_parameters() if n in state)
     return model, cfg
+
+
+def require_checkpoint(path: str | Path, field: str = "checkpoint") -> Path:
+    """``path`` as a Path, or a ConfigError when nothing is there: a mistyped path should read as one,
+    not as a folder that lacks config.yaml."""
+    if not Path(path).exists():
+        raise not_loaded_error(field, str(path), what="checkpoint")
+    return Path(path)
 
 
 def _heads(cfg: ModelConfig) -> dict[str, Any]:

@@ -16,7 +16,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from videovl.config import ConfigError, ModelConfig, deep_merge, from_dict, resolve_path, to_dict
+from videovl.config import (
+    ConfigError,
+    ModelConfig,
+    deep_merge,
+    from_dict,
+    not_loaded_error,
+    resolve_path,
+    to_dict,
+)
 from videovl.models.convert import clip as clip_convert
 from videovl.models.convert import timesformer, videomae
 
@@ -37,10 +45,7 @@ NEW_HEADS = ("alignment.", "caption.", "action_head.", "ordered_proj")
 def local_path(spec: str, field: str) -> Path:
     path = Path(resolve_path(spec)).expanduser()
     if not path.exists():
-        raise ConfigError(
-            f"{field} is '{spec}', which is not a local file or folder. videovl never downloads weights: "
-            f"fetch them once (e.g. `hf download {spec} --local-dir DIR`) and pass the local folder"
-        )
+        raise not_loaded_error(field, spec)
     return path
 
 

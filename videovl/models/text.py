@@ -10,7 +10,7 @@ from typing import NamedTuple
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel
 
-from videovl.config import TEXT_POOLS, ConfigError, TextConfig, not_one_of, resolve_path
+from videovl.config import TEXT_POOLS, ConfigError, TextConfig, not_loaded_error, not_one_of, resolve_path
 
 __all__ = ["TextEncoder", "TextOutput"]
 
@@ -40,12 +40,8 @@ class TextEncoder(nn.Module):
         elif cfg.model:
             try:  # never a download: a local folder, or a model already in the Hugging Face cache
                 self.model = AutoModel.from_pretrained(resolve_path(cfg.model), local_files_only=True)
-            except OSError as e:
-                raise ConfigError(
-                    f"model.text.model '{cfg.model}' is not a local folder (nor in the Hugging Face cache); "
-                    "videovl never downloads: fetch it once (`hf download NAME --local-dir DIR`) and pass "
-                    f"the folder ({e})"
-                ) from e
+            except (OSError, ValueError) as e:  # ValueError: a folder without a config.json model_type
+                raise not_loaded_error("model.text.model", cfg.model, str(e)) from e
         else:
             raise ConfigError("model.text needs 'model' (a name or local path) or 'config' (random init)")
         # The pooler is a classification head we never use; left in, its weights would get no gradient.

@@ -28,7 +28,7 @@ from videovl.data.datasets import build_label_map
 from videovl.data.tokenizer import load_tokenizer
 from videovl.eval.benchmarks import EvalSet
 from videovl.eval.runner import format_metrics
-from videovl.models.checkpoint import CONFIG_NAME, load_checkpoint
+from videovl.models.checkpoint import CONFIG_NAME, load_checkpoint, require_checkpoint
 from videovl.models.factory import model_config
 from videovl.models.pretrained import foreign_model_config
 from videovl.tasks.pretrain import PretrainTask
@@ -71,7 +71,7 @@ def finetune_config(config: str | Path, overrides: list[str], checkpoint: str | 
             f"model.name={model_overrides['name']!r}: the architecture comes from the checkpoint; the "
             "model section may only override fields of it (e.g. vision.drop_path, num_classes)"
         )
-    saved = Path(checkpoint) / CONFIG_NAME
+    saved = require_checkpoint(checkpoint, "--checkpoint") / CONFIG_NAME
     foreign = None if saved.is_file() else foreign_model_config(checkpoint)
     if foreign is not None:  # a CLIP, TimeSformer or VideoMAE checkpoint: frames and size are its own
         vision = model_config(deep_merge(foreign, model_overrides)).vision
