@@ -374,16 +374,29 @@ def test_two_processes_on_shards_take_the_same_steps_and_distinct_samples(tiny_d
     assert (tmp_path / "run" / "checkpoints" / "step_00000004").is_dir()
 
 
+def noise_png(seed: int, side: int = 64) -> bytes:
+    """An incompressible png of about 3 x side**2 bytes."""
+    buf = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), np.uint8)
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def test_make_shards_by_bytes_shuffled_and_its_errors(tmp_path):
     rows = []
     for k in range(6):
-        (tmp_path / f"{k}.png").write_bytes(png(k))
+        (tmp_path / f"{k}.png").write_bytes(noise_png(k))
         rows.append({"image": f"{k}.png", "caption": f"c{k}"})
     write_manifest(tmp_path / "m.jsonl", rows)
-    size = max((tmp_path / f"{k}.png").stat().st_size for k in range(6)) + 1536  # with member headers
-    args = [str(tmp_path / "m.jsonl"), str(tmp_path / "s"), "--max-bytes", str(2 * size), "--shuffle"]
+    # room for two samples and not three (json and txt: a header and a padded block each)
+    media = [(tmp_path / f"{k}.png").stat().st_size for k in range(6)]
+    per_sample = [make_shards.member_bytes(size) + 4 * 512 for size in media]
+    limit = make_shards.tar_bytes(2 * max(per_sample))
+    assert make_shards.tar_bytes(3 * min(per_sample)) > limit
+    args = [str(tmp_path / "m.jsonl"), str(tmp_path / "s"), "--max-bytes", str(limit), "--shuffle"]
     total = make_shards.main(args + ["--seed", "1"])
     assert total["shards"] == 3 and total["samples"] == 6
+    assert all((tmp_path / "s" / f"0000{k}.tar").stat().st_size <= limit for k in range(3))
     shards = open_shards(total["pattern"], "image-text")
     captions = [e.sample.captions[0] for e in take(slot_stream(shards, 0, 1, seed=0), 6)]
     assert sorted(captions) == [f"c{k}" for k in range(6)] and captions != sorted(captions)
@@ -392,3 +405,25 @@ def test_make_shards_by_bytes_shuffled_and_its_errors(tmp_path):
                            str(tmp_path / "t")], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
     assert proc.returncode == 2 and "no.jsonl does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize("limit", [300_000, 40_000, 20_000])
+def test_make_shards_max_bytes_holds_with_headers_padding_and_text_members(tmp_path, limit):
+    """Shards stay at most --max-bytes, counted as written: long captions (the json and txt members) and
+    the tar's headers and padding cannot push a shard over; only a sample that alone does not fit gets a
+    shard of its own."""
+    rows = []
+    for k in range(40):
+        (tmp_path / f"{k}.png").write_bytes(noise_png(k, side=16 + 3 * k))  # 0.8 to 43 KB
+        rows.append({"image": f"{k}.png", "caption": [f"caption {k} " * (40 * (k % 5) + 1), "another"]})
+    write_manifest(tmp_path / "m.jsonl", rows)
+    out = tmp_path / "s"
+    total = make_shards.main([str(tmp_path / "m.jsonl"), str(out), "--max-bytes", str(limit)])
+    assert total["samples"] == 40 and total["shards"] > 1
+    for k in range(total["shards"]):
+        tar = out / f"{make_shards.shard_name(k)}.tar"
+        info = json.loads((out / f"{make_shards.shard_name(k)}_stats.json").read_text())
+        assert tar.stat().st_size == info["bytes"]
+        assert tar.stat().st_size <= limit or info["count"] == 1, (k, tar.stat().st_size, limit)
+    entries = take(slot_stream(open_shards(total["pattern"], "image-text"), 0, 1, seed=0), 40)
+    assert sorted(e.sample.id for e in entries) == [f"{k:09d}" for k in range(40)]

@@ -5,8 +5,10 @@ python tools/make_shards.py data/train.jsonl /data/shards/train --max-bytes 1e9 
 
 Each sample becomes ``KEY.mp4`` (the media file's bytes, its own extension), ``KEY.txt`` (the first caption)
 and ``KEY.json`` (every caption, the label, start/end, id, the source path and any other manifest field),
-keys numbering the samples from 000000000. A shard closes at ``--samples-per-shard`` samples or before it
-would pass ``--max-bytes``. Beside each ``NNNNN.tar`` goes ``NNNNN_stats.json`` (its sample count, which
+keys numbering the samples from 000000000. A shard closes at ``--samples-per-shard`` samples or before its
+file would pass ``--max-bytes``, counted as the tar is written (each member's 512-byte header and its data
+padded to 512 bytes, the end blocks, the archive padded to 10240-byte records): only a shard of one sample
+larger than the limit passes it. Beside each ``NNNNN.tar`` goes ``NNNNN_stats.json`` (its sample count, which
 training reads instead of scanning the tar, and the samples that were left out); ``stats.json`` sums them.
 
 Resumable: a shard's tar is renamed into place and its stats file written only when it is complete, so a
@@ -18,7 +20,9 @@ of the built-in demo corpus (generated under ``--demo-root`` first if needed).
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,25 +32,54 @@ import numpy as np
 from videovl.cli import run_tool
 from videovl.data.sources import ManifestError, Sample, read_manifest
 
-__all__ = ["main", "sample_members", "shard_name"]
+__all__ = ["main", "sample_members", "shard_name", "member_bytes", "tar_bytes"]
 
 
 def shard_name(number: int) -> str:
     return f"{number:05d}"
 
 
-def sample_members(sample: Sample, key: str) -> dict[str, Any]:
-    """The tar members of one sample (webdataset's dict form: extension -> bytes)."""
-    ext = Path(sample.path).suffix.lower().lstrip(".") or ("mp4" if sample.is_video else "jpg")
+BLOCK = 512  # a tar member's header, and the unit its data is padded to
+RECORD = 20 * BLOCK  # tarfile pads a finished archive to whole records of 20 blocks (tar's default)
+
+
+def member_bytes(size: int) -> int:
+    """What a member of ``size`` data bytes takes in the tar: a ustar header and the data padded."""
+    return BLOCK + -(-size // BLOCK) * BLOCK
+
+
+def tar_bytes(members: int) -> int:
+    """The size of a tar file whose members take ``members`` bytes: two zero blocks end it, and the whole
+    is padded to records."""
+    return -(-(members + 2 * BLOCK) // RECORD) * RECORD
+
+
+def _media_ext(sample: Sample) -> str:
+    return Path(sample.path).suffix.lower().lstrip(".") or ("mp4" if sample.is_video else "jpg")
+
+
+def _text_members(sample: Sample, key: str) -> dict[str, bytes]:
+    """``json`` (every caption, the label, start/end, id, source path and other fields) and ``txt``."""
     meta: dict[str, Any] = dict(sample.extra)
     meta.update(key=key, id=sample.id, source=sample.path, caption=sample.captions)
     for name in ("label", "start", "end"):
         if getattr(sample, name) is not None:
             meta[name] = getattr(sample, name)
-    members = {"__key__": key, ext: Path(sample.path).read_bytes(), "json": json.dumps(meta).encode()}
+    members = {"json": json.dumps(meta).encode()}
     if sample.captions:
         members["txt"] = sample.captions[0].encode("utf-8")
     return members
+
+
+def sample_members(sample: Sample, key: str) -> dict[str, Any]:
+    """The tar members of one sample (webdataset's dict form: extension -> bytes)."""
+    return {"__key__": key, _media_ext(sample): Path(sample.path).read_bytes(), **_text_members(sample, key)}
+
+
+def _sample_bytes(sample: Sample, key: str, media_size: int) -> int:
+    """What ``sample`` adds to a shard: every member's header and padded data, the text members included."""
+    text = _text_members(sample, key)
+    return member_bytes(media_size) + sum(member_bytes(len(v)) for v in text.values())
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,7 +88,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("output", help="folder for NNNNN.tar, NNNNN_stats.json and stats.json")
     p.add_argument("--root", help="folder relative media paths resolve against (default: the manifest's)")
     p.add_argument("--samples-per-shard", type=int, default=1000, help="at most this many samples a shard")
-    p.add_argument("--max-bytes", type=float, default=1e9, help="close a shard before it passes this size")
+    p.add_argument(
+        "--max-bytes",
+        type=float,
+        default=1e9,
+        help="at most this many bytes a shard file (tar headers and padding counted); a single sample "
+        "larger than this gets a shard of its own",
+    )
     p.add_argument("--shuffle", action="store_true", help="write the samples in a random order (--seed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--demo-root", default="data/moving_digits", help="where demo:NAME is generated")
@@ -100,18 +139,25 @@ def _done_shards(out: Path, options: dict[str, Any]) -> tuple[int, int, list[dic
 def _write_shard(
     out: Path, number: int, rows: list[tuple[int, Sample]], options: dict, skipped: list[str]
 ) -> dict[str, Any]:
-    import webdataset as wds
-
     name = shard_name(number)
     tmp, final = out / f"{name}.tar.tmp", out / f"{name}.tar"
     count, failures = 0, list(skipped)
-    with wds.TarWriter(str(tmp), encoder=False) as writer:
+    mtime = int(time.time())
+    # tarfile itself, in the ustar format: every header is one block, so the size counted in ``main``
+    # is the size written (webdataset's TarWriter adds a pax header to each member for its float mtime).
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for row, sample in rows:
             try:
-                writer.write(sample_members(sample, f"{row:09d}"))
-                count += 1
+                members = sample_members(sample, f"{row:09d}")
             except OSError as e:  # vanished or unreadable since it was sized
                 failures.append(f"{sample.path}\t{type(e).__name__}: {e}")
+                continue
+            key = members.pop("__key__")
+            for ext in sorted(members):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime, info.mode = len(members[ext]), mtime, 0o444
+                tar.addfile(info, io.BytesIO(members[ext]))
+            count += 1
     tmp.replace(final)
     info = {
         "count": count,
@@ -150,11 +196,12 @@ def main(argv=None) -> dict[str, Any]:
         if nbytes == 0:
             skipped.append(f"{sample.path}\t{'empty' if path.is_file() else 'missing'}")
             continue
-        if pending and (len(pending) >= args.samples_per_shard or size + nbytes > args.max_bytes):
+        nbytes = _sample_bytes(sample, f"{i:09d}", nbytes)
+        if pending and (len(pending) >= args.samples_per_shard or tar_bytes(size + nbytes) > args.max_bytes):
             done.append(_write_shard(out, number, pending, options, skipped))
             number, pending, size, skipped = number + 1, [], 0, []
         pending.append((i, sample))
-        size += nbytes + 1536  # headers of three members
+        size += nbytes
     if pending:
         done.append(_write_shard(out, number, pending, options, skipped))
         number, skipped = number + 1, []
