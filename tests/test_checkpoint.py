@@ -104,6 +104,37 @@ def test_tied_caption_embedding_survives(saved):
     assert loaded.caption.lm_head.weight[0, 0] == loaded.caption.token_embed.weight[0, 0]
 
 
+def test_a_tied_tensor_is_saved_once_without_a_warning_and_older_files_load(saved, tmp_path, caplog):
+    """Accelerate's save_state warned "Removed shared tensor ..." on every save: the state dict held the
+    tied caption tensor under both names. It now holds it once, under the embedding's name."""
+    import logging
+
+    from accelerate import Accelerator
+    from safetensors.torch import load_file, save_file
+
+    model, cfg, path = saved
+    keys = model.state_dict().keys()
+    assert "caption.token_embed.weight" in keys and "caption.lm_head.weight" not in keys
+    assert "caption.lm_head.weight" not in load_file(path / WEIGHTS_NAME)
+    with caplog.at_level(logging.WARNING):
+        accelerator = Accelerator(cpu=True)
+        accelerator.prepare(model)
+        accelerator.save_state(str(tmp_path / "state"))
+    assert "shared tensor" not in caplog.text
+    model.load_state_dict(load_file(tmp_path / "state" / "model.safetensors"), strict=True)
+    # a checkpoint written before kept the tensor under the head's name
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / CONFIG_NAME).write_bytes((path / CONFIG_NAME).read_bytes())
+    state = load_file(path / WEIGHTS_NAME)
+    state["caption.lm_head.weight"] = state.pop("caption.token_embed.weight")
+    save_file(state, old / WEIGHTS_NAME)
+    loaded, _ = load_checkpoint(old)
+    same_weights(model, loaded)
+    assert loaded.caption.lm_head.weight is loaded.caption.token_embed.weight
+    assert "caption.token_embed.weight" in loaded.pretrained_params
+
+
 def test_loading_runs_no_pickle(saved, monkeypatch):
     _, _, path = saved
 

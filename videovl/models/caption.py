@@ -22,6 +22,20 @@ def target_positions(attention_mask: Tensor) -> Tensor:
     return F.pad(attention_mask[:, 1:].bool(), (0, 1))
 
 
+def _drop_tied_head(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    state_dict.pop(prefix + "lm_head.weight", None)
+
+
+def _fill_tied_head(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Both names load the one tensor; files that kept the head's name instead of the embedding's (videovl
+    checkpoints saved before the hook above) load as well."""
+    embed, head = prefix + "token_embed.weight", prefix + "lm_head.weight"
+    if embed not in state_dict and head in state_dict:
+        state_dict[embed] = state_dict[head]
+    if embed in state_dict:
+        state_dict[head] = state_dict[embed]
+
+
 class CaptionDecoder(nn.Module):
     def __init__(
         self, cfg: CaptionConfig, vocab_size: int, visual_width: int, bos_id: int, eos_id: int, pad_id: int
@@ -45,6 +59,10 @@ class CaptionDecoder(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.token_embed.weight
+            # A tied tensor is written once, under the embedding's name: a state dict holding it twice makes
+            # every safetensors save (Accelerate's save_state included) drop one copy with a warning.
+            self.register_state_dict_post_hook(_drop_tied_head)
+            self.register_load_state_dict_pre_hook(_fill_tied_head)
 
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed"}

@@ -120,7 +120,7 @@ def load_checkpoint(path: str | Path, **model_overrides: Any) -> tuple[VideoLang
     state = {k: v for k, v in load_file(path / WEIGHTS_NAME).items() if not k.startswith(replaced)}
     _check_state(model, state, replaced, path / WEIGHTS_NAME)
     model.load_state_dict(state, strict=False)
-    model.pretrained_params = frozenset(n for n, _ in model.named_parameters() if n in state)
+    model.pretrained_params = frozenset(n for n, _ in model.named_parameters() if n in _stored(model, state))
     return model, cfg
 
 
@@ -143,14 +143,20 @@ def _heads(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-def _check_state(model: VideoLanguageModel, state: dict[str, Tensor], skip: tuple[str, ...], file: Path):
-    expected = model.state_dict()
-    # Tied tensors (the caption decoder's embedding and output layer) are stored under one of their names.
+def _stored(model: VideoLanguageModel, state: dict[str, Tensor]) -> set[str]:
+    """The parameter names ``state`` holds, each tied tensor (the caption decoder's embedding and output
+    layer) under every one of its names: a file keeps it once, under the embedding's name (older files:
+    under the head's)."""
     names: dict[int, set[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(p), set()).add(name)
-    stored = {n for group in names.values() if group & state.keys() for n in group}
-    problems = state_mismatch(expected, state, skip, stored)
+    return {n for group in names.values() if group & state.keys() for n in group}
+
+
+def _check_state(model: VideoLanguageModel, state: dict[str, Tensor], skip: tuple[str, ...], file: Path):
+    # every name of a tied tensor is a name the file may use
+    expected = model.state_dict() | dict(model.named_parameters(remove_duplicate=False))
+    problems = state_mismatch(expected, state, skip, _stored(model, state))
     if problems:
         raise ConfigError(
             f"{file} does not match the model its config builds: {'; '.join(problems)}. Overrides may "
