@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tools import extract_embeddings as tool
-from videovl.config import Config, load_config
+from videovl.config import Config, ConfigError, load_config
 from videovl.data.sources import read_manifest
 from videovl.data.tokenizer import fill_token_ids, load_tokenizer
 from videovl.eval.embed import embed_texts, tokenized_batches
@@ -158,8 +158,13 @@ def test_input_errors_name_the_problem(tiny_demo, tmp_path):
         + json.dumps({"image": "a.png"})
         + "\n"
     )
-    with pytest.raises(ValueError, match="mixes 1 videos and 1 images"):
+    with pytest.raises(ConfigError, match="mixes 1 videos and 1 images"):
         list_inputs(mixed)
+    # a manifest given as --input was once decoded as one video: nothing embedded, exit status 0
+    with pytest.raises(ConfigError, match="mixed.jsonl is not a video .* a manifest goes to --manifest"):
+        list_inputs(source=mixed)
+    with pytest.raises(ConfigError, match="a manifest goes to --manifest"):  # before any model loads
+        tool.main(["--checkpoint", str(tmp_path), "--input", str(mixed), "--out", str(tmp_path / "out")])
     with pytest.raises(SystemExit):
         tool.parse_args(["--checkpoint", "c", "--out", "o", "--input", "x", "--shard-size", "0"])
 

@@ -76,10 +76,10 @@ def main(argv=None) -> dict:
     cpu = args.cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     accelerator = Accelerator(cpu=cpu)
     is_main, out = accelerator.is_main_process, Path(args.out)
+    samples = list_inputs(args.manifest, args.input, args.root)  # a wrong input fails before the model loads
     model, cfg = load_checkpoint(args.checkpoint)
     model.eval().to(accelerator.device)
     tokenizer = load_tokenizer(cfg.model.text)
-    samples = list_inputs(args.manifest, args.input, args.root)
     cfg.data.num_frames = args.num_frames or cfg.data.num_frames
     spec = extraction_spec(args.checkpoint, samples, cfg.data.num_frames, args.shard_size)
     check_spec(out, spec)  # every process reads the same earlier spec, so all stop together

@@ -37,7 +37,7 @@ from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import save_file
 from torch import Tensor
 
-from videovl.config import DataConfig
+from videovl.config import ConfigError, DataConfig
 from videovl.data.collate import Collator
 from videovl.data.datasets import ClipDataset
 from videovl.data.loader import build_loader
@@ -99,12 +99,19 @@ def list_inputs(
                 )
             samples = [Sample(str(p), "video", id=p.relative_to(src).as_posix()) for p in files]
         elif src.is_file():
+            if not (is_image(src) or src.suffix.lower() in VIDEO_SUFFIXES):
+                # A manifest here was once decoded as a video: nothing embedded, and the run "succeeded".
+                manifest_like = src.suffix.lower() in (".jsonl", ".json")
+                hint = "; a manifest goes to --manifest" if manifest_like else ""
+                raise ConfigError(
+                    f"input {src} is not a video ({' '.join(VIDEO_SUFFIXES)}) or image file{hint}"
+                )
             samples = [Sample(str(src), "image" if is_image(src) else "video", id=src.name)]
         else:
             raise FileNotFoundError(f"input {src} does not exist")
     images = sum(not s.is_video for s in samples)
     if 0 < images < len(samples):
-        raise ValueError(
+        raise ConfigError(
             f"{manifest or source} mixes {len(samples) - images} videos and {images} images; their frame "
             "embeddings differ in length (T' vs 1): extract each modality into its own folder"
         )
