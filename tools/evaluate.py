@@ -84,7 +84,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--classes", help="action class names, one a line (line index = class id)")
     p.add_argument("--predictions", help="action: write each video's predicted class and top-5 (JSON)")
     p.add_argument("--num-beams", type=int, default=1, help="caption beam width (1: greedy)")
-    p.add_argument("--captions-out", help="where the generated captions go (default: beside --output)")
+    p.add_argument(
+        "--captions-out",
+        help="where the generated captions go (default: --output with .captions.json for its suffix, e.g. "
+        "caption.json -> caption.captions.json; captions.json without --output)",
+    )
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator is present")
     args = p.parse_args(argv)
     if args.predictions and args.task != "action":
