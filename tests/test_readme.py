@@ -1,8 +1,14 @@
 """README.md holds: every ```python block runs as written, the own-data and CLIP recipes run with their
 placeholder paths swapped, and every tool and flag its commands name exists."""
 
+import contextlib
+import functools
+import importlib
+import importlib.util
+import io
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +117,114 @@ def test_the_clip_example_runs_and_names_the_heads_its_stages_train(tiny_demo, t
     saved = videovl.load_config(out / "config.yaml")
     assert saved.model.text.pool == "eot" and saved.model.text.config["model_type"] == "clip_text_model"
     assert saved.model.alignment.enabled and saved.model.caption.enabled  # the clip size has neither
+
+
+# --------------------------------------------------------------------------------------------- commands
+
+ROOT = README.parent
+
+
+def _logical_lines(block: str) -> list[str]:
+    """A bash block as its commands: continuation lines joined, a quoted argument kept whole across lines
+    (the shard example's multi-line stages list)."""
+    commands, buf = [], ""
+    for line in block.splitlines():
+        buf = f"{buf}\n{line}" if buf else line
+        if buf.endswith("\\"):
+            buf = buf[:-1]
+            continue
+        try:
+            shlex.split(buf, comments=True)
+        except ValueError:  # an open quote: the argument goes on on the next line
+            continue
+        commands.append(buf)
+        buf = ""
+    return commands + ([buf] if buf else [])
+
+
+def readme_commands() -> list[list[str]]:
+    """Every command of the README's bash blocks (and of its inline code spans) that runs one of the
+    project's scripts, as argv lists; ``a && b`` gives two."""
+    text = README.read_text()
+    lines = [c for b in re.findall(r"^```bash\n(.*?)^```", text, re.M | re.S) for c in _logical_lines(b)]
+    lines += [" ".join(s.split()) for s in re.findall(r"`((?:python|accelerate launch) [^`]+)`", text)]
+    commands = []
+    for line in lines:
+        argv: list[str] = []
+        for token in [*shlex.split(line, comments=True), "&&"]:
+            if token in ("&&", "||", ";", "|"):
+                if argv[:2] == ["accelerate", "launch"] or (argv[:1] == ["python"] and len(argv) > 1):
+                    commands.append(argv)
+                argv = []
+            else:
+                argv.append(token)
+    return commands
+
+
+def script_of(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """(the script: a path or ``-m MODULE``, the launcher's arguments, the script's arguments); no script
+    for a launcher flag quoted alone (`accelerate launch --quiet`)."""
+    if argv[0] == "python":
+        if argv[1] == "-m":
+            return f"-m {argv[2]}", [], argv[3:]
+        return argv[1], [], argv[2:]
+    at = next((i for i, a in enumerate(argv) if a.endswith(".py")), len(argv))  # accelerate launch ... SCRIPT
+    return (argv[at] if at < len(argv) else None), argv[2:at], argv[at + 1 :]
+
+
+@functools.cache
+def help_text(script: str) -> str:
+    """``SCRIPT --help``, in this process: every script's ``main(argv)`` parses its arguments first."""
+    if script == "accelerate launch":
+        from accelerate.commands.launch import launch_command_parser
+
+        # Its help hides options by what sys.argv holds (the pytest command here): build it as
+        # `accelerate launch --help` would.
+        saved, sys.argv = sys.argv, ["accelerate", "launch", "--help"]
+        try:
+            return launch_command_parser().format_help()
+        finally:
+            sys.argv = saved
+    if script.startswith("-m "):
+        module = importlib.import_module(script[3:])
+    else:
+        path = ROOT / script
+        sys.path.insert(0, str(path.parent))  # benchmarks import their neighbours, as when run as scripts
+        try:
+            spec = importlib.util.spec_from_file_location(f"readme_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(path.parent))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+        module.main(["--help"])
+    assert done.value.code == 0, script
+    return out.getvalue()
+
+
+COMMANDS = readme_commands()
+
+
+def test_the_readme_names_the_project_scripts():
+    scripts = {script_of(argv)[0] for argv in COMMANDS}
+    expected = {"tools/pretrain.py", "tools/finetune.py", "tools/evaluate.py", "tools/export.py"}
+    assert expected | {"tools/make_shards.py", "benchmarks/probe_motion.py"} <= scripts, scripts
+    assert "-m videovl.data.corpora.shapes" in scripts  # inline code spans count too
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(a)[:80] for a in COMMANDS])
+def test_every_readme_command_names_a_script_and_flags_that_exist(argv):
+    script, launcher, args = script_of(argv)
+    if script is None:
+        pass
+    elif script.startswith("-m "):
+        assert importlib.util.find_spec(script[3:]) is not None, f"no module {script[3:]}"
+    else:
+        assert (ROOT / script).is_file(), f"no script {script}"
+    for owner, flags in (("accelerate launch", launcher), (script, args if script else [])):
+        # a synopsis writes optional flags in brackets: `[--resume latest|auto|DIR]`
+        for flag in (a.lstrip("[").split("=", 1)[0] for a in flags if a.lstrip("[").startswith("--")):
+            assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text(owner)), (
+                f"README: `{' '.join(argv)[:120]}` passes {flag}, which `{owner} --help` does not list"
+            )
