@@ -278,9 +278,10 @@ class TrainConfig:
 class EvalConfig:
     batch_size: int = 64
     chunk_size: int = 4096  # similarity is computed this many queries at a time
-    # Zero-shot action recognition on the test split at the end of a pretraining run: the class names
-    # (a file, one a line; demo:classes.txt names the demo corpus' file) and the prompt templates, each
-    # with {label} (several are averaged; none: the default "a video of a person {label}.").
+    # Zero-shot action recognition on the test split (data.test_manifest; none: skipped) at the end of a
+    # pretraining run: the class names (a file, one a line; demo:classes.txt names the demo corpus' file)
+    # and the prompt templates, each with {label} (several are averaged; none: the default "a video of a
+    # person {label}.").
     action_classes: str | None = None
     action_prompts: list[str] = field(default_factory=list)
 
