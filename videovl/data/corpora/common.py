@@ -19,9 +19,10 @@ from typing import Any
 
 import av
 import numpy as np
+from PIL import Image
 
 __all__ = ["DIRECTIONS", "DemoCorpus", "trajectory", "reverse_class", "order_partner", "render_glyphs",
-           "write_video", "corpus_key", "build_corpus"]  # fmt: skip
+           "write_video", "look_image", "corpus_key", "build_corpus"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -171,3 +172,16 @@ def build_corpus(
             if leftover.exists():
                 shutil.rmtree(leftover)
     return DemoCorpus.at(root, counts, class_names)
+
+
+def look_image(
+    out: Path, split: str, i: int, frame: np.ndarray, colour: str, shape: str, templates, rng, train: bool
+) -> dict[str, Any]:
+    """Save image ``i`` of ``split`` (a coloured shape) as png and return its manifest row: every caption
+    template in an order drawn from ``rng`` for training, the first template for val/test."""
+    rel = f"images/{split}/{i:06d}.png"
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(frame).save(out / rel)
+    caps = [t.format(c=colour, s=shape) for t in templates]
+    caption = [caps[t] for t in rng.permutation(len(caps))] if train else caps[0]
+    return {"image": rel, "caption": caption, "label": f"{colour} {shape}", "id": f"{split}/{i:06d}"}

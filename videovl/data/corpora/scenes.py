@@ -34,7 +34,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from videovl.data.corpora.common import DIRECTIONS, DemoCorpus, build_corpus, trajectory, write_video
+from videovl.data.corpora.common import (
+    DIRECTIONS,
+    DemoCorpus,
+    build_corpus,
+    look_image,
+    trajectory,
+    write_video,
+)
 from videovl.data.sources import write_manifest
 
 __all__ = ["SCENE_MOTIONS", "SHAPES", "COLOURS", "BACKGROUNDS", "scene_tracks", "generate_scenes", "main"]
@@ -211,14 +218,7 @@ def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
             colour, shape = LOOKS[look]
             background = _backgrounds(rng, BACKGROUNDS[rng.integers(len(BACKGROUNDS))], canvas, 1)
             frame = _paint(background, [LOOKS[look]], rng.integers(0, canvas - SIZE + 1, (1, 1, 2)))[0]
-            rel = f"images/{split}/{i:06d}.png"
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(frame).save(out / rel)
-            caps = [t.format(c=colour, s=shape) for t in _IMAGE_TEMPLATES]
-            caption = [caps[t] for t in rng.permutation(len(caps))] if train else caps[0]
-            images.append(
-                {"image": rel, "caption": caption, "label": f"{colour} {shape}", "id": f"{split}/{i:06d}"}
-            )
+            images.append(look_image(out, split, i, frame, colour, shape, _IMAGE_TEMPLATES, rng, train))
         write_manifest(out / f"image_{split}.jsonl", images)
         counts.update({f"video_{split}": len(rows), f"image_{split}": len(images)})
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in SCENE_MOTIONS))

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from videovl.data.corpora.common import (
     DemoCorpus,
     build_corpus,
+    look_image,
     order_partner,
     render_glyphs,
     trajectory,
@@ -108,14 +108,7 @@ def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
             xy = rng.integers(0, canvas - SIZE + 1, 2)
             rgb = np.array(COLOURS[colour]) * rng.uniform(0.8, 1.0)
             frame = render_glyphs(_glyph(shape)[None], rgb[None], xy[None, None], canvas)[0]
-            rel = f"images/{split}/{i:06d}.png"
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(frame).save(out / rel)
-            caps = [t.format(c=colour, s=shape) for t in _IMAGE_TEMPLATES]
-            caption = [caps[t] for t in rng.permutation(len(caps))] if train else caps[0]
-            images.append(
-                {"image": rel, "caption": caption, "label": f"{colour} {shape}", "id": f"{split}/{i:06d}"}
-            )
+            images.append(look_image(out, split, i, frame, colour, shape, _IMAGE_TEMPLATES, rng, train))
         write_manifest(out / f"image_{split}.jsonl", images)
         counts.update({f"video_{split}": len(rows), f"image_{split}": len(images)})
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in SHAPE_MOTIONS))
