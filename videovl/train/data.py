@@ -21,6 +21,7 @@ from videovl.data.stream import ShardSource, StreamBatches
 
 __all__ = [
     "StageData",
+    "stage_seed",
     "resolve_manifest",
     "load_source",
     "LoadedSources",
@@ -30,6 +31,11 @@ __all__ = [
     "open_batches",
     "build_eval_dataset",
 ]
+
+
+def stage_seed(cfg: Config, stage_index: int) -> int:
+    """The seed of a stage's batches and views: each stage draws its own."""
+    return cfg.train.seed + 1000 * stage_index
 
 
 def resolve_manifest(spec: str, cfg: Config) -> Path:
@@ -149,7 +155,7 @@ def build_stage_data(
                     prompt=source.prompt,
                     label_to_id=label_map if is_label else None,
                     index_offset=offset,
-                    seed=cfg.train.seed + 1000 * stage_index,  # the stage's seed: its own views
+                    seed=stage_seed(cfg, stage_index),  # each stage draws its own views
                 )
             )
             if isinstance(samples, ShardSet):

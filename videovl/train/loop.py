@@ -1,7 +1,7 @@
 """The pretraining loop: Accelerate end to end, stage after stage, resumable at any saved step.
 
 :func:`pretrain` reads as its phases, in the Accelerate order: :func:`set_up` (model, whole-run check,
-task, optimizer, one ``prepare``), :func:`resume` (the saved state, and whether it can continue exactly),
+task, optimizer, one ``prepare``), :func:`resume_run` (the saved state, and whether it can continue exactly),
 then for each stage :func:`start_stage` (freeze, data, mining, batches), :func:`train_step` (micro-batches
 through the task, ``backward``, the optimizer) and :func:`after_step` (logs, validation, checkpoints), and
 :func:`finish` (the test split, the bad-sample report).
@@ -33,7 +33,14 @@ from videovl.models.model import VideoLanguageModel
 from videovl.progress import progress
 from videovl.tasks.pretrain import PretrainTask
 from videovl.train.checks import check_run
-from videovl.train.data import LoadedSources, StageData, build_stage_data, open_batches, resolve_manifest
+from videovl.train.data import (
+    LoadedSources,
+    StageData,
+    build_stage_data,
+    open_batches,
+    resolve_manifest,
+    stage_seed,
+)
 from videovl.train.evaluation import autocast_dtype, evaluate_action, evaluate_retrieval, load_eval_set
 from videovl.train.mining import embed_for_mining, mining_dataset, nearest_neighbours
 from videovl.train.optim import build_optimizer, describe_groups
@@ -199,7 +206,6 @@ def resume_run(run: Run, resume: str | None) -> np.ndarray | None:
         note = resume_note(state, accelerator.num_processes, cfg.data.num_workers, _streamed(run))
         if note:
             accelerator.print(note)
-            log.warning(note)
         same = (state.processes, state.loader_workers) == (accelerator.num_processes, cfg.data.num_workers)
         run.streams_known = same and len(state.streams) == accelerator.num_processes
         if run.streams_known:  # else the streams are replayed, cut for the new counts
@@ -244,7 +250,7 @@ def start_stage(run: Run) -> StageRun:
         f"parameters ({counts['frozen']:,} frozen)"
     )
     data = build_stage_data(cfg, si, run.sources[si])
-    seed = cfg.train.seed + 1000 * si
+    seed = stage_seed(cfg, si)
     mining = stage.mining.enabled and "video" in data
     if mining and (run.neighbours is None or state.mined_at < 0):
         run.neighbours = _mine(run, data, stage)
