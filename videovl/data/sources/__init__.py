@@ -1,6 +1,6 @@
-"""Where samples come from: the manifest format and its sample record, manifests read into flat tables (and
-their on-disk cache), and WebDataset shards (:mod:`videovl.data.sources.shards`, imported by name: it is
-only needed to train from shards)."""
+"""Where samples come from: the manifest format and its sample record, the question-answering record,
+manifests read into flat tables (and their on-disk cache), and WebDataset shards
+(:mod:`videovl.data.sources.shards`, imported by name: it is only needed to train from shards)."""
 
 from videovl.data.sources.manifest import (
     ManifestError,
@@ -17,9 +17,11 @@ from videovl.data.sources.manifest_table import (
     modalities,
     read_manifest,
 )
+from videovl.data.sources.qa import QASample
 
 __all__ = [
     "ManifestError",
+    "QASample",
     "Sample",
     "SampleTable",
     "caption_counts",
