@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -11,11 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from videovl.data.annotations.msrvtt_qa import read_msrvtt_qa
 from videovl.data.corpora.demo import (
     DIGIT_WORDS,
     MOTION_CLASSES,
+    QA_ANSWERS,
     generate_demo,
     main,
+    qa_files,
     reverse_class,
     trajectory,
 )
@@ -25,6 +29,7 @@ from videovl.data.sources import read_manifest
 SMALL = dict(train_videos=32, eval_videos=88, train_images=20)
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 CAPTION = re.compile(r"the digits? (\d)(?: and (\d))? moves? (\w+), then (\w+)$")
+ORDER = re.compile(r"(?:does|do) the digits? move (\w+) before (?:it|they) moves? (\w+)\?$")
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +155,45 @@ def test_motion_follows_the_caption_and_reverses(corpus):
         assert_moves(frames, s.label, s.id)
         # Played backwards, the clip is one of its partner class: the geometry the partner's caption states.
         assert_moves(frames[::-1], reverse_class(s.label), f"{s.id} reversed")
+
+
+def test_qa_splits_follow_the_captions(corpus):
+    files = qa_files(corpus.root)
+    assert json.loads(files["answers"].read_text()) == list(QA_ANSWERS)
+    for split in ("train", "val", "test"):
+        clips = read_manifest(getattr(corpus, f"video_{split}"))
+        questions, report = read_msrvtt_qa(files[split], corpus.root, answer_list=files["answers"])
+        assert not report.problems and report.counts["missing_videos"] == 0, report.summary()
+        singles = sum(len(c.extra["digits"]) == 1 for c in clips)
+        kinds = Counter(q.qtype for q in questions)
+        assert kinds == {"digit": singles, "first": len(clips), "second": len(clips), "order": 2 * len(clips)}
+        assert report.counts["videos"] == len(clips) and len({q.question_id for q in questions}) == len(
+            questions
+        )
+        by_video = {}
+        for q in questions:
+            by_video.setdefault(q.video, []).append(q)
+        order = [q.answer for q in questions if q.qtype == "order"]
+        assert order.count("yes") == order.count("no") == len(clips), split  # balanced exactly
+        assert 0 < sum(q.question_id.endswith("order0") and q.answer == "yes" for q in questions) < len(clips)
+        for clip in clips:
+            # The caption (the first template in every split) states what the answers must be.
+            caption = next(c for c in clip.captions if CAPTION.match(c))
+            d1, d2, first, second = CAPTION.match(caption).groups()
+            asked = {q.question_id.rsplit("/", 1)[1]: q for q in by_video[clip.path]}
+            assert asked["first"].answer == first and asked["second"].answer == second, clip.id
+            assert ("digit" in asked) == (d2 is None) and (d2 or asked["digit"].answer == d1)
+            for name in ("order0", "order1"):
+                x, y = ORDER.match(asked[name].question).groups()
+                assert {x, y} == {first, second} and asked[name].answer == ("yes" if x == first else "no")
+    # From the question alone the order answers of the test's single-digit clips are a coin toss: every
+    # question is asked of its own class (yes) and of its order partner (no) equally often.
+    singles = {c.path for c in read_manifest(corpus.video_test) if len(c.extra["digits"]) == 1}
+    answers = {}
+    for q in read_msrvtt_qa(files["test"])[0]:
+        if q.qtype == "order" and q.video in singles:
+            answers.setdefault(q.question, []).append(q.answer)
+    assert all(a.count("yes") == a.count("no") for a in answers.values()) and len(answers) == 8
 
 
 def test_deterministic_by_seed(corpus, tmp_path):

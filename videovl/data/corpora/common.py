@@ -139,7 +139,7 @@ def build_corpus(
     if not force and (corpus := _cached(root, marker, key, class_names)) is not None:
         return corpus
     ours = lambda name: (
-        name in {"videos", "images", "classes.txt", marker} or name.startswith(("video_", "image_"))
+        name in {"videos", "images", "classes.txt", marker} or name.startswith(("video_", "image_", "qa_"))
     )
     if root.parent == root or root.exists() and not (root.is_dir() and all(map(ours, os.listdir(root)))):
         raise FileExistsError(

@@ -4,7 +4,8 @@
 upscaled 2x, into h264 clips and png images, and writes in ``root``: ``video_{train,val,test}.jsonl``
 (caption "the digit 3 moves left, then up", label "left then up", extra keys ``digits``, ``class_id``,
 ``bitmaps``), ``image_{train,val,test}.jsonl`` (caption "a handwritten seven", label "seven") and
-``classes.txt`` (the 8 motion classes, line index = class id).
+``classes.txt`` (the 8 motion classes, line index = class id), and question-answering splits
+``qa_{train,val,test}.jsonl`` with their answer list ``qa_answers.json`` (see below).
 
 A clip shows one or two digits moving in two phases, the second perpendicular to the first. Played
 backwards, a clip of "left then up" is exactly a clip of "down then right": classes ``2k`` and ``2k + 1`` are
@@ -13,12 +14,21 @@ Val and test use one caption template and each caption names one video (all 80 s
 first, then digit pairs); image val/test hold one image per digit. Train rows list every paraphrase.
 Everything is deterministic by ``seed``; the corpus is built beside ``root``, renamed into place, and cached
 under a marker (``demo.json``) keyed by the generation parameters.
+
+The QA splits ask about every clip of the video split (the MSRVTT-QA layout, one JSON object a line:
+``video``, ``question``, ``answer``, ``question_id``, ``type``), with one question template each:
+``digit`` "which digit is shown?" (single-digit clips; answer "3"), ``first`` "which way does the digit
+move first?" and ``second`` "which way does the digit move after the first move?" (left/right/up/down),
+and two ``order`` questions that name the clip's two directions in both orders, "does the digit move left
+before it moves up?" (yes) and "does the digit move up before it moves left?" (no): yes/no is balanced
+exactly, and only the order of the two moves tells them apart. The answer list holds the 16 answers.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import time
 from itertools import combinations, cycle
 from pathlib import Path
@@ -38,10 +48,12 @@ from videovl.data.corpora.common import (
 )
 from videovl.data.sources import write_manifest
 
-__all__ = ["MOTION_CLASSES", "DIGIT_WORDS", "DemoCorpus", "generate_demo", "reverse_class", "trajectory",
-           "video_caption", "image_caption", "main"]  # fmt: skip
+__all__ = ["MOTION_CLASSES", "DIGIT_WORDS", "QA_TYPES", "QA_ANSWERS", "DemoCorpus", "generate_demo",
+           "reverse_class", "trajectory", "video_caption", "image_caption", "clip_questions", "qa_files",
+           "main"]  # fmt: skip
 
-VERSION = 2  # bump when the output changes for the same parameters, so cached corpora are rebuilt
+# Bump when the output changes for the same parameters, so cached corpora are rebuilt (3: the QA splits).
+VERSION = 3
 MARKER = "demo.json"
 SPLITS = ("train", "val", "test")
 SCALE = 2  # 8x8 bitmaps become 16x16 glyphs
@@ -60,6 +72,8 @@ _VIDEO_TEMPLATES = (
     ("the number {w} travels {a}, after that {b}", "the numbers {w} travel {a}, after that {b}"),
 )
 _IMAGE_TEMPLATES = ("a handwritten {w}", "the digit {d}", "a picture of the number {w}")
+QA_TYPES = ("digit", "first", "second", "order")
+QA_ANSWERS = (*(str(d) for d in range(10)), "left", "right", "up", "down", "yes", "no")
 
 
 def video_caption(digits: list[int], motion: str, template: int = 0) -> str:
@@ -72,6 +86,40 @@ def video_caption(digits: list[int], motion: str, template: int = 0) -> str:
 
 def image_caption(digit: int, template: int = 0) -> str:
     return _IMAGE_TEMPLATES[template].format(d=digit, w=DIGIT_WORDS[digit])
+
+
+def clip_questions(row: dict[str, Any], yes_first: bool) -> list[dict[str, Any]]:
+    """The QA rows of one clip's manifest row (its ``video``, ``id``, ``digits`` and ``label``); the two
+    order questions come yes first or no first as ``yes_first`` says (ids ``order0``, ``order1``)."""
+    a, b = row["label"].split(" then ")
+    one = len(row["digits"]) == 1
+    subject, does, it, moves = (
+        ("the digit", "does", "it", "moves") if one else ("the digits", "do", "they", "move")
+    )
+    asked = [("digit", "digit", "which digit is shown?", str(row["digits"][0]))] if one else []
+    asked += [
+        ("first", "first", f"which way {does} {subject} move first?", a),
+        ("second", "second", f"which way {does} {subject} move after the first move?", b),
+    ]
+    order = [(a, b, "yes"), (b, a, "no")]
+    for j, (x, y, answer) in enumerate(order if yes_first else order[::-1]):
+        asked.append(("order", f"order{j}", f"{does} {subject} move {x} before {it} {moves} {y}?", answer))
+    return [
+        {
+            "video": row["video"],
+            "question": q,
+            "answer": ans,
+            "question_id": f"{row['id']}/{name}",
+            "type": kind,
+        }
+        for kind, name, q, ans in asked
+    ]
+
+
+def qa_files(root: str | Path) -> dict[str, Path]:
+    """Where a corpus at ``root`` keeps its QA splits (``train``, ``val``, ``test``) and ``answers``."""
+    root = Path(root)
+    return {**{s: root / f"qa_{s}.jsonl" for s in SPLITS}, "answers": root / "qa_answers.json"}
 
 
 def _colours(rng: np.random.Generator, n: int, colour: bool) -> np.ndarray:
@@ -145,6 +193,10 @@ def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
                          "label": motion, "id": f"{split}/{i:06d}", "digits": list(ds), "class_id": c,
                          "bitmaps": used})  # fmt: skip
         write_manifest(out / f"video_{split}.jsonl", rows)
+        # Its own generator, so the clips and images stay those of a corpus without questions.
+        yes_first = np.random.default_rng([p["seed"], 3, k]).random(len(rows)) < 0.5
+        questions = [q for row, y in zip(rows, yes_first, strict=True) for q in clip_questions(row, bool(y))]
+        write_manifest(out / f"qa_{split}.jsonl", questions)
 
         rng, bitmaps, images = np.random.default_rng([p["seed"], 2, k]), pool(split), []
         # val/test: by default one image per digit, so captions are unique (more: digits cycle, as classes)
@@ -165,6 +217,7 @@ def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
         counts.update({f"video_{split}": len(rows), f"image_{split}": len(images)})
 
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in MOTION_CLASSES))
+    (out / "qa_answers.json").write_text(json.dumps(list(QA_ANSWERS)) + "\n")
     return counts
 
 
@@ -228,6 +281,10 @@ def main(argv: list[str] | None = None) -> DemoCorpus:
     for name, count in corpus.counts.items():
         print(f"  {getattr(corpus, name).name:<18} {count:>5} samples")
     print(f"  {corpus.classes_file.name:<18} {len(corpus.class_names):>5} motion classes")
+    for split, path in qa_files(corpus.root).items():
+        if split in SPLITS:
+            questions = sum(1 for line in path.read_text().splitlines() if line.strip())
+            print(f"  {path.name:<18} {questions:>5} questions")
     return corpus
 
 
