@@ -10,7 +10,7 @@ from PIL import Image
 from tiny_checkpoints import write_tiny_clip, write_tiny_video_model
 
 import videovl
-from videovl.config import MODEL_SIZES, Config, ConfigError
+from videovl.config import MODEL_SIZES, Config, ConfigError, DataConfig
 from videovl.data.collate import Collator
 from videovl.data.media.video_io import probe, read_frames
 from videovl.data.tokenizer import fill_token_ids, load_tokenizer
@@ -180,6 +180,30 @@ def test_a_video_encoder_folder_gives_its_frames_and_size(tmp_path, kind, test_v
     assert model.cfg.vision.pretrained == str(folder)
     assert evaluate(test_video).shape == (3, 4, 16, 16)
     assert videovl.get_tokenizer(folder)("a dog")["input_ids"].shape[0] == 1  # the demo's text tower
+
+
+def test_a_video_encoder_folder_normalises_pixels_as_its_preprocessor_config_says(tmp_path, test_video):
+    from transformers import VideoMAEImageProcessor
+
+    folder = write_tiny_video_model(tmp_path / "mae", "videomae")
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # ImageNet's, as VideoMAE's real folders say
+    VideoMAEImageProcessor(image_mean=mean, image_std=std).save_pretrained(folder)
+    _, train, evaluate = videovl.create_model_and_transforms(folder)
+    assert evaluate.transform.mean == mean and train.transform.std == std
+    # the same pixels in [0, 1] as a folder without the file gets, which keeps CLIP's normalisation
+    plain = videovl.create_model_and_transforms(write_tiny_video_model(tmp_path / "plain", "videomae"))[2]
+    assert plain.transform.mean == list(DataConfig.mean)
+    torch.testing.assert_close(
+        unnormalise(evaluate(test_video), mean, std),
+        unnormalise(plain(test_video), DataConfig.mean, DataConfig.std),
+        rtol=0,
+        atol=1e-5,
+    )
+
+
+def unnormalise(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """(C, T, H, W) normalised -> pixels in [0, 1]."""
+    return x * torch.tensor(std)[:, None, None, None] + torch.tensor(mean)[:, None, None, None]
 
 
 def test_a_name_that_is_neither_a_size_nor_a_path_is_a_clear_error(tmp_path, monkeypatch):

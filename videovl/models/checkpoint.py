@@ -28,7 +28,7 @@ from videovl.config import (
 )
 from videovl.models.factory import create_model, model_config
 from videovl.models.model import VideoLanguageModel
-from videovl.models.pretrained import foreign_model_config, state_mismatch
+from videovl.models.pretrained import foreign_model_config, foreign_normalisation, state_mismatch
 
 __all__ = [
     "save_checkpoint",
@@ -130,6 +130,9 @@ def _read_config(path: str | Path, model_overrides: dict[str, Any]) -> tuple[Con
             cfg = Config(model=model_config(deep_merge(foreign, model_overrides)))
             vision = cfg.model.vision
             cfg.data.image_size, cfg.data.num_frames = vision.image_size, vision.num_frames
+            norm = foreign_normalisation(path) if path.is_dir() else None
+            if norm is not None:  # the pixels the checkpoint was trained on
+                cfg.data.mean, cfg.data.std = (tuple(v) for v in norm)
             return cfg, None
         if path.is_file():
             raise ConfigError(
