@@ -27,7 +27,8 @@ INPUT_KINDS = "a video or image path, a video's bytes, uint8 frames (T, H, W, 3)
 
 def frames_of(media: Any) -> np.ndarray | None:
     """``media`` as uint8 frames (T, H, W, 3) when it is already decoded (an array, a tensor, a PIL image);
-    None when it is a path or bytes, which the decoder reads."""
+    None when it is a path or bytes, which the decoder reads. One frame, (H, W, 3) or (1, H, W, 3), is an
+    image: it stays one frame, as an image file does."""
     if isinstance(media, (str, os.PathLike, bytes, bytearray, memoryview)):
         return None
     if hasattr(media, "convert") and hasattr(media, "size"):  # a PIL image: duck-typed, Pillow stays lazy
