@@ -56,8 +56,9 @@ def inputs():
 def outputs(model) -> list[torch.Tensor]:
     video, ids, mask = inputs()
     with torch.no_grad():
-        v, t = model(video, ids, mask)
-        out = [*v, *t, model.scale()]
+        both = model(video, ids, mask)
+        v, t = both.video_features, both.text_features
+        out = [*v, *t, both.logit_scale]
         if model.alignment is not None:
             out.append(model.match_logits(t.hidden, t.mask, v.tokens))
         if model.caption is not None:

@@ -52,8 +52,8 @@ def test_clip_folder_equals_transformers_clip(clip_dir, reference, batch):
     torch.testing.assert_close(
         text, reference.get_text_features(input_ids=ids, attention_mask=mask).pooler_output, rtol=0, atol=1e-5
     )
-    video, words = model(images, ids, mask)
-    logits = model.scale() * video.clip @ words.sentence.T
+    out = model(images, ids, mask)
+    logits = out.logit_scale * out.video_features.clip @ out.text_features.sentence.T
     expected = reference(pixel_values=images, input_ids=ids, attention_mask=mask).logits_per_image
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
     # every parameter except the temporal branch came from the checkpoint

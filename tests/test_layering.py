@@ -1,11 +1,12 @@
-"""Data flows one way (data -> models -> losses -> tasks -> eval -> train -> cli); config, distributed
-and progress are leaves."""
+"""Data flows one way (data -> models -> api -> losses -> tasks -> eval -> train -> cli); config,
+distributed and progress are leaves. ``api`` (the public entry points) composes the data layer's
+preprocessing with the models, so it sits just above both."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "videovl"
-ORDER = ["data", "models", "losses", "tasks", "eval", "train", "cli"]
+ORDER = ["data", "models", "api", "losses", "tasks", "eval", "train", "cli"]
 LEAVES = {"config", "distributed", "progress"}
 
 

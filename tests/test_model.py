@@ -85,7 +85,8 @@ def test_encode_text_shapes(model, tokens):
 def test_outputs_are_normalised_unless_asked_not_to(model, tokens):
     video, ids, mask = torch.randn(2, 3, 4, 32, 32), tokens["input_ids"], tokens["attention_mask"]
     with torch.no_grad():
-        v, t = model(video, ids, mask)
+        out = model(video, ids, mask)
+        v, t = out.video_features, out.text_features
         raw_v = model.encode_video(video, normalize=False)
         raw_t = model.encode_text(ids, mask, normalize=False)
     ones = lambda x: torch.testing.assert_close(x.norm(dim=-1), torch.ones(x.shape[:-1]))  # noqa: E731
@@ -102,7 +103,8 @@ def test_each_sample_is_encoded_independently_of_its_batch(model, tokens):
     """Padding and batch neighbours change nothing: a sample alone gives the same embeddings."""
     videos, ids, mask = torch.randn(3, 3, 4, 32, 32), tokens["input_ids"], tokens["attention_mask"]
     with torch.no_grad():
-        v, t = model(videos, ids, mask)
+        out = model(videos, ids, mask)
+        v, t = out.video_features, out.text_features
         for i in range(3):
             n = int(mask[i].sum())
             alone_t = model.encode_text(ids[i : i + 1, :n], mask[i : i + 1, :n])

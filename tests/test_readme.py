@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SHARED, write_test_video
 
 import videovl
 
@@ -30,6 +31,12 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch, one_thread):
     if "runs/demo/model" in block:  # a checkpoint where the README's pretraining run leaves one
         cfg = videovl.load_config(overrides=["model.name=test"])
         videovl.save_checkpoint(videovl.create_model(cfg.model), cfg, tmp_path / "runs/demo/model")
+    if "my_video.mp4" in block:  # a real clip where the shared data is beside the checkout, else a made one
+        real = SHARED / "data" / "videos" / "carphone_pristine.mp4"
+        if real.is_file():
+            (tmp_path / "my_video.mp4").write_bytes(real.read_bytes())
+        else:
+            write_test_video(tmp_path / "my_video.mp4")
     exec(compile(block, f"README.md python block {index}", "exec"), {"__name__": "readme"})
 
 

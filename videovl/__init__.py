@@ -16,10 +16,14 @@ _EXPORTS = {
     "ModelConfig": "videovl.config",
     "load_config": "videovl.config",
     "VideoLanguageModel": "videovl.models.model",
+    "VideoTextOutput": "videovl.models.model",
     "create_model": "videovl.models.factory",
     "model_config": "videovl.models.factory",
     "load_checkpoint": "videovl.models.checkpoint",
     "save_checkpoint": "videovl.models.checkpoint",
+    "list_models": "videovl.api",
+    "create_model_and_transforms": "videovl.api",
+    "get_tokenizer": "videovl.api",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

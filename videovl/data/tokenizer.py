@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from torch import Tensor
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from videovl.config import ConfigError, TextConfig, not_loaded_error, resolve_path
 
-__all__ = ["load_tokenizer", "fill_token_ids", "decode"]
+__all__ = ["load_tokenizer", "fill_token_ids", "decode", "TextTokenizer"]
 
 
 def load_tokenizer(cfg: TextConfig) -> PreTrainedTokenizerBase:
@@ -39,3 +42,25 @@ def fill_token_ids(cfg: TextConfig, tokenizer: PreTrainedTokenizerBase) -> TextC
 
 def decode(tokenizer: PreTrainedTokenizerBase, ids) -> list[str]:
     return [s.strip() for s in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+class TextTokenizer:
+    """Callable text -> the token tensors the text encoder takes: ``{"input_ids", "attention_mask"}``, long
+    (B, L), padded to the longest text and truncated at ``max_length`` tokens, as training and evaluation
+    tokenize. A single string is a batch of one. ``tokenizer`` is the transformers tokenizer underneath
+    (for decoding, or its vocabulary)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, texts: str | Sequence[str]) -> dict[str, Tensor]:
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        if not batch or not all(isinstance(t, str) for t in batch):
+            raise TypeError(f"texts must be a string or a non-empty list of strings, got {texts!r:.80}")
+        tokens = self.tokenizer(
+            batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+    def __repr__(self) -> str:
+        return f"TextTokenizer({self.tokenizer.name_or_path!r}, max_length={self.max_length})"

@@ -28,9 +28,16 @@ from videovl.config import (
 )
 from videovl.models.factory import create_model, model_config
 from videovl.models.model import VideoLanguageModel
-from videovl.models.pretrained import foreign_model_config, state_mismatch
+from videovl.models.pretrained import foreign_model_config, foreign_normalisation, state_mismatch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "require_checkpoint", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "checkpoint_config",
+    "require_checkpoint",
+    "WEIGHTS_NAME",
+    "CONFIG_NAME",
+]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.yaml"
@@ -91,14 +98,48 @@ def load_checkpoint(path: str | Path, **model_overrides: Any) -> tuple[VideoLang
     its fresh initialisation and a dropped one's weights are ignored. Any other difference between the
     file and the config (overriding the towers' sizes, say) is an error.
     """
+    cfg, saved = _read_config(path, model_overrides)
+    if saved is None:  # a CLIP, TimeSformer or VideoMAE checkpoint: its model, default settings
+        return create_model(cfg.model), cfg
+    path = Path(path)
+    model = VideoLanguageModel(cfg.model)
+    # Heads the overrides add, drop or resize: the file's weights for them (if any) are left out.
+    before = _heads(from_dict(ModelConfig, model_config_dict(saved), f"{path}/{CONFIG_NAME}: model"))
+    after = _heads(cfg.model)
+    replaced = tuple(k for k in before if before[k] != after[k])
+    state = {k: v for k, v in load_file(path / WEIGHTS_NAME).items() if not k.startswith(replaced)}
+    _check_state(model, state, replaced, path / WEIGHTS_NAME)
+    model.load_state_dict(state, strict=False)
+    model.pretrained_params = frozenset(n for n, _ in model.named_parameters() if n in _stored(model, state))
+    return model, cfg
+
+
+def checkpoint_config(path: str | Path, **model_overrides: Any) -> Config:
+    """The config :func:`load_checkpoint` builds its model from, without reading the weights (a CLIP's
+    config is read, its weights are not): what a tokenizer or a transform of the checkpoint needs."""
+    return _read_config(path, model_overrides)[0]
+
+
+def _read_config(path: str | Path, model_overrides: dict[str, Any]) -> tuple[Config, dict[str, Any] | None]:
+    """The checkpoint's config with the overrides, and its model section as saved (None for a checkpoint
+    of another library, whose config is videovl's defaults around the model it holds)."""
     path = require_checkpoint(path)
     if not (path / CONFIG_NAME).is_file():
         foreign = foreign_model_config(path)
-        if foreign is not None:  # a CLIP, TimeSformer or VideoMAE checkpoint: its model, default settings
+        if foreign is not None:
             cfg = Config(model=model_config(deep_merge(foreign, model_overrides)))
             vision = cfg.model.vision
             cfg.data.image_size, cfg.data.num_frames = vision.image_size, vision.num_frames
-            return create_model(cfg.model), cfg
+            norm = foreign_normalisation(path) if path.is_dir() else None
+            if norm is not None:  # the pixels the checkpoint was trained on
+                cfg.data.mean, cfg.data.std = (tuple(v) for v in norm)
+            return cfg, None
+        if path.is_file():
+            raise ConfigError(
+                f"{path} is a file, not a checkpoint: expected a videovl checkpoint folder "
+                f"({CONFIG_NAME} and {WEIGHTS_NAME}), a CLIP, TimeSformer or VideoMAE folder, or an "
+                "open_clip / OpenAI CLIP state dict (.pt, .pth, .bin, .safetensors)"
+            )
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (path / name).is_file():
             raise ConfigError(
@@ -112,16 +153,7 @@ def load_checkpoint(path: str | Path, **model_overrides: Any) -> tuple[VideoLang
     cfg = from_dict(Config, raw, where)
     if (path / "tokenizer_config.json").is_file():
         cfg.model.text.tokenizer = str(path)
-    model = VideoLanguageModel(cfg.model)
-    # Heads the overrides add, drop or resize: the file's weights for them (if any) are left out.
-    before = _heads(from_dict(ModelConfig, model_config_dict(saved), f"{where}: model"))
-    after = _heads(cfg.model)
-    replaced = tuple(k for k in before if before[k] != after[k])
-    state = {k: v for k, v in load_file(path / WEIGHTS_NAME).items() if not k.startswith(replaced)}
-    _check_state(model, state, replaced, path / WEIGHTS_NAME)
-    model.load_state_dict(state, strict=False)
-    model.pretrained_params = frozenset(n for n, _ in model.named_parameters() if n in _stored(model, state))
-    return model, cfg
+    return cfg, saved
 
 
 def require_checkpoint(path: str | Path, field: str = "checkpoint") -> Path:

@@ -6,6 +6,7 @@ Heads (alignment decoder, caption decoder, action head) hang off the towers and 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -22,7 +23,7 @@ from videovl.models.matching import frame_similarity, global_similarity, word_fr
 from videovl.models.text import TextEncoder
 from videovl.models.visual import VisualEncoder
 
-__all__ = ["VideoLanguageModel", "VideoEmbedding", "TextEmbedding"]
+__all__ = ["VideoLanguageModel", "VideoEmbedding", "TextEmbedding", "VideoTextOutput"]
 
 
 class VideoEmbedding(NamedTuple):
@@ -36,6 +37,18 @@ class TextEmbedding(NamedTuple):
     words: Tensor  # (B, L, D) token embeddings in the joint space, for word-to-frame matching
     hidden: Tensor  # (B, L, Wt) the text encoder's hidden states, for the alignment decoder
     mask: Tensor  # (B, L)
+
+
+@dataclass
+class VideoTextOutput:
+    """What ``VideoLanguageModel.forward`` returns: both towers' embeddings, normalised, and the
+    temperature. ``logit_scale * text_features.sentence @ video_features.clip.T`` are CLIP's logits
+    (texts, videos); ``model.similarity(out.text_features, out.video_features, mode)`` scores by frames or
+    words too."""
+
+    video_features: VideoEmbedding
+    text_features: TextEmbedding
+    logit_scale: Tensor  # () exp(logit_scale), clamped at model.max_logit_scale: ``VideoLanguageModel.scale``
 
 
 class VideoLanguageModel(nn.Module):
@@ -129,8 +142,10 @@ class VideoLanguageModel(nn.Module):
             sentence, words = F.normalize(sentence, dim=-1), F.normalize(words, dim=-1)
         return TextEmbedding(sentence, words, out.hidden, out.mask)
 
-    def forward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor):
-        return self.encode_video(pixels), self.encode_text(input_ids, attention_mask)
+    def forward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor) -> VideoTextOutput:
+        """``pixels`` as :meth:`encode_video` takes them, token tensors as :meth:`encode_text` does."""
+        video, text = self.encode_video(pixels), self.encode_text(input_ids, attention_mask)
+        return VideoTextOutput(video, text, self.scale())
 
     # ---------------------------------------------------------------------------------- matching
 

@@ -30,6 +30,7 @@ from videovl.models.convert import timesformer, videomae
 
 __all__ = [
     "foreign_model_config",
+    "foreign_normalisation",
     "resolve_pretrained",
     "load_pretrained",
     "read_state_file",
@@ -234,6 +235,26 @@ def foreign_model_config(path: str | Path) -> dict[str, Any] | None:
     if kind in VIDEO_FAMILIES:  # a video encoder alone: the demo's text tower and heads beside it
         return {"name": "demo", "vision": {"pretrained": str(path)}}
     return None
+
+
+def foreign_normalisation(path: str | Path) -> tuple[list[float], list[float]] | None:
+    """The pixel mean and std of a transformers folder's ``preprocessor_config.json`` (VideoMAE and
+    TimeSformer were trained on ImageNet's, not CLIP's); None when the folder has none."""
+    file = Path(path) / "preprocessor_config.json"
+    if not file.is_file():
+        return None
+    try:
+        raw = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{file} is not valid JSON ({e})") from e
+    mean, std = raw.get("image_mean"), raw.get("image_std")
+    if mean is None and std is None:
+        return None
+    if not all(isinstance(v, list) and len(v) == 3 for v in (mean, std)):
+        raise ConfigError(
+            f"{file}: image_mean and image_std must be three numbers each, got {mean} and {std}"
+        )
+    return [float(x) for x in mean], [float(x) for x in std]
 
 
 def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:
