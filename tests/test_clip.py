@@ -77,34 +77,85 @@ def test_a_clip_of_one_repeated_image_scores_as_the_image(clip_dir, batch, infla
     torch.testing.assert_close(clip @ text.sentence.T, image @ text.sentence.T, rtol=0, atol=1e-6)
 
 
+def _open_clip(model_cfg: dict, path, config_path=None, seed: int = 0):
+    """An open_clip CLIP built from ``model_cfg`` (open_clip's model config json layout), perturbed, saved
+    to ``path`` with the config beside it as a hub folder keeps it (or at ``config_path``)."""
+    import json
+
+    import open_clip
+
+    torch.manual_seed(seed)
+    kwargs = {k: v for k, v in model_cfg.items() if k != "quick_gelu"}
+    reference = open_clip.CLIP(**kwargs, quick_gelu=model_cfg.get("quick_gelu", False)).eval()
+    perturb(reference, seed)
+    torch.save(reference.state_dict(), path)
+    where = config_path or path.parent / "open_clip_config.json"
+    where.write_text(json.dumps({"model_cfg": model_cfg} if config_path is None else model_cfg))
+    return reference
+
+
+def _open_clip_batch(context: int, vocab: int):
+    images = torch.randn(2, 3, 32, 32)
+    ids = torch.randint(1, vocab - 2, (2, context))
+    ids[0, 5:], ids[1, 9:] = 0, 0  # open_clip pads with 0 after the end-of-text token (the highest id)
+    ids[0, 4], ids[1, 8] = vocab - 1, vocab - 1
+    return images, ids, (ids != 0).long()
+
+
 @pytest.mark.parametrize("act", ["quick_gelu", "gelu"])
 @torch.no_grad()
 def test_open_clip_state_dict_equals_open_clip(tmp_path, act):
-    import open_clip
-
-    torch.manual_seed(0)
-    reference = open_clip.CLIP(
-        embed_dim=16,
-        vision_cfg={"width": 64, "layers": 2, "patch_size": 8, "image_size": 32},
-        text_cfg={"width": 64, "layers": 2, "heads": 1, "context_length": 12, "vocab_size": 100},
-        quick_gelu=act == "quick_gelu",
-    ).eval()
-    perturb(reference)
+    model_cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {"width": 64, "layers": 2, "patch_size": 8, "image_size": 32},
+        "text_cfg": {"width": 64, "layers": 2, "heads": 1, "context_length": 12, "vocab_size": 100},
+        "quick_gelu": act == "quick_gelu",
+    }
     path = tmp_path / "open_clip.pt"
-    torch.save(reference.state_dict(), path)
-    # the file does not record head counts: they are width // 64 in both towers, as OpenAI built them
-    model = videovl.create_model({"name": "clip", "pretrained": str(path), "pretrained_act": act}).eval()
-    images = torch.randn(2, 3, 32, 32)
-    ids = torch.randint(1, 98, (2, 12))
-    ids[0, 5:], ids[1, 9:] = 0, 0  # open_clip pads with 0 after the end-of-text token (the highest id)
-    ids[0, 4], ids[1, 8] = 99, 99
-    mask = (ids != 0).long()
+    reference = _open_clip(model_cfg, path)
+    # the open_clip_config.json beside the file gives the head counts and the activation
+    model = videovl.create_model({"name": "clip", "pretrained": str(path)}).eval()
+    assert model.cfg.vision.act == act
+    images, ids, mask = _open_clip_batch(12, 100)
     image = model.encode_video(images, normalize=False).clip
     text = model.encode_text(ids, mask, normalize=False).sentence
     torch.testing.assert_close(image, reference.encode_image(images), rtol=0, atol=1e-5)
     torch.testing.assert_close(text, reference.encode_text(ids), rtol=0, atol=1e-5)
     _, _, scale = reference(images, ids)
     torch.testing.assert_close(model.scale(), scale)
+
+
+@torch.no_grad()
+def test_open_clip_heads_wider_than_64_come_from_its_model_config(tmp_path):
+    # ViT-H/14's visual tower: width 1280 in 16 heads of 80 (one layer, 32 px in 2x2 patches of 16)
+    model_cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {"width": 1280, "head_width": 80, "layers": 1, "patch_size": 16, "image_size": 32},
+        "text_cfg": {"width": 64, "layers": 1, "heads": 2, "context_length": 12, "vocab_size": 100},
+    }
+    path, config_path = tmp_path / "vit_h.pt", tmp_path / "ViT-H-14.json"
+    reference = _open_clip(model_cfg, path, config_path)
+    spec = {"name": "clip", "pretrained": str(path)}
+    with pytest.raises(ConfigError, match="vit_h.pt.*attention heads.*model.pretrained_config"):
+        videovl.create_model({**spec, "pretrained_act": "gelu"})
+    model = videovl.create_model({**spec, "pretrained_config": str(config_path)}).eval()
+    assert (model.cfg.vision.heads, model.cfg.vision.act) == (16, "gelu")
+    images, ids, mask = _open_clip_batch(12, 100)
+    image = model.encode_video(images, normalize=False).clip
+    text = model.encode_text(ids, mask, normalize=False).sentence
+    torch.testing.assert_close(image, reference.encode_image(images), rtol=0, atol=1e-5)
+    torch.testing.assert_close(text, reference.encode_text(ids), rtol=0, atol=1e-5)
+    # width // 64 = 20 heads fits every shape and computes other features: the bug the config prevents
+    wrong = dict(model_cfg, vision_cfg={**model_cfg["vision_cfg"], "head_width": 64})
+    config_path.write_text(__import__("json").dumps(wrong))
+    guessed = videovl.create_model({**spec, "pretrained_config": str(config_path)}).eval()
+    assert guessed.cfg.vision.heads == 20
+    assert (guessed.encode_video(images, normalize=False).clip - image).abs().max() > 1e-3
+    # a config of another model is an error naming both widths
+    other = dict(model_cfg, vision_cfg={**model_cfg["vision_cfg"], "width": 1024})
+    config_path.write_text(__import__("json").dumps(other))
+    with pytest.raises(ConfigError, match="vision_cfg.width is 1024, the weights' is 1280"):
+        videovl.create_model({**spec, "pretrained_config": str(config_path)})
 
 
 def test_open_clip_without_an_activation_is_an_error(tmp_path, clip_dir):
@@ -177,6 +228,9 @@ def test_weights_that_do_not_fit_are_errors_naming_file_keys_and_shapes(tmp_path
         embed_dim=8,
         vision_cfg={"width": 64, "layers": 1, "patch_size": 8, "image_size": 16},
         text_cfg={"width": 64, "layers": 1, "heads": 1, "context_length": 8, "vocab_size": 20},
+    )
+    (tmp_path / "open_clip_config.json").write_text(
+        '{"vision_cfg": {"width": 64}, "text_cfg": {"width": 64, "heads": 1}}'
     )
     state = reference.state_dict()
     del state["ln_final.weight"]

@@ -142,6 +142,11 @@ class ModelConfig:
     # The MLP activation of a state-dict CLIP, which the file does not record: "quick_gelu" for OpenAI's
     # weights, "gelu" for most open_clip ones. None: read OpenAI's marker keys, else an error.
     pretrained_act: Activation | None = None
+    # open_clip's model config json of a state-dict CLIP (open_clip's model_configs/ViT-H-14.json, or a hub
+    # folder's open_clip_config.json): the head counts the file does not record (and the activation, unless
+    # pretrained_act is set). None: open_clip_config.json beside the file, else OpenAI's marker keys (64-wide
+    # heads), else an error: a wrong head count fits every shape and computes other features.
+    pretrained_config: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -65,7 +65,7 @@ def save_checkpoint(
         cfg = copy.deepcopy(cfg)
         # What the model was built with (token ids, a pretrained checkpoint's resolved fields), less the
         # sources of its initial weights: the checkpoint rebuilds without them.
-        cfg.model = dataclasses.replace(copy.deepcopy(model.cfg), pretrained=None)
+        cfg.model = dataclasses.replace(copy.deepcopy(model.cfg), pretrained=None, pretrained_config=None)
         cfg.model.text.config = model.text.hf_config()
         # An encoder inflated from timm knows its full architecture; storing it (without the timm
         # source) lets the checkpoint rebuild without the original weights file.

@@ -88,27 +88,80 @@ def _folder_config(path: Path, kinds: tuple[str, ...], field: str) -> str:
     return kind
 
 
-def _openclip_act(state: dict[str, Tensor], act: str | None, path: Path) -> str:
+def _openclip_model_config(path: Path, spec: str | None) -> tuple[dict[str, Any], Path] | None:
+    """open_clip's model config for the state dict at ``path``: ``model.pretrained_config``, else the
+    ``open_clip_config.json`` a hub folder keeps beside its weights, else None."""
+    if spec is not None:
+        where = local_path(spec, "model.pretrained_config")
+    else:
+        where = path.parent / "open_clip_config.json"
+        if not where.is_file():
+            return None
+    try:
+        config = json.loads(where.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.pretrained_config: {where} is not a readable json file ({e})") from e
+    if not isinstance(config, dict):
+        raise ConfigError(f"model.pretrained_config: {where} holds a {type(config).__name__}, not a mapping")
+    return config.get("model_cfg", config), where
+
+
+def _openclip_act(state: dict[str, Tensor], act: str | None, model_cfg: dict | None, path: Path) -> str:
     if act is not None:
         return act
+    if model_cfg is not None:  # open_clip builds QuickGELU only where its config says so
+        return "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
     if all(k in state for k in clip_convert.OPENAI_MARKERS):
         return "quick_gelu"  # OpenAI trained every CLIP with QuickGELU
     raise ConfigError(
         f"{path} is an open_clip state dict, which does not record its activation: set "
         "model.pretrained_act to 'quick_gelu' (OpenAI's weights and open_clip's *-quickgelu models) or "
-        "'gelu' (other open_clip models)"
+        "'gelu' (other open_clip models), or model.pretrained_config to its open_clip model config json"
     )
 
 
-def _read_openclip(path: Path, act: str | None) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def _openclip_heads(
+    state: dict[str, Tensor], found: tuple[dict[str, Any], Path] | None, path: Path
+) -> tuple[int, int]:
+    """(vision head width, text heads): from open_clip's model config, or OpenAI's 64-wide heads when the
+    file is one of OpenAI's; never guessed, since wrong counts load silently and compute other features."""
+    if found is None:
+        if all(k in state for k in clip_convert.OPENAI_MARKERS):
+            return 64, state["token_embedding.weight"].shape[1] // 64  # OpenAI: 64-wide heads in both towers
+        raise ConfigError(
+            f"{path} is an open_clip state dict, which does not record its attention heads (ViT-B and L have "
+            "64-wide heads, ViT-H/14 80, g/14 88, bigG/14 104): set model.pretrained_config to its open_clip "
+            "model config json (open_clip's model_configs/<name>.json, or the hub folder's "
+            "open_clip_config.json, which is read by itself when it sits beside the weights)"
+        )
+    model_cfg, where = found
+    widths = {
+        "vision_cfg": state["visual.conv1.weight"].shape[0],
+        "text_cfg": state["token_embedding.weight"].shape[1],
+    }
+    for section, width in widths.items():
+        part = model_cfg.get(section)
+        said = part.get("width") if isinstance(part, dict) else None
+        if said is not None and said != width:
+            raise ConfigError(
+                f"model.pretrained_config: {where} describes another model than {path}: its {section}.width "
+                f"is {said}, the weights' is {width}"
+            )
+    return clip_convert.openclip_heads(model_cfg, str(where))
+
+
+def _read_openclip(path: Path, cfg: ModelConfig) -> tuple[dict[str, Tensor], dict[str, Any]]:
     state = read_state_file(path)
-    if "visual.conv1.weight" not in state:
+    if "visual.conv1.weight" not in state or "token_embedding.weight" not in state:
         raise ConfigError(
             f"model.pretrained: {path} is not an open_clip / OpenAI ViT CLIP state dict (no "
-            f"'visual.conv1.weight'; its first keys are {sorted(state)[:5]})"
+            f"'visual.conv1.weight' or 'token_embedding.weight'; its first keys are {sorted(state)[:5]})"
         )
+    found = _openclip_model_config(path, cfg.pretrained_config)
+    act = _openclip_act(state, cfg.pretrained_act, found and found[0], path)
+    heads = _openclip_heads(state, found, path)
     try:
-        return clip_convert.openclip_to_clip(state, _openclip_act(state, act, path))
+        return clip_convert.openclip_to_clip(state, act, *heads)
     except KeyError as e:
         raise ConfigError(
             f"model.pretrained: {path} lacks {e} of the open_clip ViT CLIP layout (its first keys: "
@@ -123,14 +176,14 @@ def read_clip_config(cfg: ModelConfig) -> tuple[dict[str, Any], Path]:
 
         _folder_config(path, ("clip",), "model.pretrained")
         return CLIPConfig.from_pretrained(path, local_files_only=True).to_dict(), path
-    return _read_openclip(path, cfg.pretrained_act)[1], path
+    return _read_openclip(path, cfg)[1], path
 
 
 def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path]:
     """``CLIPModel`` state dict of ``cfg.pretrained``, and the file it came from."""
     path = local_path(cfg.pretrained, "model.pretrained")
     if not path.is_dir():
-        return _read_openclip(path, cfg.pretrained_act)[0], path
+        return _read_openclip(path, cfg)[0], path
     from transformers import CLIPModel
 
     _folder_config(path, ("clip",), "model.pretrained")

@@ -39,6 +39,7 @@ __all__ = [
     "clip_model_fields",
     "clip_to_videovl",
     "videovl_to_clip",
+    "openclip_heads",
     "openclip_to_clip",
     "OPENAI_MARKERS",
 ]
@@ -226,13 +227,28 @@ def videovl_to_clip(
     return out, config, left_out
 
 
+def openclip_heads(model_cfg: dict[str, Any], where: str) -> tuple[int, int]:
+    """(vision head width, text head count) from open_clip's model config (a ``model_configs/*.json``,
+    or the ``model_cfg`` of a hub folder's ``open_clip_config.json``), with open_clip's own defaults (64
+    and 8) for the keys it leaves out, as open_clip builds the model."""
+    cfg = model_cfg.get("model_cfg", model_cfg)
+    if not isinstance(cfg.get("vision_cfg"), dict) or not isinstance(cfg.get("text_cfg"), dict):
+        raise ConfigError(
+            f"{where} is not an open_clip model config: it needs 'vision_cfg' and 'text_cfg' sections "
+            f"(its keys: {sorted(cfg)[:8]})"
+        )
+    return int(cfg["vision_cfg"].get("head_width", 64)), int(cfg["text_cfg"].get("heads", 8))
+
+
 def openclip_to_clip(
-    state: dict[str, Tensor], act: str, head_width: int = 64
+    state: dict[str, Tensor], act: str, vision_head_width: int, text_heads: int
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """An open_clip / OpenAI ViT CLIP state dict -> (``CLIPModel`` state dict, ``CLIPConfig`` kwargs).
 
-    The file records neither the activation (``act``: videovl's name) nor the head count; heads are
-    ``width // head_width`` in both towers, as OpenAI built them (open_clip's default too)."""
+    The file records neither the activation (``act``: videovl's name) nor the head counts: the visual
+    tower has ``width // vision_head_width`` heads (64 for OpenAI's and open_clip's B and L models, 80 for
+    ViT-H/14, 88 for g/14, 104 for bigG/14) and the text tower ``text_heads``. Wrong counts still fit every
+    shape, so the caller must know them (open_clip's model config, :func:`openclip_heads`)."""
     rest = {k: v for k, v in state.items() if k not in (*OPENAI_MARKERS, "attn_mask")}
     out: dict[str, Tensor] = {}
 
@@ -276,6 +292,11 @@ def openclip_to_clip(
             f"open_clip weights videovl has no place for: {sorted(rest)[:5]} ({len(rest)} in all); "
             "videovl reads the plain ViT CLIP layout (no attentional pooling, layer scale or custom text)"
         )
+    if vw % vision_head_width or tw % text_heads:
+        raise ConfigError(
+            f"open_clip head sizes do not divide the widths: visual width {vw} by head width "
+            f"{vision_head_width}, text width {tw} by {text_heads} heads; check the model config"
+        )
     hf_act = act_to_hf(act)
     config = {
         "projection_dim": out["visual_projection.weight"].shape[0],
@@ -283,7 +304,7 @@ def openclip_to_clip(
             "hidden_size": vw,
             "intermediate_size": out["vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
             "num_hidden_layers": vdepth,
-            "num_attention_heads": max(1, vw // head_width),
+            "num_attention_heads": vw // vision_head_width,
             "num_channels": patch.shape[1],
             "patch_size": patch.shape[-1],
             "image_size": math.isqrt(vpos.shape[0] - 1) * patch.shape[-1],
@@ -295,7 +316,7 @@ def openclip_to_clip(
             "hidden_size": tw,
             "intermediate_size": out["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
             "num_hidden_layers": tdepth,
-            "num_attention_heads": max(1, tw // head_width),
+            "num_attention_heads": text_heads,
             "max_position_embeddings": tpos.shape[0],
             "hidden_act": hf_act,
             "layer_norm_eps": 1e-5,
