@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from videovl.distributed import gather_no_grad, gather_with_grad, get_rank, get_world_size
-from videovl.losses import ContrastiveLoss, frame_contrastive_loss, soft_target_infonce
+from videovl.losses import ContrastiveLoss, frame_contrastive_loss, sigmoid_loss, soft_target_infonce
 
 N, T, SPLIT = 7, 3, (4, 3)  # uneven halves, as in an epoch's last batch
 LABELS = torch.tensor([0, -1, 0, 2, -1, 2, -1])
@@ -22,10 +22,11 @@ HASHES = torch.tensor([5, 6, 7, 8, 9, 10, 6])
 class Towers(nn.Module):
     """Tiny shared towers: per-frame video features, their mean as the clip, and a text projection."""
 
-    def __init__(self):
+    def __init__(self, bias: bool = False):
         super().__init__()
         self.video, self.text = nn.Linear(8, 6), nn.Linear(5, 6)
         self.log_scale = nn.Parameter(torch.tensor(2.0))
+        self.logit_bias = nn.Parameter(torch.tensor(-1.0)) if bias else None  # the sigmoid loss's
 
     def forward(self, pixels, tokens):
         frames = F.normalize(self.video(pixels), dim=-1)  # (B, T, 6)
@@ -38,9 +39,9 @@ def _inputs():
     return torch.randn(N, T, 8, generator=gen), torch.randn(N, 5, generator=gen)
 
 
-def _model():
+def _model(bias: bool = False):
     torch.manual_seed(0)
-    return Towers().double()
+    return Towers(bias).double()
 
 
 def _loss(model, pixels, tokens, labels, hashes, **dist_args):
@@ -48,6 +49,13 @@ def _loss(model, pixels, tokens, labels, hashes, **dist_args):
     ids = dict(label_ids=labels, text_hash=hashes, **dist_args)
     loss = ContrastiveLoss()(clip, text, scale, **ids)["contrastive_loss"]
     return loss + frame_contrastive_loss(frames, text, scale, **ids)["frame_loss"]
+
+
+def _sigmoid(model, pixels, tokens, labels, hashes, **dist_args):
+    _, clip, text, scale = model(pixels.double(), tokens.double())
+    bias = getattr(model, "module", model).logit_bias
+    ids = dict(label_ids=labels, text_hash=hashes, **dist_args)
+    return sigmoid_loss(clip, text, scale, bias, **ids)["contrastive_loss"]
 
 
 def _grads(model):
@@ -77,9 +85,18 @@ def _worker(rank, port, path):
         logits = scale * text_all @ clip_all.t()
         soft_target_infonce(logits, torch.eye(N, dtype=torch.bool)).backward()
         naive = {k.removeprefix("module."): g for k, g in _grads(model).items()}
+
+        # The sigmoid loss: each rank scores its own texts against every rank's videos, chunk by chunk.
+        model = DistributedDataParallel(_model(bias=True))
+        sigmoid = _sigmoid(
+            model, pixels[local], tokens[local], LABELS[local], HASHES[local], rank=rank, world_size=2
+        )
+        sigmoid.backward()
+        sigmoid_grads = {k.removeprefix("module."): g for k, g in _grads(model).items()}
         if rank == 0:
             torch.save(
                 {"loss": loss.detach(), "exact": exact, "naive": naive, "gathered": gathered,
+                 "sigmoid": sigmoid.detach(), "sigmoid_grads": sigmoid_grads,
                  "rank": get_rank(), "world_size": get_world_size()},
                 path,
             )  # fmt: skip
@@ -113,6 +130,15 @@ def test_two_processes_match_single_process(tmp_path):
     for name, grad in _grads(model).items():
         expected = grad if name == "log_scale" else grad / 2  # the scale is not gathered: it stays exact
         assert torch.allclose(got["naive"][name], expected, rtol=0, atol=1e-6), name
+
+    # The sigmoid loss: the same value on every rank, and exactly the single-process gradients
+    model = _model(bias=True)
+    loss = _sigmoid(model, pixels, tokens, LABELS, HASHES)
+    loss.backward()
+    assert torch.allclose(got["sigmoid"], loss.detach(), rtol=0, atol=1e-6)
+    for name, grad in _grads(model).items():
+        assert grad.abs().max() > 0, name
+        assert torch.allclose(got["sigmoid_grads"][name], grad, rtol=0, atol=1e-6), name
 
 
 def test_single_process_gathers_are_identity():

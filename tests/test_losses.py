@@ -13,8 +13,10 @@ from videovl.losses import (
     caption_loss,
     frame_contrastive_loss,
     itm_loss,
+    positive_block,
     positive_mask,
     sample_hard_negatives,
+    sigmoid_loss,
     soft_target_infonce,
 )
 
@@ -78,6 +80,40 @@ def test_contrastive_loss_matches_naive_loop(ids):
         logits = scale * text @ video.t()
         clip = (F.cross_entropy(logits, torch.arange(8)) + F.cross_entropy(logits.t(), torch.arange(8))) / 2
         assert out["contrastive_loss"].item() == pytest.approx(clip.item(), abs=1e-6)
+
+
+def test_positive_blocks_tile_the_positive_mask():
+    ids = (torch.tensor(LABELS), torch.tensor(TEXTS), torch.tensor(VIDEOS))
+    full = positive_mask(*ids[:2], video_ids=ids[2])
+    cut = lambda a, b: tuple(i[a:b] for i in ids)  # noqa: E731
+    for (r0, r1), (c0, c1) in [((0, 3), (0, 8)), ((3, 8), (2, 5)), ((5, 8), (6, 8))]:
+        block = positive_block(cut(r0, r1), cut(c0, c1), r0, c0, (r1 - r0, c1 - c0), torch.device("cpu"))
+        assert torch.equal(block, full[r0:r1, c0:c1])
+
+
+@pytest.mark.parametrize("ids", ["none", "all"])
+def test_sigmoid_loss_matches_naive_loop(ids):
+    video, text, scale, bias = _unit(8, 16, seed=1), _unit(8, 16, seed=2), 10.0, -3.0
+    kwargs = {}
+    if ids == "all":
+        kwargs = dict(
+            label_ids=torch.tensor(LABELS), text_hash=torch.tensor(TEXTS), video_ids=torch.tensor(VIDEOS)
+        )
+    out = sigmoid_loss(video, text, scale, bias, **kwargs)
+    assert set(out) == {"contrastive_loss"}
+    sim = (text @ video.t()).tolist()
+    pos = naive_positives(*((LABELS, TEXTS, VIDEOS) if ids == "all" else (None, None, None)))
+    naive = 0.0
+    for i in range(8):
+        for j in range(8):
+            z = 1.0 if pos[i][j] else -1.0
+            naive += math.log1p(math.exp(-z * (scale * sim[i][j] + bias))) / 8
+    assert out["contrastive_loss"].item() == pytest.approx(naive, abs=1e-5)
+    if ids == "none":  # SigLIP's own formula (as transformers' SiglipModel writes it) for distinct pairs
+        logits = text @ video.t() * scale + bias
+        signs = 2 * torch.eye(8) - 1
+        siglip = -F.logsigmoid(signs * logits).sum(-1).mean()
+        assert out["contrastive_loss"].item() == pytest.approx(siglip.item(), abs=1e-6)
 
 
 def test_positives_are_pulled_together_not_pushed_apart():

@@ -92,6 +92,26 @@ def test_video_batch_reaches_every_parameter_with_all_losses(tokenizer):
     assert "visual.temporal_embed" in temporal and len(temporal) > 1  # and all of them learnt
 
 
+def test_the_sigmoid_objective_learns_a_bias_and_reaches_every_parameter(tokenizer):
+    fresh = videovl.create_model("test", contrastive_loss="sigmoid")
+    assert fresh.logit_scale.item() == pytest.approx(math.log(10.0))  # SigLIP's start: scale 10, bias -10
+    assert fresh.logit_bias.item() == -10.0 and "logit_bias" in fresh.no_weight_decay()
+    assert videovl.create_model("test").logit_bias is None
+    model = make_model(tokenizer, contrastive_loss="sigmoid")
+    batch = make_batch(tokenizer, frames=4, labels=torch.tensor([2, -1, 2, -1]))
+    out = run(PretrainTask(model), batch)
+    assert {"contrastive_loss", "itm_loss", "logit_scale", "logit_bias"} <= out.keys()
+    assert "contrastive_neg_sim" not in out  # the sigmoid loss builds no (N, N) matrix to report it from
+    video = model.encode_video(batch["pixels"]).clip
+    text = model.encode_text(batch["input_ids"], batch["attention_mask"]).sentence
+    logits = model.scale() * text @ video.t() + model.logit_bias
+    signs = positive_mask(batch["labels"], batch["text_hash"], video_ids=batch["index"]).double() * 2 - 1
+    expected = -F.logsigmoid(signs * logits.double()).sum() / 4
+    assert out["contrastive_loss"].item() == pytest.approx(expected.item(), abs=1e-5)
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert no_grad == []
+
+
 def test_image_batch_reaches_everything_but_the_temporal_parameters(tokenizer):
     model = make_model(tokenizer)
     out = run(PretrainTask(model), make_batch(tokenizer, frames=1))  # images arrive as one-frame clips

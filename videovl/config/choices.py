@@ -28,6 +28,8 @@ __all__ = [
     "AGGREGATIONS",
     "ClipPool",
     "CLIP_POOLS",
+    "ContrastiveKind",
+    "CONTRASTIVE_KINDS",
     "SourceKind",
     "KINDS",
     "Backend",
@@ -56,6 +58,8 @@ TextPool = Literal["mean", "cls", "eot"]
 Aggregation = Literal["softmax", "mean", "max"]
 # model.clip_pool: the encoder's pooled output, or that plus a learned map per temporal position
 ClipPool = Literal["encoder", "ordered"]
+# model.contrastive_loss: CLIP's softmax InfoNCE, or SigLIP's pairwise sigmoid (with a learnt logit bias)
+ContrastiveKind = Literal["softmax", "sigmoid"]
 # stages[].sources[].kind: the modality and what its samples carry
 SourceKind = Literal["video-text", "video-label", "image-text", "image-label"]
 # data.backend: the video decoder (auto: decord, PyAV where decord fails)
@@ -74,6 +78,7 @@ INFLATIONS: tuple[str, ...] = get_args(Inflation)
 TEXT_POOLS: tuple[str, ...] = get_args(TextPool)
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 CLIP_POOLS: tuple[str, ...] = get_args(ClipPool)
+CONTRASTIVE_KINDS: tuple[str, ...] = get_args(ContrastiveKind)
 KINDS: tuple[str, ...] = get_args(SourceKind)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 FREEZABLE: tuple[str, ...] = get_args(Freezable)

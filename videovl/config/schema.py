@@ -11,6 +11,7 @@ from videovl.config.choices import (
     AttentionMode,
     Backend,
     ClipPool,
+    ContrastiveKind,
     FinalNorm,
     Freezable,
     Inflation,
@@ -126,7 +127,13 @@ class ModelConfig:
     text: TextConfig = field(default_factory=TextConfig)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
-    init_temperature: float = 0.07
+    # The image-text objective of pretraining and retrieval fine-tuning, and the scores it learns: softmax
+    # (CLIP's InfoNCE over the batch) or sigmoid (SigLIP's independent pairs; the model then carries a
+    # learnt logit_bias too, and its scores are scale * cosine + bias). A SigLIP checkpoint sets sigmoid.
+    contrastive_loss: ContrastiveKind = "softmax"
+    # The learnt temperature's start (1 / scale); None: 0.07 for softmax (CLIP), 0.1 for sigmoid (SigLIP)
+    init_temperature: float | None = None
+    init_logit_bias: float = -10.0  # the sigmoid objective's learnt bias at the start (SigLIP's)
     max_logit_scale: float = 100.0
     frame_agg: Aggregation = "softmax"  # how frame scores become one clip score
     frame_agg_temperature: float = 0.1  # softmax weighting temperature (lower -> closer to max)

@@ -24,6 +24,7 @@ from videovl.distributed import gather_no_grad, gather_with_grad, get_rank, get_
 from videovl.models.matching import frame_similarity, global_similarity
 
 __all__ = [
+    "positive_block",
     "positive_mask",
     "soft_target_infonce",
     "ContrastiveLoss",
@@ -43,13 +44,31 @@ def positive_mask(
             "positive_mask needs at least one of label_ids, text_hash, video_ids; with none the "
             "positives are just the diagonal: torch.eye(N, dtype=torch.bool)"
         )
-    n, device = given[0].shape[0], given[0].device
-    mask = torch.eye(n, dtype=torch.bool, device=device)
-    if label_ids is not None:
-        mask |= (label_ids[:, None] == label_ids[None, :]) & (label_ids[:, None] >= 0)
-    for ids in (text_hash, video_ids):
-        if ids is not None:
-            mask |= ids[:, None] == ids[None, :]
+    ids = (label_ids, text_hash, video_ids)
+    return positive_block(ids, ids, 0, 0, given[0].shape[0], given[0].device)
+
+
+def positive_block(
+    rows: tuple[Tensor | None, ...],
+    cols: tuple[Tensor | None, ...],
+    row_start: int,
+    col_start: int,
+    shape: tuple[int, int] | int,
+    device: torch.device,
+) -> Tensor:
+    """The (M, K) block of the global positive mask (see :func:`positive_mask`) whose rows are the global
+    batch's items ``row_start ...`` and columns ``col_start ...``; ``rows`` / ``cols`` are their (label,
+    text hash, video) ids, each None where not given. A block of a larger mask, so a loss that walks
+    the batch in chunks never builds the whole (N, N) mask."""
+    m, k = (shape, shape) if isinstance(shape, int) else shape
+    row_index = torch.arange(row_start, row_start + m, device=device)
+    mask = row_index[:, None] == torch.arange(col_start, col_start + k, device=device)[None, :]
+    labels, label_cols = rows[0], cols[0]
+    if labels is not None:
+        mask |= (labels[:, None] == label_cols[None, :]) & (labels[:, None] >= 0)
+    for r, c in zip(rows[1:], cols[1:], strict=True):
+        if r is not None:
+            mask |= r[:, None] == c[None, :]
     return mask
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from videovl.config import AGGREGATIONS, CLIP_POOLS, ConfigError, ModelConfig, not_one_of
+from videovl.config import AGGREGATIONS, CLIP_POOLS, CONTRASTIVE_KINDS, ConfigError, ModelConfig, not_one_of
 from videovl.models.action import ActionHead
 from videovl.models.alignment import AlignmentDecoder
 from videovl.models.caption import CaptionDecoder
@@ -68,7 +68,15 @@ class VideoLanguageModel(nn.Module):
             positions = cfg.vision.num_frames // cfg.vision.tubelet_size
             self.ordered_proj = nn.Parameter(torch.zeros(positions, self.visual.width, cfg.embed_dim))
         self.text_proj = nn.Linear(self.text.width, cfg.embed_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+        if cfg.contrastive_loss not in CONTRASTIVE_KINDS:
+            raise not_one_of("model.contrastive_loss", cfg.contrastive_loss, CONTRASTIVE_KINDS)
+        sigmoid = cfg.contrastive_loss == "sigmoid"
+        temperature = cfg.init_temperature
+        if temperature is None:
+            temperature = 0.1 if sigmoid else 0.07  # SigLIP starts at scale 10, CLIP at 1 / 0.07
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+        # SigLIP's learnt bias (-10 at the start: most pairs of a batch are negatives)
+        self.logit_bias = nn.Parameter(torch.tensor(cfg.init_logit_bias)) if sigmoid else None
         # The decoder fuses the two token sequences in the joint space: see ``match_logits``.
         self.alignment = (
             AlignmentDecoder(cfg.alignment, cfg.embed_dim, cfg.embed_dim) if cfg.alignment.enabled else None
@@ -153,6 +161,10 @@ class VideoLanguageModel(nn.Module):
         """exp(logit_scale), clamped as in CLIP so the temperature cannot collapse."""
         return self.logit_scale.exp().clamp(max=self.cfg.max_logit_scale)
 
+    def bias(self) -> Tensor | float:
+        """The sigmoid objective's learnt logit bias; 0 without one (softmax: a shift changes nothing)."""
+        return self.logit_bias if self.logit_bias is not None else 0.0
+
     def similarity(self, text: TextEmbedding, video: VideoEmbedding, mode: str = "global") -> Tensor:
         """(Nt, Nv) scores without temperature: ``global``, ``frame`` (sentence vs each frame) or
         ``word`` (each word vs each frame)."""
@@ -215,4 +227,6 @@ class VideoLanguageModel(nn.Module):
             if hasattr(head, "no_weight_decay"):  # heads may declare their own (the caption positions)
                 names |= {f"{head_name}.{n}" for n in head.no_weight_decay()}
         names.add("logit_scale")
+        if self.logit_bias is not None:
+            names.add("logit_bias")
         return names

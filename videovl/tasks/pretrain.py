@@ -13,8 +13,9 @@ from torch import Tensor, nn
 from videovl.config import ConfigError, LossWeights
 from videovl.distributed import gather_no_grad, gather_with_grad
 from videovl.losses.caption import caption_loss
-from videovl.losses.contrastive import ContrastiveLoss, FrameContrastiveLoss
+from videovl.losses.contrastive import ContrastiveLoss, FrameContrastiveLoss, positive_mask
 from videovl.losses.itm import itm_loss, sample_hard_negatives
+from videovl.losses.sigmoid import SigmoidContrastiveLoss
 from videovl.models.caption import target_positions
 from videovl.models.model import VideoLanguageModel
 
@@ -37,7 +38,8 @@ class PretrainTask(nn.Module):
         super().__init__()
         self.model = model
         self.rank, self.world_size = rank, world_size
-        self.contrastive = ContrastiveLoss()
+        self.sigmoid = model.cfg.contrastive_loss == "sigmoid"
+        self.contrastive = SigmoidContrastiveLoss() if self.sigmoid else ContrastiveLoss()
         self.frame = FrameContrastiveLoss(model.cfg.frame_agg, model.cfg.frame_agg_temperature)
 
     def forward(self, batch: dict, weights: LossWeights, masking: dict | None = None) -> dict[str, Tensor]:
@@ -49,14 +51,19 @@ class PretrainTask(nn.Module):
         scale = model.scale()
         ids = {"label_ids": batch["labels"], "text_hash": batch["text_hash"], "video_ids": batch["index"]}
         dist = {"rank": self.rank, "world_size": self.world_size}
-        out = dict(self.contrastive(video.clip, text.sentence, scale, **ids, **dist))
-        logits_t2v = out.pop("logits_t2v")  # (N, N) of the global batch, detached
-        positives = out.pop("positives")  # same label, caption or video: never a negative
+        if self.sigmoid:  # SigLIP: a block of the global pairs at a time; no (N, N) matrix to hand on
+            out = dict(self.contrastive(video.clip, text.sentence, scale, model.bias(), **ids, **dist))
+        else:
+            out = dict(self.contrastive(video.clip, text.sentence, scale, **ids, **dist))
+            logits_t2v = out.pop("logits_t2v")  # (N, N) of the global batch, detached
+            positives = out.pop("positives")  # same label, caption or video: never a negative
         loss = weights.contrastive * out["contrastive_loss"]
         if weights.frame > 0 and video.frames.shape[1] > 1:  # an image's one frame is its clip: skip
             out.update(self.frame(video.frames, text.sentence, scale, **ids, **dist))
             loss = loss + weights.frame * out["frame_loss"]
         if weights.itm > 0:
+            if self.sigmoid:
+                logits_t2v, positives = self._global_logits(video.clip, text.sentence, scale, ids)
             out.update(self._itm(video, text, logits_t2v, positives, weights.itm_uniform_negatives))
             loss = loss + weights.itm * out["itm_loss"]
         if weights.caption > 0:
@@ -69,7 +76,18 @@ class PretrainTask(nn.Module):
             loss = loss + weights.caption * out["caption_loss"]
         out["loss"] = loss
         out["logit_scale"] = scale.detach()
+        if self.sigmoid:
+            out["logit_bias"] = model.logit_bias.detach()
         return out
+
+    @torch.no_grad()
+    def _global_logits(self, video: Tensor, text: Tensor, scale: Tensor, ids: dict) -> tuple[Tensor, Tensor]:
+        """(N, N) detached text-to-video logits of the global batch and its positive mask, for the hard
+        negatives of the ITM loss (the softmax loss hands them on; the sigmoid loss never builds them)."""
+        video, text = gather_no_grad(video), gather_no_grad(text)
+        got = {k: gather_no_grad(v) for k, v in ids.items()}
+        positives = positive_mask(got["label_ids"], got["text_hash"], video_ids=got["video_ids"])
+        return scale * text @ video.t(), positives
 
     def _itm(self, video, text, logits_t2v: Tensor, positives: Tensor, uniform: float) -> dict[str, Tensor]:
         """ALBEF/BLIP alignment loss: each local pair, plus a hard negative video for each local text and
