@@ -63,6 +63,29 @@ def write_tiny_clip(path: Path, act: str = "quick_gelu", seed: int = 0) -> Path:
     return Path(path)
 
 
+def write_tiny_siglip(path: Path, seed: int = 0, logit_scale: float = 4.8, logit_bias: float = -12.0) -> Path:
+    """A transformers SiglipModel folder with CLIP's tiny tokenizer (SigLIP's own is a SentencePiece model,
+    which cannot be made offline; the text tower sees ids either way). The scale and bias are set as a
+    trained SigLIP's are (exp(4.8) ~ 121: above CLIP's clamp of 100)."""
+    from transformers import SiglipConfig, SiglipModel
+
+    tokenizer = clip_tokenizer()
+    size = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    ids = {"bos_token_id": eos - 1, "eos_token_id": eos, "pad_token_id": eos}
+    text = {**size, **ids, "vocab_size": len(tokenizer), "max_position_embeddings": 16}
+    vision = {**size, "image_size": 32, "patch_size": 8}
+    torch.manual_seed(seed)
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).eval()
+    perturb(model, seed)
+    with torch.no_grad():
+        model.logit_scale.fill_(logit_scale)
+        model.logit_bias.fill_(logit_bias)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return Path(path)
+
+
 VIDEO_SIZE = {
     "image_size": 16,
     "patch_size": 8,

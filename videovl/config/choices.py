@@ -42,8 +42,8 @@ __all__ = [
 
 # model.vision.attention: "divided" (time then space, TimeSformer) or "joint" (space-time)
 AttentionMode = Literal["divided", "joint"]
-# model.vision.pool: the class token, or the mean of the patch tokens
-VisionPool = Literal["cls", "mean"]
+# model.vision.pool: the class token, the mean of the patch tokens, or attention pooling (MAP, SigLIP)
+VisionPool = Literal["cls", "mean", "map"]
 # model.vision.pos_embed: learned, or a fixed sinusoidal space-time table (VideoMAE)
 PosEmbed = Literal["learned", "sinusoidal"]
 # model.vision.final_norm: on every token (ViT) or on the pooled mean (VideoMAE)

@@ -58,7 +58,9 @@ class VisionConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     attention: AttentionMode = "divided"  # divided: time then space (TimeSformer); joint: space-time
-    pool: VisionPool = "cls"  # the class token, or the mean of the patch tokens
+    # the class token, the mean of the patch tokens, or map: a learnt probe attends over the patch tokens,
+    # then a residual MLP (SigLIP's head; frames: the same head over each frame's tokens)
+    pool: VisionPool = "cls"
     class_token: bool = True
     pre_norm: bool = False  # a LayerNorm before the blocks, as in CLIP ViTs
     norm_eps: float = 1e-6

@@ -26,7 +26,7 @@ from videovl.config import (
     to_dict,
 )
 from videovl.models.convert import clip as clip_convert
-from videovl.models.convert import timesformer, videomae
+from videovl.models.convert import siglip, timesformer, videomae
 
 __all__ = [
     "foreign_model_config",
@@ -169,26 +169,47 @@ def _read_openclip(path: Path, cfg: ModelConfig) -> tuple[dict[str, Tensor], dic
         ) from e
 
 
+# model.pretrained folders: model_type -> (the transformers model class, the ModelConfig fields its config
+# fixes, its state dict -> videovl's). SigLIP 2's fixed-resolution checkpoints are "siglip" folders too.
+JOINT_FAMILIES = {
+    "clip": ("CLIPModel", clip_convert.clip_model_fields, clip_convert.clip_to_videovl),
+    "siglip": ("SiglipModel", siglip.siglip_model_fields, siglip.siglip_to_videovl),
+}
+
+
+def _joint_kind(path: Path) -> str:
+    kind = json.loads((path / "config.json").read_text()).get("model_type") if path.is_dir() else None
+    if kind == "siglip2":
+        raise ConfigError(
+            f"model.pretrained: {path} is a Siglip2Model (SigLIP 2 NaFlex: a patch grid of each image's own "
+            "shape), which a fixed-grid ViT cannot hold; use SigLIP 2's fixed-resolution checkpoints (e.g. "
+            "google/siglip2-base-patch16-224, model_type 'siglip')"
+        )
+    return _folder_config(path, tuple(JOINT_FAMILIES), "model.pretrained")
+
+
 def read_clip_config(cfg: ModelConfig) -> tuple[dict[str, Any], Path]:
+    """The ``CLIPConfig`` or ``SiglipConfig`` (as a dict, ``model_type`` included) of ``cfg.pretrained``."""
     path = local_path(cfg.pretrained, "model.pretrained")
     if path.is_dir():
-        from transformers import CLIPConfig
+        from transformers import AutoConfig
 
-        _folder_config(path, ("clip",), "model.pretrained")
-        return CLIPConfig.from_pretrained(path, local_files_only=True).to_dict(), path
-    return _read_openclip(path, cfg)[1], path
+        _joint_kind(path)
+        return AutoConfig.from_pretrained(path, local_files_only=True).to_dict(), path
+    return {**_read_openclip(path, cfg)[1], "model_type": "clip"}, path
 
 
-def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path]:
-    """``CLIPModel`` state dict of ``cfg.pretrained``, and the file it came from."""
+def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path, str]:
+    """The state dict of ``cfg.pretrained`` in transformers' layout (``CLIPModel``, or ``SiglipModel``),
+    the file it came from and the family (``model_type``)."""
     path = local_path(cfg.pretrained, "model.pretrained")
     if not path.is_dir():
-        return _read_openclip(path, cfg)[0], path
-    from transformers import CLIPModel
+        return _read_openclip(path, cfg)[0], path, "clip"
+    import transformers
 
-    _folder_config(path, ("clip",), "model.pretrained")
-    model = _from_pretrained(CLIPModel, path, "model.pretrained")
-    return model.state_dict(), path
+    kind = _joint_kind(path)
+    model = _from_pretrained(getattr(transformers, JOINT_FAMILIES[kind][0]), path, "model.pretrained")
+    return model.state_dict(), path, kind
 
 
 # ----------------------------------------------------------------------------------- video encoders
@@ -275,7 +296,7 @@ def _from_pretrained(cls: Any, path: Path, field: str, heads_ok: bool = False) -
 
 def foreign_model_config(path: str | Path) -> dict[str, Any] | None:
     """The model section that starts from checkpoint ``path`` when it is a CLIP (a transformers folder or
-    an open_clip state-dict file), a TimeSformer or a VideoMAE folder; None when it is none of these."""
+    an open_clip state-dict file), a SigLIP, a TimeSformer or a VideoMAE folder; None when it is none."""
     path = Path(path)
     if path.is_file() and path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
         return {"name": "clip", "pretrained": str(path)}
@@ -283,7 +304,7 @@ def foreign_model_config(path: str | Path) -> dict[str, Any] | None:
     if not config_file.is_file():
         return None
     kind = json.loads(config_file.read_text()).get("model_type")
-    if kind == "clip":
+    if kind in JOINT_FAMILIES or kind == "siglip2":  # siglip2 (NaFlex): the loader says why it cannot
         return {"name": "clip", "pretrained": str(path)}
     if kind in VIDEO_FAMILIES:  # a video encoder alone: the demo's text tower and heads beside it
         return {"name": "demo", "vision": {"pretrained": str(path)}}
@@ -317,7 +338,7 @@ def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:
     if cfg.name == "clip" and not cfg.pretrained:
         raise ConfigError(
             "model.name is 'clip' but model.pretrained is not set: name a local CLIP (a transformers "
-            "CLIPModel folder or an open_clip / OpenAI state-dict file)"
+            "CLIPModel folder or an open_clip / OpenAI state-dict file) or a SiglipModel folder"
         )
     if (cfg.pretrained or cfg.vision.pretrained) and (cfg.vision.timm_model or cfg.vision.timm_checkpoint):
         raise ConfigError(
@@ -331,7 +352,7 @@ def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:
         )
     if cfg.pretrained:
         config, path = read_clip_config(cfg)
-        fields = clip_convert.clip_model_fields(config, str(path))
+        fields = JOINT_FAMILIES[config["model_type"]][1](config, str(path))
         if path.is_dir() and any((path / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json")):
             fields["text"]["tokenizer"] = str(path)
     elif cfg.vision.pretrained:
@@ -389,8 +410,8 @@ def load_pretrained(model: nn.Module) -> frozenset[str]:
     # weights too, though no converter read them: its own from_pretrained did.
     text = {n for n in params if n.startswith("text.")} if getattr(model.text, "pretrained", False) else set()
     if cfg.pretrained:
-        clip_state, path = read_clip(cfg)
-        state = clip_convert.clip_to_videovl(clip_state, model.visual.cfg, text_prefix(model))
+        their_state, path, kind = read_clip(cfg)
+        state = JOINT_FAMILIES[kind][2](their_state, model.visual.cfg, text_prefix(model))
         loaded = fit_state(model, state, path, NEW_HEADS)
         # the temporal branch is built from the image weights, not loaded: it counts as new
         temporal = {f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()}

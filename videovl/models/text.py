@@ -36,7 +36,7 @@ class TextEncoder(nn.Module):
                 raise ConfigError(
                     "model.text.config needs a 'model_type' (e.g. 'bert') to build a random encoder"
                 )
-            self.model = AutoModel.from_config(AutoConfig.for_model(**config))
+            self.model = _from_config(AutoConfig.for_model(**config))
         elif cfg.model:
             try:  # never a download: a local folder, or a model already in the Hugging Face cache
                 self.model = AutoModel.from_pretrained(resolve_path(cfg.model), local_files_only=True)
@@ -102,6 +102,24 @@ class TextEncoder(nn.Module):
         for layer in layers[-unlocked_layers:]:
             for p in layer.parameters():
                 p.requires_grad_(True)
+
+
+def _from_config(config) -> nn.Module:
+    """A random model of ``config``: AutoModel's, or for a tower config AutoModel does not map (SigLIP's
+    ``SiglipTextConfig``) the class transformers names after it (``SiglipTextModel``)."""
+    try:
+        return AutoModel.from_config(config)
+    except ValueError:
+        import transformers
+
+        name = type(config).__name__.removesuffix("Config") + "Model"
+        cls = getattr(transformers, name, None)
+        if cls is None:
+            raise ConfigError(
+                f"model.text.config: transformers has no model for model_type '{config.model_type}' "
+                f"(neither AutoModel nor {name})"
+            ) from None
+        return cls(config)
 
 
 def _layer_list(model: nn.Module) -> nn.ModuleList:

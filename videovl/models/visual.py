@@ -28,6 +28,7 @@ from videovl.config import (
 )
 from videovl.models.layers import (
     Attention,
+    AttentionPool,
     Mlp,
     PatchEmbed3D,
     SpaceTimeBlock,
@@ -41,8 +42,8 @@ __all__ = ["VisualEncoder", "VisualOutput"]
 
 
 class VisualOutput(NamedTuple):
-    pooled: Tensor  # (B, W) class token after the final norm, or the mean of all patch tokens (cfg.pool)
-    frames: Tensor  # (B, T', W) per temporal position: mean of its patch tokens after the final norm
+    pooled: Tensor  # (B, W) class token after the final norm, the mean of all patch tokens, or their MAP
+    frames: Tensor  # (B, T', W) per temporal position: mean (or MAP) of its patch tokens after the final norm
     tokens: Tensor  # (B, [1 +] T' * N, W) class token first, then patches in (t, h, w) order
     # With ``final_norm: pooled`` (VideoMAE) the norm applies to ``pooled`` and ``frames`` only.
     # With token dropping: (B, T', K) indices of the spatial positions each frame kept, in (h, w) order;
@@ -58,8 +59,8 @@ def check_vision_config(cfg: VisionConfig) -> None:
         if getattr(cfg, key) not in options:
             raise not_one_of(f"model.vision.{key}", getattr(cfg, key), options)
     if cfg.pool == "cls" and not cfg.class_token:
-        raise ConfigError("model.vision.pool is 'cls' but class_token is false; set pool: mean")
-    if cfg.final_norm == "pooled" and cfg.pool != "mean":
+        raise ConfigError("model.vision.pool is 'cls' but class_token is false; set pool: mean or map")
+    if cfg.final_norm == "pooled" and cfg.pool != "mean":  # (a MAP head has a norm of its own)
         raise ConfigError("model.vision.final_norm is 'pooled' (a norm after mean pooling): set pool: mean")
     if cfg.image_size % cfg.patch_size:
         raise ConfigError(
@@ -120,6 +121,11 @@ class VisualEncoder(nn.Module):
             for rate in torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
         )
         self.norm = norm(w)
+        # MAP: pools the patch tokens (a class token, if any, is not among them)
+        hidden = round(w * cfg.mlp_ratio)
+        self.attn_pool = None
+        if cfg.pool == "map":
+            self.attn_pool = AttentionPool(w, cfg.heads, hidden, cfg.act, cfg.norm_eps)
         self.grad_checkpointing = cfg.grad_checkpointing
         self.init_weights()
 
@@ -129,6 +135,8 @@ class VisualEncoder(nn.Module):
             nn.init.zeros_(self.temporal_embed)  # a fresh encoder starts blind to time, like its 2D parent
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
+        if self.attn_pool is not None:
+            nn.init.trunc_normal_(self.attn_pool.latent, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -225,8 +233,11 @@ class VisualEncoder(nn.Module):
         """Encode videos or images; ``mask_ratio`` > 0 drops that share of each frame's patch tokens
         after the position embeddings (training only: the caller decides, ``generator`` draws which)."""
         x, cls, kept = self._encode(x, mask_ratio, generator, tube)
-        pooled = cls[:, 0] if self.cfg.pool == "cls" else x.mean(dim=(1, 2))
-        frames = x.mean(dim=2)
+        if self.attn_pool is not None:  # the clip's tokens, then each frame's: (B, T'*N, D), (B, T', N, D)
+            pooled, frames = self.attn_pool(rearrange(x, "b t n d -> b (t n) d")), self.attn_pool(x)
+        else:
+            pooled = cls[:, 0] if self.cfg.pool == "cls" else x.mean(dim=(1, 2))
+            frames = x.mean(dim=2)
         if self.cfg.final_norm == "pooled":
             pooled, frames = self.norm(pooled), self.norm(frames)
         return VisualOutput(pooled=pooled, frames=frames, tokens=self._sequence(x, cls), kept=kept)
@@ -238,15 +249,17 @@ class VisualEncoder(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Embeddings, the class token, norms and biases: every parameter that is not a matrix."""
-        embeddings = {"cls_token", "pos_embed", "temporal_embed"}
+        embeddings = {"cls_token", "pos_embed", "temporal_embed", "attn_pool.latent"}
         return {n for n, p in self.named_parameters() if p.ndim < 2 or n in embeddings}
 
     def lock(self, unlocked_groups: int = 0) -> None:
         """Freeze the encoder except its last ``unlocked_groups`` groups, in order: embeddings (patch,
-        position, class, pre-norm), blocks[0], ..., blocks[-2], then blocks[-1] with the final norm."""
+        position, class, pre-norm), blocks[0], ..., blocks[-2], then blocks[-1] with the final norm (and
+        the MAP head)."""
         embed = [self.patch_embed, self.norm_pre]
         embed_params = [p for p in (self.cls_token, self.pos_embed, self.temporal_embed) if p is not None]
-        groups = [[*embed, *embed_params], *([blk] for blk in self.blocks[:-1]), [self.blocks[-1], self.norm]]
+        last = [self.blocks[-1], self.norm, *([] if self.attn_pool is None else [self.attn_pool])]
+        groups = [[*embed, *embed_params], *([blk] for blk in self.blocks[:-1]), last]
         self.requires_grad_(False)
         for group in groups[len(groups) - unlocked_groups :] if unlocked_groups > 0 else []:
             for part in group:

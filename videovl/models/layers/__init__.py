@@ -1,14 +1,17 @@
-"""Building blocks of the space-time ViT: attention, MLP, 3D patch embedding, position embeddings, blocks."""
+"""Building blocks of the space-time ViT: attention, MLP, 3D patch embedding, position embeddings, blocks,
+attention pooling."""
 
 from videovl.models.layers.attention import Attention
 from videovl.models.layers.blocks import Block, DropPath, LayerScale, SpaceTimeBlock
 from videovl.models.layers.masking import gather_kept, keep_indices, num_kept
 from videovl.models.layers.mlp import Mlp, QuickGELU, make_act
 from videovl.models.layers.patch_embed import PatchEmbed3D
+from videovl.models.layers.pooling import AttentionPool
 from videovl.models.layers.pos_embed import resample_spatial, resample_temporal
 
 __all__ = [
     "Attention",
+    "AttentionPool",
     "Block",
     "DropPath",
     "LayerScale",
