@@ -52,8 +52,9 @@ def test_siglip_folder_equals_transformers_siglip(siglip_dir, reference, batch):
     expected_text = reference.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
     torch.testing.assert_close(image, expected_image, rtol=0, atol=1e-5)
     torch.testing.assert_close(text, expected_text, rtol=0, atol=1e-5)
-    video, words = model(images, ids, mask)
-    logits = model.scale() * words.sentence @ video.clip.T + model.bias()  # ~121: not clamped at 100
+    out = model(images, ids, mask)
+    video = out.video_features
+    logits = out.logit_scale * out.text_features.sentence @ video.clip.T + out.logit_bias  # scale ~121
     expected = reference(pixel_values=images, input_ids=ids, attention_mask=mask).logits_per_text
     # logits of ~30 after a scale of ~121: float32 rounds them at ~4e-6 apart, hence the relative term
     torch.testing.assert_close(logits, expected, rtol=1e-6, atol=1e-5)

@@ -41,14 +41,15 @@ class TextEmbedding(NamedTuple):
 
 @dataclass
 class VideoTextOutput:
-    """What ``VideoLanguageModel.forward`` returns: both towers' embeddings, normalised, and the
-    temperature. ``logit_scale * text_features.sentence @ video_features.clip.T`` are CLIP's logits
-    (texts, videos); ``model.similarity(out.text_features, out.video_features, mode)`` scores by frames or
-    words too."""
+    """What ``VideoLanguageModel.forward`` returns: both towers' embeddings, normalised, the temperature
+    and bias. ``logit_scale * text_features.sentence @ video_features.clip.T + logit_bias`` are CLIP's
+    (bias 0) or SigLIP's logits (texts, videos); ``model.similarity(out.text_features,
+    out.video_features, mode)`` scores by frames or words too."""
 
     video_features: VideoEmbedding
     text_features: TextEmbedding
     logit_scale: Tensor  # () exp(logit_scale), clamped at model.max_logit_scale: ``VideoLanguageModel.scale``
+    logit_bias: Tensor | float = 0.0  # () the sigmoid objective's learnt bias; 0.0 for softmax models
 
 
 class VideoLanguageModel(nn.Module):
@@ -153,7 +154,7 @@ class VideoLanguageModel(nn.Module):
     def forward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor) -> VideoTextOutput:
         """``pixels`` as :meth:`encode_video` takes them, token tensors as :meth:`encode_text` does."""
         video, text = self.encode_video(pixels), self.encode_text(input_ids, attention_mask)
-        return VideoTextOutput(video, text, self.scale())
+        return VideoTextOutput(video, text, self.scale(), self.bias())
 
     # ---------------------------------------------------------------------------------- matching
 
