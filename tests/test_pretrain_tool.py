@@ -249,3 +249,37 @@ def test_resume_latest_without_a_checkpoint_is_an_error_and_auto_starts_fresh(ti
         tool.main(tiny_pretrain_args(tiny_demo, tmp_path / "run", "--resume", "latest"))
     tool.main(tiny_pretrain_args(tiny_demo, tmp_path / "run", "--resume", "auto", "--stop-after-steps", "1"))
     assert "--resume auto: no complete checkpoint" in capsys.readouterr().out
+
+
+def test_a_locked_text_tower_runs_once_a_caption_with_the_weights_of_running_every_step(
+    tiny_demo, tmp_path, monkeypatch
+):
+    from videovl.models.text import TextEncoder
+
+    computed = []
+    run_tower = TextEncoder._forward
+
+    def counting(self, input_ids, attention_mask):
+        if torch.is_grad_enabled():  # training steps (evaluation runs without gradients)
+            computed.append(len(input_ids))
+        return run_tower(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(TextEncoder, "_forward", counting)
+    common = [
+        "data.val_manifest=null",
+        "data.val_image_manifest=null",
+        "data.test_manifest=null",
+        "stages.0.steps=6",
+        "stages.1.steps=6",
+        "stages.2.steps=3",
+    ]
+    weights, rows = {}, {}
+    for cache in (0, 50_000):
+        computed.clear()
+        out = tmp_path / f"cache{cache}"
+        tool.main(tiny_pretrain_args(tiny_demo, out, *common, f"train.locked_text_cache={cache}"))
+        weights[cache] = load_file(str(out / "model" / "model.safetensors"))
+        rows[cache] = sum(computed)
+    assert rows[50_000] < rows[0]  # captions seen before were not run again
+    for k, v in weights[0].items():
+        torch.testing.assert_close(weights[50_000][k], v, rtol=1e-4, atol=1e-5, msg=k)

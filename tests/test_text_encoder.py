@@ -188,3 +188,44 @@ def test_a_hub_name_without_a_local_copy_is_an_error_that_asks_for_a_folder():
         TextEncoder(TextConfig(model="videovl-no-such/model"))
     with pytest.raises(ConfigError, match="videovl-no-such/model.*never downloads"):
         load_tokenizer(TextConfig(model="videovl-no-such/model"))
+
+
+def test_a_locked_tower_remembers_each_caption_and_gives_the_same_outputs(tokens):
+    enc = tiny(pool="mean")
+    enc.requires_grad_(False)
+    enc.eval()
+    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    want = enc(ids, mask)
+    enc.remember_outputs(capacity=8)
+    first = enc(ids, mask)  # all new: computed, then kept
+    # the same captions again, reordered, one repeated, in a batch padded to another length
+    order = torch.tensor([2, 0, 2, 1])
+    width = int(mask.sum(1).max()) + 3
+    ids2 = torch.zeros(4, width, dtype=ids.dtype)
+    mask2 = torch.zeros(4, width, dtype=mask.dtype)
+    ids2[:, : ids.shape[1]], mask2[:, : ids.shape[1]] = ids[order], mask[order]
+    again = enc(ids2, mask2)
+    assert (enc.memo.hits, enc.memo.misses) == (4, 3)
+    for out, rows in ((first, torch.arange(3)), (again, order)):
+        torch.testing.assert_close(out.pooled, want.pooled[rows], rtol=1e-5, atol=1e-6)
+        real = out.mask.bool()
+        expected = want.hidden[rows][mask[rows].bool()]
+        torch.testing.assert_close(out.hidden[real], expected, rtol=1e-5, atol=1e-6)
+        assert (out.hidden[~real] == 0).all()
+
+
+def test_the_memo_is_off_while_the_tower_trains_and_bounded_when_on(tokens):
+    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    enc = tiny()
+    enc.remember_outputs(capacity=2)
+    enc(ids, mask)  # trainable weights: nothing kept
+    assert enc.memo.misses == 0 and not enc.memo.rows
+    enc.requires_grad_(False)
+    enc.train()
+    enc(ids, mask)  # train mode (dropout): nothing kept
+    assert not enc.memo.rows
+    enc.eval()
+    enc(ids, mask)
+    assert len(enc.memo.rows) == 2  # three captions, capacity 2: the least recently used went
+    enc.remember_outputs(0)
+    assert enc.memo is None

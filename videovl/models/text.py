@@ -5,14 +5,16 @@ Tokenization happens in the data layer; this module sees token ids only.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel
 
 from videovl.config import TEXT_POOLS, ConfigError, TextConfig, not_loaded_error, not_one_of, resolve_path
 
-__all__ = ["TextEncoder", "TextOutput"]
+__all__ = ["TextEncoder", "TextOutput", "OutputMemo"]
 
 
 class TextOutput(NamedTuple):
@@ -48,6 +50,7 @@ class TextEncoder(nn.Module):
         if getattr(self.model, "pooler", None) is not None:
             self.model.pooler = None
         self.width = self.model.config.hidden_size
+        self.memo: OutputMemo | None = None  # outputs of a locked tower, by caption (remember_outputs)
         if cfg.grad_checkpointing:
             self.set_grad_checkpointing(True)
 
@@ -55,7 +58,20 @@ class TextEncoder(nn.Module):
         """The encoder's own config, stored in checkpoints so they rebuild without the original files."""
         return self.model.config.to_dict()
 
+    def remember_outputs(self, capacity: int) -> None:
+        """Compute each distinct caption once while the tower stays locked: a tower with no trainable
+        weight, in eval mode, gives a caption the same outputs every step (LiT's locked tower), so they
+        are kept, up to ``capacity`` captions (least recently used dropped first). 0 turns it off. Any
+        earlier memo is dropped, so call it again after the weights change (a new stage, a resume)."""
+        self.memo = OutputMemo(capacity) if capacity > 0 else None
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> TextOutput:
+        memo = self.memo
+        if memo is None or self.training or any(p.requires_grad for p in self.parameters()):
+            return self._forward(input_ids, attention_mask)
+        return memo.outputs(input_ids, attention_mask, self._forward)
+
+    def _forward(self, input_ids: Tensor, attention_mask: Tensor) -> TextOutput:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         hidden = out.last_hidden_state
         if self.cfg.pool == "eot":
@@ -102,6 +118,45 @@ class TextEncoder(nn.Module):
         for layer in layers[-unlocked_layers:]:
             for p in layer.parameters():
                 p.requires_grad_(True)
+
+
+class OutputMemo:
+    """A locked text tower's outputs by caption (its token ids and the autocast dtype they ran under),
+    least recently used dropped first. Rows seen before are read back; the rest run in one batch."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.rows: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def outputs(self, input_ids: Tensor, attention_mask: Tensor, compute) -> TextOutput:
+        device = input_ids.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        lengths = attention_mask.sum(1)
+        if not bool((attention_mask.cumprod(1).sum(1) == lengths).all()):  # padded on the left
+            return compute(input_ids, attention_mask)
+        lengths = lengths.tolist()  # right padding: a caption is its first `length` ids
+        keys = [(dtype, *ids[:n]) for ids, n in zip(input_ids.tolist(), lengths)]
+        missing = [i for i, k in enumerate(keys) if k not in self.rows]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            new = compute(input_ids[missing], attention_mask[missing])
+            for j, i in enumerate(missing):
+                self.rows[keys[i]] = (
+                    new.pooled[j].detach().clone(),
+                    new.hidden[j, : lengths[i]].detach().clone(),
+                )
+        rows = [self.rows[k] for k in keys]
+        for k in keys:
+            self.rows.move_to_end(k)
+        while len(self.rows) > self.capacity:
+            self.rows.popitem(last=False)
+        pooled = torch.stack([p for p, _ in rows])
+        hidden = pooled.new_zeros(len(rows), input_ids.shape[1], pooled.shape[-1])
+        for i, (_, h) in enumerate(rows):
+            hidden[i, : h.shape[0]] = h
+        return TextOutput(pooled, hidden, attention_mask)
 
 
 def _from_config(config) -> nn.Module:

@@ -245,6 +245,8 @@ def start_stage(run: Run) -> StageRun:
     cfg, accelerator, state = run.cfg, run.accelerator, run.state
     si, stage = state.stage, cfg.stages[state.stage]
     counts = apply_freeze(run.model, stage.freeze, stage.text_unlocked_layers)
+    locked_text = "text" in stage.freeze and not stage.text_unlocked_layers
+    run.model.text.remember_outputs(cfg.train.locked_text_cache if locked_text else 0)
     accelerator.print(
         f"stage {si} '{stage.name}': {stage.steps} steps, {counts['trainable']:,} trainable "
         f"parameters ({counts['frozen']:,} frozen)"

@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> DemoCorpus:
     parser.add_argument("--root", default="data/scenes", help="output folder (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="regenerate even if a matching corpus exists")
-    for knob in ("train_videos", "eval_videos", "train_images"):
+    for knob in ("train_videos", "eval_videos", "train_images", "num_frames", "max_distractors"):
         parser.add_argument(f"--{knob.replace('_', '-')}", type=int, help="default: see generate_scenes")
     args = vars(parser.parse_args(argv))
     root, seed, force = args.pop("root"), args.pop("seed"), args.pop("force")
