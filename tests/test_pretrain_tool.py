@@ -274,12 +274,12 @@ def test_a_locked_text_tower_runs_once_a_caption_with_the_weights_of_running_eve
         "stages.2.steps=3",
     ]
     weights, rows = {}, {}
-    for cache in (0, 50_000):
+    for cache in (0, 20_000):
         computed.clear()
         out = tmp_path / f"cache{cache}"
         tool.main(tiny_pretrain_args(tiny_demo, out, *common, f"train.locked_text_cache={cache}"))
         weights[cache] = load_file(str(out / "model" / "model.safetensors"))
         rows[cache] = sum(computed)
-    assert rows[50_000] < rows[0]  # captions seen before were not run again
+    assert rows[20_000] < rows[0]  # captions seen before were not run again
     for k, v in weights[0].items():
-        torch.testing.assert_close(weights[50_000][k], v, rtol=1e-4, atol=1e-5, msg=k)
+        torch.testing.assert_close(weights[20_000][k], v, rtol=1e-4, atol=1e-5, msg=k)
