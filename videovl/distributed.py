@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import Tensor
 
-__all__ = ["get_rank", "get_world_size", "gather_with_grad", "gather_no_grad"]
+__all__ = ["get_rank", "get_world_size", "process_position", "gather_with_grad", "gather_no_grad"]
 
 
 def _initialized() -> bool:
@@ -36,6 +36,21 @@ def get_rank() -> int:
 def get_world_size() -> int:
     """Number of processes in the default group; 1 when torch.distributed is not initialised."""
     return dist.get_world_size() if _initialized() else 1
+
+
+def process_position(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """``(rank, world_size)`` a loss computes for: the ones given (a test without a process group), or
+    the process group's where None; a world size the group does not have is an error."""
+    world_size = get_world_size() if world_size is None else world_size
+    rank = get_rank() if rank is None else rank
+    if world_size > 1 and get_world_size() != world_size:
+        raise ValueError(
+            f"world_size={world_size} but torch.distributed has {get_world_size()} processes; "
+            "pass world_size=None to use the process group, or initialise it first"
+        )
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} is outside [0, world_size={world_size})")
+    return rank, world_size
 
 
 def _sizes(t: Tensor) -> list[int]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from videovl.distributed import gather_no_grad, gather_with_grad, get_rank, get_world_size
+from videovl.distributed import gather_no_grad, gather_with_grad, process_position
 from videovl.models.matching import frame_similarity, global_similarity
 
 __all__ = [
@@ -90,15 +90,7 @@ def _global_batch(
     tensors: list[Tensor], ids: list[Tensor | None], rank: int | None, world_size: int | None
 ) -> tuple[list[Tensor], Tensor]:
     """Gather features (with grad) and ids (without) over ranks; return them and the (N, N) positive mask."""
-    world_size = get_world_size() if world_size is None else world_size
-    rank = get_rank() if rank is None else rank
-    if world_size > 1 and get_world_size() != world_size:
-        raise ValueError(
-            f"world_size={world_size} but torch.distributed has {get_world_size()} processes; "
-            "pass world_size=None to use the process group, or initialise it first"
-        )
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank={rank} is outside [0, world_size={world_size})")
+    rank, world_size = process_position(rank, world_size)
     if world_size > 1:
         tensors = [gather_with_grad(t) for t in tensors]
         ids = [None if i is None else gather_no_grad(i) for i in ids]

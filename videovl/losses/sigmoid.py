@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from videovl.distributed import gather_no_grad, gather_with_grad, get_rank, get_world_size
+from videovl.distributed import gather_no_grad, gather_with_grad, process_position
 from videovl.losses.contrastive import positive_block
 
 __all__ = ["sigmoid_loss", "SigmoidContrastiveLoss"]
@@ -46,15 +46,7 @@ def sigmoid_loss(
 ) -> dict[str, Tensor]:
     """``video`` and ``text`` (B, D) L2-normalised, row ``i`` one pair; ``logit_scale`` the multiplier
     (exp of the learnt log-scale), ``logit_bias`` the learnt bias. Returns ``{"contrastive_loss"}``."""
-    world_size = get_world_size() if world_size is None else world_size
-    rank = get_rank() if rank is None else rank
-    if world_size > 1 and get_world_size() != world_size:
-        raise ValueError(
-            f"world_size={world_size} but torch.distributed has {get_world_size()} processes; "
-            "pass world_size=None to use the process group, or initialise it first"
-        )
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank={rank} is outside [0, world_size={world_size})")
+    rank, world_size = process_position(rank, world_size)
     ids = (label_ids, text_hash, video_ids)
     n_local, device = text.shape[0], text.device
     sizes = [n_local]

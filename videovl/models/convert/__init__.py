@@ -21,6 +21,8 @@ __all__ = [
     "act_to_hf",
     "add_temporal_branch",
     "hf_vit_fields",
+    "image_tower_fields",
+    "text_tower_fields",
     "deflate_patch_kernel",
     "rename",
 ]
@@ -69,6 +71,41 @@ def hf_vit_fields(config: dict[str, Any], where: str) -> dict[str, Any]:
         "act": act_from_hf(config["hidden_act"], f"{where} hidden_act"),
         "qk_norm": False,
         "layer_scale": None,
+    }
+
+
+def image_tower_fields(v: dict[str, Any], where: str, **family: Any) -> dict[str, Any]:
+    """The VisionConfig of a transformers image-text vision tower (CLIP, SigLIP: ``vision_config`` as a
+    dict), a frame model: ``family`` gives what differs (class token, pooling, pre-norm)."""
+    return {
+        "image_size": v["image_size"],
+        "patch_size": v["patch_size"],
+        "in_chans": v.get("num_channels", 3),
+        "width": v["hidden_size"],
+        "depth": v["num_hidden_layers"],
+        "heads": v["num_attention_heads"],
+        "mlp_ratio": v["intermediate_size"] / v["hidden_size"],
+        "qkv_bias": True,
+        "norm_eps": v["layer_norm_eps"],
+        "act": act_from_hf(v["hidden_act"], f"{where} vision_config.hidden_act"),
+        "qk_norm": False,
+        "layer_scale": None,
+        "pos_embed": "learned",
+        "final_norm": "tokens",
+        "timm_model": None,
+        "timm_checkpoint": None,
+        **family,
+    }
+
+
+def text_tower_fields(t: dict[str, Any], model_type: str) -> dict[str, Any]:
+    """The TextConfig of a transformers image-text text tower (``text_config`` as a dict): the family's own
+    text model, pooled by its own head (``eot``), at its context length."""
+    return {
+        "model": None,
+        "config": {**t, "model_type": model_type},
+        "pool": "eot",
+        "max_length": t["max_position_embeddings"],
     }
 
 

@@ -32,7 +32,13 @@ import torch
 from torch import Tensor
 
 from videovl.config import ConfigError, VisionConfig
-from videovl.models.convert import act_from_hf, act_to_hf, add_temporal_branch, deflate_patch_kernel
+from videovl.models.convert import (
+    act_to_hf,
+    add_temporal_branch,
+    deflate_patch_kernel,
+    image_tower_fields,
+    text_tower_fields,
+)
 from videovl.models.layers import resample_spatial
 
 __all__ = [
@@ -70,32 +76,8 @@ def clip_model_fields(config: dict[str, Any], where: str) -> dict[str, Any]:
     v, t = config["vision_config"], config["text_config"]
     return {
         "embed_dim": config["projection_dim"],
-        "vision": {
-            "image_size": v["image_size"],
-            "patch_size": v["patch_size"],
-            "in_chans": v.get("num_channels", 3),
-            "width": v["hidden_size"],
-            "depth": v["num_hidden_layers"],
-            "heads": v["num_attention_heads"],
-            "mlp_ratio": v["intermediate_size"] / v["hidden_size"],
-            "qkv_bias": True,
-            "class_token": True,
-            "pre_norm": True,
-            "norm_eps": v["layer_norm_eps"],
-            "act": act_from_hf(v["hidden_act"], f"{where} vision_config.hidden_act"),
-            "qk_norm": False,
-            "layer_scale": None,
-            "pos_embed": "learned",
-            "final_norm": "tokens",
-            "timm_model": None,
-            "timm_checkpoint": None,
-        },
-        "text": {
-            "model": None,
-            "config": {**t, "model_type": "clip_text_model"},
-            "pool": "eot",
-            "max_length": t["max_position_embeddings"],
-        },
+        "vision": image_tower_fields(v, where, class_token=True, pre_norm=True),
+        "text": text_tower_fields(t, "clip_text_model"),
     }
 
 

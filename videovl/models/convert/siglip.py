@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from videovl.config import ConfigError, VisionConfig
-from videovl.models.convert import act_from_hf, add_temporal_branch
+from videovl.models.convert import add_temporal_branch, image_tower_fields, text_tower_fields
 from videovl.models.layers import resample_spatial
 
 __all__ = ["siglip_model_fields", "siglip_to_videovl"]
@@ -65,33 +65,8 @@ def siglip_model_fields(config: dict[str, Any], where: str) -> dict[str, Any]:
         "embed_dim": v["hidden_size"],
         "contrastive_loss": "sigmoid",
         "max_logit_scale": math.inf,  # SigLIP's learnt scale is not clamped (trained ones exceed 100)
-        "vision": {
-            "image_size": v["image_size"],
-            "patch_size": v["patch_size"],
-            "in_chans": v.get("num_channels", 3),
-            "width": v["hidden_size"],
-            "depth": v["num_hidden_layers"],
-            "heads": v["num_attention_heads"],
-            "mlp_ratio": v["intermediate_size"] / v["hidden_size"],
-            "qkv_bias": True,
-            "class_token": False,
-            "pool": "map",
-            "pre_norm": False,
-            "norm_eps": v["layer_norm_eps"],
-            "act": act_from_hf(v["hidden_act"], f"{where} vision_config.hidden_act"),
-            "qk_norm": False,
-            "layer_scale": None,
-            "pos_embed": "learned",
-            "final_norm": "tokens",
-            "timm_model": None,
-            "timm_checkpoint": None,
-        },
-        "text": {
-            "model": None,
-            "config": {**t, "model_type": "siglip_text_model"},
-            "pool": "eot",  # the model's own pooled output: the last token through its head
-            "max_length": t["max_position_embeddings"],
-        },
+        "vision": image_tower_fields(v, where, class_token=False, pool="map", pre_norm=False),
+        "text": text_tower_fields(t, "siglip_text_model"),  # pooled by its head (the last token)
     }
 
 
