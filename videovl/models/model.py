@@ -121,7 +121,9 @@ class VideoLanguageModel(nn.Module):
         """
         if x.ndim == 5 and x.shape[2] == 1:
             x = x[:, :, 0]
-        out = self.visual(x, mask_ratio if self.training else 0.0, generator, mask_tube)
+        ratio = mask_ratio if self.training else 0.0
+        kept = self.visual.draw_kept(x, ratio, generator, mask_tube) if ratio > 0 else None
+        out = self.visual(x, kept=kept)
         clip, frames = self.visual_proj(out.pooled), self.visual_proj(out.frames)
         if self.ordered_proj is not None:
             clip = clip + self._ordered(out.frames)

@@ -170,8 +170,25 @@ class VisualEncoder(nn.Module):
             )
         return tube
 
+    def draw_kept(
+        self, x: Tensor, mask_ratio: float, generator: torch.Generator | None = None, tube: bool | None = None
+    ) -> Tensor:
+        """The patch tokens that token dropping keeps for input ``x`` (as :meth:`forward` takes it), drawn
+        from ``generator``: (B, T', K) indices into each frame's tokens. Drawn apart from the encoder so a
+        compiled encoder (``train.compile``) takes them as a tensor instead of tracing a random draw."""
+        x = self._lift(x)
+        self.patch_embed.check(tuple(x.shape))
+        p = self.cfg.patch_size
+        b, t, gh, gw = x.shape[0], x.shape[2] // self.cfg.tubelet_size, x.shape[3] // p, x.shape[4] // p
+        return keep_indices(b, t, gh * gw, mask_ratio, generator, self.mask_tube(tube)).to(x.device)
+
     def _embed(
-        self, x: Tensor, mask_ratio: float, generator: torch.Generator | None, tube: bool | None
+        self,
+        x: Tensor,
+        mask_ratio: float,
+        generator: torch.Generator | None,
+        tube: bool | None,
+        kept: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         x = self.patch_embed(self._lift(x))  # (B, T', H', W', D)
         b, t, gh, gw, _ = x.shape
@@ -185,9 +202,9 @@ class VisualEncoder(nn.Module):
                 pos = pos + resample_temporal(self.temporal_embed, t).unsqueeze(2)  # (1, T', N, D)
             cls_pos = self.pos_embed[:, :1]
         x = x + pos
-        kept = None
-        if mask_ratio > 0:  # after the positions, so each kept token carries its place in the clip
+        if kept is None and mask_ratio > 0:
             kept = keep_indices(b, t, gh * gw, mask_ratio, generator, self.mask_tube(tube)).to(x.device)
+        if kept is not None:  # after the positions, so each kept token carries its place in the clip
             x = gather_kept(x, kept)  # (B, T', K, D)
         x = self.norm_pre(x)
         cls = None
@@ -201,10 +218,11 @@ class VisualEncoder(nn.Module):
         mask_ratio: float = 0.0,
         generator: torch.Generator | None = None,
         tube: bool | None = None,
+        kept: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Patch tokens (B, T', N or K, D), class token (B, 1, D) or None, and the kept indices; final-normed
         unless the norm comes after pooling (``final_norm: pooled``)."""
-        x, cls, kept = self._embed(x, mask_ratio, generator, tube)
+        x, cls, kept = self._embed(x, mask_ratio, generator, tube, kept)
         for blk in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x, cls = checkpoint(blk, x, cls, use_reentrant=False)
@@ -229,10 +247,12 @@ class VisualEncoder(nn.Module):
         mask_ratio: float = 0.0,
         generator: torch.Generator | None = None,
         tube: bool | None = None,
+        kept: Tensor | None = None,
     ) -> VisualOutput:
         """Encode videos or images; ``mask_ratio`` > 0 drops that share of each frame's patch tokens
-        after the position embeddings (training only: the caller decides, ``generator`` draws which)."""
-        x, cls, kept = self._encode(x, mask_ratio, generator, tube)
+        after the position embeddings (training only: the caller decides, ``generator`` draws which), or
+        ``kept`` (from :meth:`draw_kept`) names the tokens to keep."""
+        x, cls, kept = self._encode(x, mask_ratio, generator, tube, kept)
         if self.attn_pool is not None:  # the clip's tokens, then each frame's: (B, T'*N, D), (B, T', N, D)
             pooled, frames = self.attn_pool(rearrange(x, "b t n d -> b (t n) d")), self.attn_pool(x)
         else:
