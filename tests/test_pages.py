@@ -148,7 +148,7 @@ def test_qa_page():
     assert len(page.find("section", "answer")) == 2
     assert [s[2] for s in page.find("b", "given")] == ["3", "yes"]
     assert [s[2] for s in page.find("b", "expected")] == ["3", "no"]
-    assert len(page.find("section", "right")) == 1 and len(page.find("section", "wrong")) == 1
+    assert len(page.find("section", "correct")) == 1 and len(page.find("section", "incorrect")) == 1
     assert page.find("h2")[1][2] == "does it move <left>?"
 
 

@@ -200,7 +200,9 @@ td.rank, td.score { text-align: right; font-variant-numeric: tabular-nums; }
 tr.true { background: #dff5dd; }
 tr.true-below td { border-top: 2px dashed #9c9; }
 .badge { font-size: 0.8em; padding: 1px 6px; border-radius: 8px; background: #2a7a2a; color: white; }
-.wrong { background: #a33; }
+.badge.bad { background: #a33; }
+section.correct { border-left: 4px solid #2a7a2a; padding-left: 0.6em; }
+section.incorrect { border-left: 4px solid #a33; padding-left: 0.6em; }
 .unreadable { display: inline-block; padding: 0.8em 1em; background: #f3e1e1; color: #a33; }
 .caption { color: #555; font-size: 0.9em; }
 .path { color: #888; font-size: 0.8em; }
@@ -276,11 +278,11 @@ def retrieval_page(title: str, queries: Sequence[Query], summary: dict[str, obje
 
 
 def _answer_section(answer: Answer) -> str:
-    verdict = (
-        "<span class='badge'>correct</span>" if answer.correct else "<span class='badge wrong'>wrong</span>"
-    )
+    if answer.correct:
+        css, verdict = "correct", "<span class='badge'>correct</span>"
+    else:
+        css, verdict = "incorrect", "<span class='badge bad'>wrong</span>"
     kind = f" <span class='note'>({_text(answer.kind)})</span>" if answer.kind else ""
-    css = "right" if answer.correct else "wrong"
     return (
         f"<section class='item answer {css}'><h2>{_text(answer.question)}{kind}</h2>"
         f"<table><tr><td>{_strip(answer.strip, answer.name)}</td><td>"
