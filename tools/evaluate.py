@@ -4,6 +4,8 @@ python tools/evaluate.py --checkpoint runs/demo/model --task retrieval \\
     --manifest data/moving_digits/video_test.jsonl
 python tools/evaluate.py --checkpoint CKPT --task retrieval --benchmark msrvtt \\
     --annotations MSRVTT_JSFUSION_test.csv --video-root msrvtt/videos --output msrvtt.json
+python tools/evaluate.py --checkpoint CKPT --task retrieval --manifest test.jsonl \\
+    --html worst.html --html-queries 50      # a page: the worst-ranked queries with their hits' frames
 python tools/evaluate.py --checkpoint CKPT --task action --benchmark k400 \\
     --annotations kinetics400/ --video-root k400/val --mode zero-shot --views 4x3
 python tools/evaluate.py --checkpoint CKPT --task caption --manifest test.jsonl --num-beams 3 \\
@@ -28,7 +30,9 @@ from videovl.cli import run_tool
 from videovl.data.datasets import DEFAULT_PROMPTS
 from videovl.data.media.transforms import build_transform
 from videovl.data.tokenizer import load_tokenizer
-from videovl.eval.benchmarks import BENCHMARKS, load_benchmark, load_manifest, resolve_classes
+from videovl.eval.benchmarks import BENCHMARKS, EvalSet, load_benchmark, load_manifest, resolve_classes
+from videovl.eval.pages import FrameStrips, evaluation_queries, retrieval_page
+from videovl.eval.retrieval import RankedQueries
 from videovl.eval.runner import ACTION_MODES, Evaluator, format_metrics
 from videovl.models.checkpoint import load_checkpoint, require_checkpoint
 
@@ -89,8 +93,22 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="where the generated captions go (default: --output with .captions.json for its suffix, e.g. "
         "caption.json -> caption.captions.json; captions.json without --output)",
     )
+    p.add_argument(
+        "--html",
+        metavar="PAGE",
+        help="retrieval: also write one self-contained HTML page of the worst-ranked queries, each with its "
+        "hits' frames, scores and captions and the true clip marked",
+    )
+    p.add_argument(
+        "--html-queries", type=int, default=50, help="queries on the --html page, worst first (default: 50)"
+    )
+    p.add_argument("--html-hits", type=int, default=5, help="hits per query on the --html page (default: 5)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator is present")
     args = p.parse_args(argv)
+    if args.html and args.task != "retrieval":
+        p.error(f"--html writes a retrieval page; --task {args.task} has none")
+    if args.html_queries < 1 or args.html_hits < 1:
+        p.error(f"--html-queries and --html-hits must be >= 1, got {args.html_queries} and {args.html_hits}")
     if args.predictions and args.task != "action":
         p.error(f"--predictions writes action predictions; --task {args.task} has none")
     if args.benchmark:
@@ -138,10 +156,14 @@ def main(argv=None) -> dict[str, float]:
         rerank_k = args.rerank_k
         if rerank_k is None:
             rerank_k = cfg.model.alignment.rerank_k if model.alignment is not None else 0
-        weight = args.rerank_dual_weight
-        metrics = evaluator.retrieval(
-            data, dual_softmax=args.dual_softmax, rerank_k=rerank_k, rerank_dual_weight=weight
-        )
+        kwargs = {"dual_softmax": args.dual_softmax, "rerank_k": rerank_k}
+        kwargs["rerank_dual_weight"] = args.rerank_dual_weight
+        if args.html:
+            metrics, ranked = evaluator.retrieval_report(data, top_k=args.html_hits, **kwargs)
+            if accelerator.is_main_process:
+                write_page(args, data, metrics, ranked, cfg.data.backend)
+        else:
+            metrics = evaluator.retrieval(data, **kwargs)
     elif args.task == "action":
         classes_file = args.classes
         head_classes = Path(args.checkpoint) / "classes.txt"  # written beside a fine-tuned head, if any
@@ -167,6 +189,21 @@ def main(argv=None) -> dict[str, float]:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def write_page(
+    args: argparse.Namespace, data: EvalSet, metrics: dict[str, float], ranked: RankedQueries, backend: str
+) -> None:
+    strips = FrameStrips(backend=backend)
+    queries = evaluation_queries(ranked, data.samples, args.html_queries, strips)
+    summary = {"checkpoint": args.checkpoint, "data": data.name}
+    summary |= {k: f"{metrics[k]:.2f}" for k in ("t2v/R@1", "t2v/R@5", "t2v/MdR") if k in metrics}
+    summary["shown"] = f"the {len(queries)} of {len(ranked.texts)} queries whose true clip ranked lowest"
+    summary["ranked by"] = "the dual encoder's cosine (t2v/...)"
+    summary["unreadable videos"] = len(strips.unreadable)
+    Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.html).write_text(retrieval_page("retrieval evaluation", queries, summary), encoding="utf-8")
+    print(f"page: {args.html} ({len(queries)} queries, {len(strips.unreadable)} unreadable videos)")
 
 
 if __name__ == "__main__":

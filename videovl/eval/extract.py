@@ -65,6 +65,7 @@ __all__ = [
     "write_outputs",
     "load_embeddings",
     "read_lines",
+    "first_captions",
     "exact_index",
     "load_index",
     "search",
@@ -314,6 +315,18 @@ def load_embeddings(folder: str | Path) -> dict[str, np.ndarray]:
 
 def read_lines(path: str | Path) -> list[str]:
     return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+def first_captions(folder: str | Path) -> dict[int, str]:
+    """Clip row -> its first caption, for the rows that have one (none when the inputs had no captions)."""
+    folder = Path(folder)
+    if not (folder / "captions.txt").is_file():
+        return {}
+    rows = load_embeddings(folder)["text_to_clip"].tolist()
+    captions: dict[int, str] = {}
+    for row, caption in zip(rows, read_lines(folder / "captions.txt"), strict=True):
+        captions.setdefault(int(row), caption)
+    return captions
 
 
 # ------------------------------------------------------------------------------------------------ FAISS

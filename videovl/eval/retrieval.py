@@ -27,11 +27,20 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["similarity_chunks", "retrieval_ranks", "rank_metrics", "retrieval_metrics", "rerank_topk"]
+__all__ = [
+    "RankedQueries",
+    "similarity_chunks",
+    "retrieval_ranks",
+    "rank_metrics",
+    "retrieval_metrics",
+    "top_hits",
+    "rerank_topk",
+]
 
 # (start, stop) -> (stop - start, Nv) scores of text queries start..stop-1 against every video
 ScoreFn = Callable[[int, int], Tensor]
@@ -171,6 +180,38 @@ def retrieval_metrics(
         scores=scores,
     )
     return rank_metrics(t2v, "t2v") | rank_metrics(v2t, "v2t")
+
+
+def top_hits(text_emb: Tensor, video_emb: Tensor, k: int, *, chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
+    """Each query's ``k`` best videos by the dot product: ``(scores (Nt, k'), videos (Nt, k'))`` on the
+    CPU, best first, k' = min(k, Nv). Computed a block of queries at a time, like the ranks."""
+    k = min(k, video_emb.shape[0])
+    scores = torch.empty(text_emb.shape[0], k)
+    videos = torch.empty(text_emb.shape[0], k, dtype=torch.long)
+    for start, block in similarity_chunks(text_emb, video_emb, chunk_size):
+        top = block.topk(k, 1)
+        scores[start : start + block.shape[0]] = top.values.cpu()
+        videos[start : start + block.shape[0]] = top.indices.cpu()
+    return scores, videos
+
+
+@dataclass(frozen=True)
+class RankedQueries:
+    """What the dual encoder did with each text query, for pages a person reads: the query's own video,
+    that video's rank (as :func:`retrieval_ranks`) and score, and the top ``k`` videos with their scores.
+    Video numbers are whatever the caller's rows mean (the evaluator uses sample indices)."""
+
+    texts: list[str]
+    videos: Tensor  # (Nt,) each query's own video
+    ranks: Tensor  # (Nt,) 1-based t2v rank of that video
+    scores: Tensor  # (Nt,) the query's score against its own video
+    hit_videos: Tensor  # (Nt, k) best first
+    hit_scores: Tensor  # (Nt, k)
+
+    def worst(self, n: int) -> list[int]:
+        """The ``n`` queries whose own video ranked lowest, worst first (ties in query order)."""
+        order = sorted(range(len(self.texts)), key=lambda i: -int(self.ranks[i]))
+        return order[:n]
 
 
 @torch.no_grad()

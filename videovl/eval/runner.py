@@ -40,7 +40,14 @@ from videovl.eval.benchmarks import EvalSet
 from videovl.eval.captioning import score_captions
 from videovl.eval.classification import average_views, classification_metrics, order_pair_accuracy
 from videovl.eval.embed import BatchFn, embed_texts, embed_videos, map_videos, tokenized_batches
-from videovl.eval.retrieval import rerank_topk, retrieval_metrics
+from videovl.eval.retrieval import (
+    RankedQueries,
+    rank_metrics,
+    rerank_topk,
+    retrieval_metrics,
+    retrieval_ranks,
+    top_hits,
+)
 from videovl.losses.caption import caption_loss
 from videovl.models.action import class_embeddings_from_prompts, zero_shot_logits
 from videovl.models.matching import frame_similarity
@@ -165,7 +172,6 @@ class Evaluator:
 
     # ----------------------------------------------------------------------------------------- retrieval
 
-    @torch.no_grad()
     def retrieval(
         self, data: EvalSet, *, dual_softmax: bool = False, rerank_k: int = 0, rerank_dual_weight: float = 0.0
     ) -> dict[str, float]:
@@ -176,6 +182,29 @@ class Evaluator:
 
         Re-ranking keeps every video's visual tokens on the CPU: about 5 GB for 1000 ViT-B/16 clips of
         8 frames (tokens x width x 4 bytes each)."""
+        return self._retrieval(data, 0, dual_softmax, rerank_k, rerank_dual_weight)[0]
+
+    def retrieval_report(
+        self,
+        data: EvalSet,
+        *,
+        top_k: int = 5,
+        dual_softmax: bool = False,
+        rerank_k: int = 0,
+        rerank_dual_weight: float = 0.0,
+    ) -> tuple[dict[str, float], RankedQueries]:
+        """:meth:`retrieval`'s metrics, and every query's ``top_k`` videos by the plain dual encoder with
+        its own video's rank and score (video numbers index ``data.samples``), to show on a page."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        metrics, ranked = self._retrieval(data, top_k, dual_softmax, rerank_k, rerank_dual_weight)
+        assert ranked is not None
+        return metrics, ranked
+
+    @torch.no_grad()
+    def _retrieval(
+        self, data: EvalSet, top_k: int, dual_softmax: bool, rerank_k: int, rerank_dual_weight: float
+    ) -> tuple[dict[str, float], RankedQueries | None]:
         model = self.model
         if rerank_k > 0 and model.alignment is None:
             raise ValueError(f"rerank_k={rerank_k} needs an alignment decoder, and this model has none")
@@ -190,7 +219,16 @@ class Evaluator:
         text, hidden, mask = self._encode_texts([c for _, c in captions], keep_hidden=rerank_k > 0)
         clip, frames = videos["clip"][kept].to(self.device), videos["frames"][kept].to(self.device)
         chunk = self.chunk_size
-        metrics = retrieval_metrics(text, clip, text_to_video, chunk_size=chunk)
+        t2v, v2t = retrieval_ranks(text, clip, text_to_video, chunk_size=chunk)
+        metrics = rank_metrics(t2v, "t2v") | rank_metrics(v2t, "v2t")
+        ranked = None
+        if top_k > 0:
+            sample_of = torch.tensor(kept)  # row of clip -> index into data.samples
+            hit_scores, hit_rows = top_hits(text, clip, top_k, chunk_size=chunk)
+            own = (text * clip[text_to_video]).sum(-1).float().cpu()
+            own_video = sample_of[text_to_video.cpu()]
+            texts = [c for _, c in captions]
+            ranked = RankedQueries(texts, own_video, t2v, own, sample_of[hit_rows], hit_scores)
         if frames.shape[1] > 1:
             agg, temp = model.cfg.frame_agg, model.cfg.frame_agg_temperature
             # a block is (queries, videos, time): fewer queries per block keep it the size of a global one
@@ -221,7 +259,7 @@ class Evaluator:
             metrics |= _prefixed("rerank/", reranked) | {"rerank/k": float(rerank_k)}
             metrics["rerank/dual_weight"] = float(rerank_dual_weight)
         counts = {"data/videos": float(len(kept)), "data/queries": float(len(captions))}
-        return metrics | counts | self._counts(data, videos["valid"])
+        return metrics | counts | self._counts(data, videos["valid"]), ranked
 
     # ------------------------------------------------------------------------------------------- action
 
