@@ -282,6 +282,9 @@ class TrainConfig:
     # for MiniLM at 12 tokens in bf16): the same features, without the tower's forward on every step. 0:
     # run the tower every step.
     locked_text_cache: int = 20_000
+    # Compile the visual tower with torch.compile and this backend ("inductor": GPUs and CPUs) for training
+    # and the run's evaluations; null: eager. Each input shape (images, videos, masked clips) compiles once.
+    compile: str | None = None
     grad_accum: int = 1
     # "no", "bf16" or "fp16" (Accelerate's names), or "auto": bf16 where the device computes in it natively
     # (a GPU that supports it, a CPU with avx512_bf16 / amx_bf16), else fp32.

@@ -8,6 +8,7 @@ stage up front, and hands the loaded sources on so the loop reads each manifest 
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from videovl.config import Config, ConfigError
@@ -26,6 +27,13 @@ def check_run(cfg: Config, model: nn.Module) -> list[LoadedSources | None]:
     stage's loaded sources for ``build_stage_data``. A stage of 0 steps is left out of the run (often
     because it does not fit: a CLIP without the alignment head skips the ITM stage), so only its own
     settings are checked, not what it would need of the model and the data; its entry is None."""
+    if cfg.train.compile is not None:
+        backends = torch.compiler.list_backends(exclude_tags=())
+        if cfg.train.compile not in backends:
+            raise ConfigError(
+                f"train.compile is '{cfg.train.compile}', not a torch.compile backend; expected one of "
+                f"{torch.compiler.list_backends()} (inductor compiles for GPUs and CPUs), or null for eager"
+            )
     loaded: list[LoadedSources | None] = []
     for i, stage in enumerate(cfg.stages):
         where = f"stages.{i}"

@@ -160,6 +160,8 @@ def set_up(
     fill_token_ids(cfg.model.text, tokenizer)
     model = model if model is not None else create_model(cfg.model)
     sources = check_run(cfg, model)  # every stage, before anything is written or trained
+    if cfg.train.compile:  # in place: the state dict keeps its names
+        model.visual.compile(backend=cfg.train.compile)
     if main:
         save_config(cfg, out_dir / "config.yaml")
     task = make_task(model, accelerator.process_index, accelerator.num_processes)
