@@ -86,6 +86,25 @@ def write_tiny_siglip(path: Path, seed: int = 0, logit_scale: float = 4.8, logit
     return Path(path)
 
 
+# XLM-R's special ids, which MetaCLIP 2's multilingual tokenizer uses: end-of-text is 2, not the highest id
+METACLIP2_IDS = {"bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2}
+
+
+def write_tiny_metaclip2(path: Path, seed: int = 0, vocab_size: int = 50) -> Path:
+    """A transformers MetaClip2Model folder without a tokenizer (MetaCLIP 2's is XLM-R's SentencePiece
+    model, which cannot be made offline; the text tower sees ids either way)."""
+    from transformers import MetaClip2Config, MetaClip2Model
+
+    size = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    text = {**size, **METACLIP2_IDS, "vocab_size": vocab_size, "max_position_embeddings": 16}
+    vision = {**size, "image_size": 32, "patch_size": 8, "hidden_act": "gelu"}
+    torch.manual_seed(seed)
+    model = MetaClip2Model(MetaClip2Config(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    perturb(model, seed)
+    model.save_pretrained(path)
+    return Path(path)
+
+
 VIDEO_SIZE = {
     "image_size": 16,
     "patch_size": 8,

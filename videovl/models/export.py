@@ -1,6 +1,7 @@
 """Exporting a videovl model's towers back to the formats they come from.
 
-- ``clip``: a transformers ``CLIPModel`` folder (both towers, projections, temperature);
+- ``clip``: a transformers ``CLIPModel`` folder (both towers, projections, temperature), or a
+  ``MetaClip2Model`` one when the text tower is MetaCLIP 2's (the same layout, its own text pooling);
 - ``timm``: a timm ``VisionTransformer`` state dict of the visual tower;
 - ``timesformer``: a transformers ``TimesformerModel`` folder of a divided (or joint) visual tower.
 
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from videovl.config import ConfigError
 from videovl.models.convert import deflate_patch_kernel
-from videovl.models.convert.clip import videovl_to_clip
+from videovl.models.convert.clip import CLIP_LAYOUT_FAMILIES, videovl_to_clip
 from videovl.models.convert.timesformer import videovl_to_timesformer
 from videovl.models.model import VideoLanguageModel
 from videovl.models.pretrained import text_prefix
@@ -29,13 +30,16 @@ EXPORT_FORMATS = ("clip", "timm", "timesformer")
 
 
 def export_clip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
-    """Write ``folder`` as a ``CLIPModel`` (config.json, model.safetensors); returns the keys left out."""
-    from transformers import CLIPConfig, CLIPModel
+    """Write ``folder`` as a ``CLIPModel``, or a ``MetaClip2Model`` for a MetaCLIP 2 text tower
+    (config.json, model.safetensors); returns the keys left out."""
+    import transformers
 
-    state, config, left_out = videovl_to_clip(
+    state, config, left_out, kind = videovl_to_clip(
         model.state_dict(), model.visual.cfg, model.text.hf_config(), model.cfg.embed_dim, text_prefix(model)
     )
-    clip = CLIPModel(CLIPConfig(**config))
+    name = CLIP_LAYOUT_FAMILIES[kind][0]  # "CLIPModel": its config class is "CLIPConfig"
+    config_class = getattr(transformers, name.removesuffix("Model") + "Config")
+    clip = getattr(transformers, name)(config_class(**config))
     clip.load_state_dict(state, strict=True)
     clip.save_pretrained(folder)
     return left_out

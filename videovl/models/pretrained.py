@@ -170,9 +170,13 @@ def _read_openclip(path: Path, cfg: ModelConfig) -> tuple[dict[str, Tensor], dic
 
 
 # model.pretrained folders: model_type -> (the transformers model class, the ModelConfig fields its config
-# fixes, its state dict -> videovl's). SigLIP 2's fixed-resolution checkpoints are "siglip" folders too.
+# fixes, its state dict -> videovl's). SigLIP 2's fixed-resolution checkpoints are "siglip" folders too;
+# MetaCLIP 2 has CLIP's layout and converter, with its own text model (clip_model_fields names it).
 JOINT_FAMILIES = {
-    "clip": ("CLIPModel", clip_convert.clip_model_fields, clip_convert.clip_to_videovl),
+    **{
+        kind: (model_class, clip_convert.clip_model_fields, clip_convert.clip_to_videovl)
+        for kind, (model_class, _) in clip_convert.CLIP_LAYOUT_FAMILIES.items()
+    },
     "siglip": ("SiglipModel", siglip.siglip_model_fields, siglip.siglip_to_videovl),
 }
 
@@ -189,7 +193,8 @@ def _joint_kind(path: Path) -> str:
 
 
 def read_clip_config(cfg: ModelConfig) -> tuple[dict[str, Any], Path]:
-    """The ``CLIPConfig`` or ``SiglipConfig`` (as a dict, ``model_type`` included) of ``cfg.pretrained``."""
+    """The ``CLIPConfig``, ``MetaClip2Config`` or ``SiglipConfig`` (as a dict, ``model_type`` included) of
+    ``cfg.pretrained``."""
     path = local_path(cfg.pretrained, "model.pretrained")
     if path.is_dir():
         from transformers import AutoConfig
@@ -200,7 +205,8 @@ def read_clip_config(cfg: ModelConfig) -> tuple[dict[str, Any], Path]:
 
 
 def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path, str]:
-    """The state dict of ``cfg.pretrained`` in transformers' layout (``CLIPModel``, or ``SiglipModel``),
+    """The state dict of ``cfg.pretrained`` in transformers' layout (``CLIPModel``, ``MetaClip2Model`` or
+    ``SiglipModel``),
     the file it came from and the family (``model_type``)."""
     path = local_path(cfg.pretrained, "model.pretrained")
     if not path.is_dir():
@@ -296,7 +302,8 @@ def _from_pretrained(cls: Any, path: Path, field: str, heads_ok: bool = False) -
 
 def foreign_model_config(path: str | Path) -> dict[str, Any] | None:
     """The model section that starts from checkpoint ``path`` when it is a CLIP (a transformers folder or
-    an open_clip state-dict file), a SigLIP, a TimeSformer or a VideoMAE folder; None when it is none."""
+    an open_clip state-dict file), a MetaCLIP 2, a SigLIP, a TimeSformer or a VideoMAE folder; None when it
+    is none."""
     path = Path(path)
     if path.is_file() and path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
         return {"name": "clip", "pretrained": str(path)}
@@ -338,7 +345,8 @@ def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:
     if cfg.name == "clip" and not cfg.pretrained:
         raise ConfigError(
             "model.name is 'clip' but model.pretrained is not set: name a local CLIP (a transformers "
-            "CLIPModel folder or an open_clip / OpenAI state-dict file) or a SiglipModel folder"
+            "CLIPModel folder or an open_clip / OpenAI state-dict file), a MetaClip2Model or a SiglipModel "
+            "folder"
         )
     if (cfg.pretrained or cfg.vision.pretrained) and (cfg.vision.timm_model or cfg.vision.timm_checkpoint):
         raise ConfigError(

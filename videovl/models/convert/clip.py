@@ -1,5 +1,10 @@
 """CLIP: transformers' ``CLIPModel`` layout <-> videovl's, and the open_clip / OpenAI layout -> transformers'.
 
+MetaCLIP 2 (``MetaClip2Model``) has CLIP's layout, key for key; the one difference is its text tower, which
+pools the first end-of-text token by id (``MetaClip2TextModel``), where transformers' ``CLIPTextModel``
+takes the highest id when ``eos_token_id`` is 2 (its old rule, and MetaCLIP 2's XLM-R end-of-text id). Each
+family keeps its own text model, named in :data:`CLIP_LAYOUT_FAMILIES`.
+
 The text tower stays transformers' own ``CLIPTextModel`` inside :class:`~videovl.models.text.TextEncoder`
 (so its causal mask and end-of-text pooling are transformers' code), which makes the text side a prefix
 rename. The visual side maps onto the space-time ViT:
@@ -42,6 +47,7 @@ from videovl.models.convert import (
 from videovl.models.layers import resample_spatial
 
 __all__ = [
+    "CLIP_LAYOUT_FAMILIES",
     "clip_model_fields",
     "clip_to_videovl",
     "videovl_to_clip",
@@ -52,6 +58,12 @@ __all__ = [
 
 # Scalars OpenAI's own checkpoints carry beside the weights (the open_clip layout otherwise).
 OPENAI_MARKERS = ("input_resolution", "context_length", "vocab_size")
+
+# transformers model_type of a joint model in CLIP's layout -> (its model class, its text tower's model_type)
+CLIP_LAYOUT_FAMILIES = {
+    "clip": ("CLIPModel", "clip_text_model"),
+    "metaclip_2": ("MetaClip2Model", "metaclip_2_text_model"),
+}
 
 _BLOCK = {  # transformers CLIP encoder layer -> videovl block, for the parts that are plain renames
     "self_attn.out_proj": "attn.proj",
@@ -71,21 +83,28 @@ _OPENCLIP_BLOCK = {  # open_clip residual block -> transformers CLIP encoder lay
 
 
 def clip_model_fields(config: dict[str, Any], where: str) -> dict[str, Any]:
-    """The ModelConfig fields a ``CLIPConfig`` (as a dict) fixes: the towers' architecture, the joint
-    width, the text tower's config and CLIP's pooling and context length."""
+    """The ModelConfig fields a ``CLIPConfig`` or ``MetaClip2Config`` (as a dict, with its ``model_type``)
+    fixes: the towers' architecture, the joint width, the text tower's config (the family's own text
+    model) and CLIP's pooling and context length."""
     v, t = config["vision_config"], config["text_config"]
+    kind = config.get("model_type", "clip")
+    if kind not in CLIP_LAYOUT_FAMILIES:
+        raise ConfigError(
+            f"{where}: model_type '{kind}' is not one of CLIP's layout ({sorted(CLIP_LAYOUT_FAMILIES)})"
+        )
     return {
         "embed_dim": config["projection_dim"],
         "vision": image_tower_fields(v, where, class_token=True, pre_norm=True),
-        "text": text_tower_fields(t, "clip_text_model"),
+        "text": text_tower_fields(t, CLIP_LAYOUT_FAMILIES[kind][1]),
     }
 
 
 def clip_to_videovl(
     state: dict[str, Tensor], vision: VisionConfig, text_prefix: str = "text.model."
 ) -> dict[str, Tensor]:
-    """A ``CLIPModel`` state dict -> a videovl state dict for a model built with ``vision`` (the
-    resolved vision config: tubelet, inflation, attention and image size decide the visual weights).
+    """A ``CLIPModel`` (or ``MetaClip2Model``) state dict -> a videovl state dict for a model built with
+    ``vision`` (the resolved vision config: tubelet, inflation, attention and image size decide the visual
+    weights).
     ``text_prefix``: where the text tower's CLIPTextModel keeps its weights (transformers 4 nests them
     one level deeper, under ``text_model.``)."""
     from videovl.models.inflate import inflate_patch_kernel
@@ -133,8 +152,10 @@ def videovl_to_clip(
     text_config: dict[str, Any],
     embed_dim: int,
     text_prefix: str = "text.model.",
-) -> tuple[dict[str, Tensor], dict[str, Any], list[str]]:
-    """A videovl state dict -> (``CLIPModel`` state dict, ``CLIPConfig`` kwargs, the keys left out).
+) -> tuple[dict[str, Tensor], dict[str, Any], list[str], str]:
+    """A videovl state dict -> (state dict, config kwargs, the keys left out, the family's model_type) of
+    the CLIP-layout family its text tower comes from: ``CLIPModel`` / ``CLIPConfig``, or
+    ``MetaClip2Model`` / ``MetaClip2Config`` (:data:`CLIP_LAYOUT_FAMILIES`).
 
     CLIP holds the image path only: the temporal branch and embedding are left out (and listed), as are
     the heads; the tubelet kernel is summed over time, which is what the encoder applies to an image."""
@@ -149,11 +170,13 @@ def videovl_to_clip(
         "pool": "cls",
     }
     wrong = {k: getattr(vision, k) for k, v in needs.items() if getattr(vision, k) != v}
-    if wrong or text_config.get("model_type") != "clip_text_model":
+    text_types = {text: kind for kind, (_, text) in CLIP_LAYOUT_FAMILIES.items()}
+    kind = text_types.get(text_config.get("model_type"))
+    if wrong or kind is None:
         fits = {k: needs[k] for k in wrong}
         raise ConfigError(
             f"this model does not fit CLIP's layout: vision fields {wrong} (CLIP needs {fits}), text tower "
-            f"'{text_config.get('model_type')}' (CLIP needs 'clip_text_model')"
+            f"'{text_config.get('model_type')}' (CLIP needs one of {sorted(text_types)})"
         )
     out: dict[str, Tensor] = {}
     for k, v in state.items():
@@ -206,7 +229,7 @@ def videovl_to_clip(
         },
         "logit_scale_init_value": float(state["logit_scale"]),
     }
-    return out, config, left_out
+    return out, config, left_out, kind
 
 
 def openclip_heads(model_cfg: dict[str, Any], where: str) -> tuple[int, int]:
