@@ -22,6 +22,8 @@ from videovl.config.choices import (
     KINDS,
     POS_EMBEDS,
     PRECISIONS,
+    ROPE_AXES,
+    ROPES,
     TEXT_POOLS,
     VISION_POOLS,
 )
@@ -96,6 +98,8 @@ __all__ = [
     "KINDS",
     "POS_EMBEDS",
     "PRECISIONS",
+    "ROPE_AXES",
+    "ROPES",
     "TEXT_POOLS",
     "VISION_POOLS",
 ]

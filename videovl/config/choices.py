@@ -16,6 +16,10 @@ __all__ = [
     "VISION_POOLS",
     "PosEmbed",
     "POS_EMBEDS",
+    "Rope",
+    "ROPES",
+    "RopeAxes",
+    "ROPE_AXES",
     "FinalNorm",
     "FINAL_NORMS",
     "Activation",
@@ -46,6 +50,10 @@ AttentionMode = Literal["divided", "joint"]
 VisionPool = Literal["cls", "mean", "map"]
 # model.vision.pos_embed: learned, or a fixed sinusoidal space-time table (VideoMAE)
 PosEmbed = Literal["learned", "sinusoidal"]
+# model.vision.rope: no rotary positions, or 2D ones over each frame's patch grid (Perception Encoder)
+Rope = Literal["none", "2d"]
+# model.vision.rope_axes: which coordinate takes the first half of a head's frequencies (x: the column)
+RopeAxes = Literal["xy", "yx"]
 # model.vision.final_norm: on every token (ViT) or on the pooled mean (VideoMAE)
 FinalNorm = Literal["tokens", "pooled"]
 # model.vision.act, model.pretrained_act: the MLP activation (quick_gelu: OpenAI's CLIP)
@@ -72,6 +80,8 @@ Precision = Literal["auto", "no", "bf16", "fp16"]
 ATTENTION_MODES: tuple[str, ...] = get_args(AttentionMode)
 VISION_POOLS: tuple[str, ...] = get_args(VisionPool)
 POS_EMBEDS: tuple[str, ...] = get_args(PosEmbed)
+ROPES: tuple[str, ...] = get_args(Rope)
+ROPE_AXES: tuple[str, ...] = get_args(RopeAxes)
 FINAL_NORMS: tuple[str, ...] = get_args(FinalNorm)
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 INFLATIONS: tuple[str, ...] = get_args(Inflation)

@@ -17,6 +17,8 @@ from videovl.config.choices import (
     Inflation,
     PosEmbed,
     Precision,
+    Rope,
+    RopeAxes,
     SourceKind,
     TextPool,
     VisionPool,
@@ -78,6 +80,22 @@ class VisionConfig:
     pretrained: str | None = None
     pos_embed: PosEmbed = "learned"  # or sinusoidal: a fixed space-time table (VideoMAE)
     final_norm: FinalNorm = "tokens"  # tokens: LayerNorm on every token (ViT); pooled: on the mean (VideoMAE)
+    # Rotary positions (2d: Perception Encoder's) on the queries and keys of the patch tokens in every
+    # attention over space, by each token's (row, column) in its frame; the class token and the temporal
+    # attention get none (time is the temporal embedding's). A head's channels split in two halves of
+    # frequencies, one per axis (rope_axes: which comes first), temperature ** (-i / (head_dim / 4)).
+    rope: Rope = "none"
+    rope_temperature: float = 10000.0
+    # positions are patch indices plus rope_offset; with rope_grid (rows, columns) they are rescaled to that
+    # grid, so a model trained on it sees the same span of positions at any input size (EVA / PE)
+    rope_grid: tuple[int, int] | None = None
+    rope_offset: float = 0.0
+    rope_axes: RopeAxes = "xy"
+    # The MAP head (pool: map): its heads and MLP ratio (None: the encoder's), and whether the class token is
+    # among the tokens it attends over (PE's head; a frame's pooling then sees it beside the frame's tokens)
+    map_heads: int | None = None
+    map_mlp_ratio: float | None = None
+    map_class_token: bool = False
 
 
 @dataclass
@@ -145,6 +163,7 @@ class ModelConfig:
     # length, as the temporal embedding is); an image counts as a still clip.
     clip_pool: ClipPool = "encoder"
     num_classes: int = 0  # > 0 adds a linear action-recognition head on the pooled clip embedding
+    visual_proj_bias: bool = False  # a bias in the visual projection (PE's timm head has one)
     # A local CLIP: a transformers CLIPModel folder or an open_clip / OpenAI state-dict file. Both towers,
     # the projections and the temperature start from it; the towers' architecture fields come from it.
     pretrained: str | None = None

@@ -51,6 +51,11 @@ def timm_state_dict(model: VideoLanguageModel) -> tuple[dict[str, Tensor], list[
     state = {k: v for k, v in model.visual.state_dict().items() if k not in temporal}
     if "pos_embed" not in state:
         raise ConfigError("a visual tower with sinusoidal positions has no timm ViT equivalent")
+    if model.visual.cfg.rope != "none" or model.visual.cfg.map_class_token:
+        raise ConfigError(
+            "a visual tower with rotary positions or a MAP head over the class token (Perception Encoder's) "
+            "has no timm VisionTransformer equivalent"
+        )
     state["patch_embed.proj.weight"] = deflate_patch_kernel(state["patch_embed.proj.weight"])
     return state, sorted(f"visual.{k}" for k in temporal)
 

@@ -61,7 +61,7 @@ class VideoLanguageModel(nn.Module):
         uses_timm = cfg.vision.timm_model or cfg.vision.timm_checkpoint
         self.visual = from_timm(cfg.vision) if uses_timm else VisualEncoder(cfg.vision)
         self.text = TextEncoder(cfg.text)
-        self.visual_proj = nn.Linear(self.visual.width, cfg.embed_dim, bias=False)
+        self.visual_proj = nn.Linear(self.visual.width, cfg.embed_dim, bias=cfg.visual_proj_bias)
         if cfg.clip_pool not in CLIP_POOLS:
             raise not_one_of("model.clip_pool", cfg.clip_pool, CLIP_POOLS)
         self.ordered_proj = None  # (T', Wv, D): one map per temporal position, summed over time

@@ -26,7 +26,7 @@ from videovl.config import (
     to_dict,
 )
 from videovl.models.convert import clip as clip_convert
-from videovl.models.convert import siglip, timesformer, videomae
+from videovl.models.convert import pe, siglip, timesformer, videomae
 
 __all__ = [
     "foreign_model_config",
@@ -150,8 +150,67 @@ def _openclip_heads(
     return clip_convert.openclip_heads(model_cfg, str(where))
 
 
+def _timm_tower(name: str, embed_dim: int, where: Path) -> nn.Module:
+    """timm's ``name`` as open_clip's TimmModel builds it (its head as the projection, MAP pooling), on the
+    meta device: its structure only, no weights and no download."""
+    import timm
+
+    try:
+        return timm.create_model(
+            name, pretrained=False, num_classes=embed_dim, global_pool="map", device="meta"
+        )
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: timm cannot build vision_cfg.timm_model_name '{name}' ({e})") from e
+
+
+def _read_pe(state: dict[str, Tensor], path: Path, cfg: ModelConfig) -> dict[str, Any]:
+    """The config of an open_clip PE-Core state dict: the visual fields of the timm tower its model config
+    names, and its text tower's CLIPTextConfig."""
+    found = _openclip_model_config(path, cfg.pretrained_config)
+    if found is None:
+        raise ConfigError(
+            f"{path} is an open_clip state dict with a timm visual tower (PE-Core's), whose architecture is "
+            "its model config's: set model.pretrained_config to open_clip's model_configs/PE-Core-*.json "
+            "(or put the hub folder's open_clip_config.json beside the weights)"
+        )
+    model_cfg, where = found
+    vision = model_cfg.get("vision_cfg")
+    name = vision.get("timm_model_name") if isinstance(vision, dict) else None
+    if not name:
+        raise ConfigError(f"model.pretrained_config: {where} names no vision_cfg.timm_model_name for {path}")
+    if vision.get("timm_proj") or vision.get("timm_pool", "avg") != "map":
+        raise ConfigError(
+            f"{where}: vision_cfg timm_pool '{vision.get('timm_pool', 'avg')}' and timm_proj "
+            f"'{vision.get('timm_proj', 'linear')}'; videovl reads PE-Core's map pooling with the timm head "
+            "as the projection (timm_pool: map, timm_proj: null)"
+        )
+    trunk = _timm_tower(name, model_cfg["embed_dim"], where)
+    fields = pe.pe_vision_fields(trunk, f"{where} ({name})")
+    heads = pe.pe_text_checks(model_cfg, str(where))
+    act = _openclip_act(state, cfg.pretrained_act, model_cfg, path)
+    text: dict[str, Tensor] = {}
+    clip_convert.openclip_text_to_clip(
+        {k: v for k, v in state.items() if k.startswith("text.")}, text, "text."
+    )
+    return {
+        **fields,
+        "model_type": "pe_core",
+        "text_config": clip_convert.openclip_text_config(text, heads, act),
+    }
+
+
 def _read_openclip(path: Path, cfg: ModelConfig) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """An open_clip state-dict file: (a plain ViT CLIP in transformers' CLIPModel layout and its CLIPConfig
+    with model_type 'clip') or (open_clip's PE-Core state dict as it is and its config, 'pe_core')."""
     state = read_state_file(path)
+    try:
+        if pe.PE_MARKER in state:
+            return state, _read_pe(state, path, cfg)
+    except KeyError as e:
+        raise ConfigError(
+            f"model.pretrained: {path} lacks {e} of open_clip's PE-Core layout (its first keys: "
+            f"{sorted(state)[:5]})"
+        ) from e
     if "visual.conv1.weight" not in state or "token_embedding.weight" not in state:
         raise ConfigError(
             f"model.pretrained: {path} is not an open_clip / OpenAI ViT CLIP state dict (no "
@@ -161,12 +220,13 @@ def _read_openclip(path: Path, cfg: ModelConfig) -> tuple[dict[str, Tensor], dic
     act = _openclip_act(state, cfg.pretrained_act, found and found[0], path)
     heads = _openclip_heads(state, found, path)
     try:
-        return clip_convert.openclip_to_clip(state, act, *heads)
+        state, config = clip_convert.openclip_to_clip(state, act, *heads)
     except KeyError as e:
         raise ConfigError(
             f"model.pretrained: {path} lacks {e} of the open_clip ViT CLIP layout (its first keys: "
             f"{sorted(state)[:5]})"
         ) from e
+    return state, {**config, "model_type": "clip"}
 
 
 # model.pretrained folders: model_type -> (the transformers model class, the ModelConfig fields its config
@@ -179,6 +239,14 @@ JOINT_FAMILIES = {
     },
     "siglip": ("SiglipModel", siglip.siglip_model_fields, siglip.siglip_to_videovl),
 }
+
+
+# model.pretrained files outside CLIP's layout: model_type -> (its fields, its state dict -> videovl's)
+FILE_FAMILIES = {"pe_core": (pe.pe_model_fields, pe.pe_to_videovl)}
+
+
+def _converters(kind: str) -> tuple[Any, Any]:
+    return FILE_FAMILIES[kind] if kind in FILE_FAMILIES else JOINT_FAMILIES[kind][1:]
 
 
 def _joint_kind(path: Path) -> str:
@@ -201,7 +269,7 @@ def read_clip_config(cfg: ModelConfig) -> tuple[dict[str, Any], Path]:
 
         _joint_kind(path)
         return AutoConfig.from_pretrained(path, local_files_only=True).to_dict(), path
-    return {**_read_openclip(path, cfg)[1], "model_type": "clip"}, path
+    return _read_openclip(path, cfg)[1], path
 
 
 def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path, str]:
@@ -210,7 +278,8 @@ def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path, str]:
     the file it came from and the family (``model_type``)."""
     path = local_path(cfg.pretrained, "model.pretrained")
     if not path.is_dir():
-        return _read_openclip(path, cfg)[0], path, "clip"
+        state, config = _read_openclip(path, cfg)
+        return state, path, config["model_type"]
     import transformers
 
     kind = _joint_kind(path)
@@ -360,7 +429,7 @@ def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:
         )
     if cfg.pretrained:
         config, path = read_clip_config(cfg)
-        fields = JOINT_FAMILIES[config["model_type"]][1](config, str(path))
+        fields = _converters(config["model_type"])[0](config, str(path))
         if path.is_dir() and any((path / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json")):
             fields["text"]["tokenizer"] = str(path)
     elif cfg.vision.pretrained:
@@ -419,7 +488,10 @@ def load_pretrained(model: nn.Module) -> frozenset[str]:
     text = {n for n in params if n.startswith("text.")} if getattr(model.text, "pretrained", False) else set()
     if cfg.pretrained:
         their_state, path, kind = read_clip(cfg)
-        state = JOINT_FAMILIES[kind][2](their_state, model.visual.cfg, text_prefix(model))
+        try:
+            state = _converters(kind)[1](their_state, model.visual.cfg, text_prefix(model))
+        except KeyError as e:
+            raise ConfigError(f"model.pretrained: {path} lacks {e} of its family's layout ({kind})") from e
         loaded = fit_state(model, state, path, NEW_HEADS)
         # the temporal branch is built from the image weights, not loaded: it counts as new
         temporal = {f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()}

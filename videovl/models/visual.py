@@ -21,6 +21,8 @@ from videovl.config import (
     ATTENTION_MODES,
     FINAL_NORMS,
     POS_EMBEDS,
+    ROPE_AXES,
+    ROPES,
     VISION_POOLS,
     ConfigError,
     VisionConfig,
@@ -36,6 +38,7 @@ from videovl.models.layers import (
     keep_indices,
     resample_spatial,
     resample_temporal,
+    rope_tables,
 )
 
 __all__ = ["VisualEncoder", "VisualOutput"]
@@ -55,7 +58,8 @@ def check_vision_config(cfg: VisionConfig) -> None:
     """Raise a ConfigError naming the field, its value and the fix for an inconsistent VisionConfig."""
     # Load time checks the words already; a VisionConfig built in Python arrives here unchecked.
     for key, options in (("attention", ATTENTION_MODES), ("pool", VISION_POOLS), ("pos_embed", POS_EMBEDS),
-                         ("final_norm", FINAL_NORMS), ("act", ACTIVATIONS)):  # fmt: skip
+                         ("final_norm", FINAL_NORMS), ("act", ACTIVATIONS), ("rope", ROPES),
+                         ("rope_axes", ROPE_AXES)):  # fmt: skip
         if getattr(cfg, key) not in options:
             raise not_one_of(f"model.vision.{key}", getattr(cfg, key), options)
     if cfg.pool == "cls" and not cfg.class_token:
@@ -72,6 +76,18 @@ def check_vision_config(cfg: VisionConfig) -> None:
         )
     if cfg.width % cfg.heads:
         raise ConfigError(f"model.vision: width {cfg.width} is not divisible by heads {cfg.heads}")
+    if cfg.rope == "2d" and (cfg.width // cfg.heads) % 4:
+        raise ConfigError(
+            f"model.vision.rope is '2d' but the head width {cfg.width // cfg.heads} (width / heads) is not "
+            "divisible by 4 (two axes, each in pairs of channels); change heads or set rope: none"
+        )
+    if cfg.map_class_token and not (cfg.pool == "map" and cfg.class_token):
+        raise ConfigError(
+            "model.vision.map_class_token needs pool: map and class_token: true (the MAP head attends over "
+            "the class token too); set it false otherwise"
+        )
+    if cfg.map_heads is not None and cfg.width % cfg.map_heads:
+        raise ConfigError(f"model.vision: width {cfg.width} is not divisible by map_heads {cfg.map_heads}")
 
 
 def sinusoid_table(length: int, dim: int) -> Tensor:
@@ -123,9 +139,11 @@ class VisualEncoder(nn.Module):
         self.norm = norm(w)
         # MAP: pools the patch tokens (a class token, if any, is not among them)
         hidden = round(w * cfg.mlp_ratio)
+        if cfg.map_mlp_ratio is not None:
+            hidden = round(w * cfg.map_mlp_ratio)
         self.attn_pool = None
         if cfg.pool == "map":
-            self.attn_pool = AttentionPool(w, cfg.heads, hidden, cfg.act, cfg.norm_eps)
+            self.attn_pool = AttentionPool(w, cfg.map_heads or cfg.heads, hidden, cfg.act, cfg.norm_eps)
         self.grad_checkpointing = cfg.grad_checkpointing
         self.init_weights()
 
@@ -182,6 +200,20 @@ class VisualEncoder(nn.Module):
         b, t, gh, gw = x.shape[0], x.shape[2] // self.cfg.tubelet_size, x.shape[3] // p, x.shape[4] // p
         return keep_indices(b, t, gh * gw, mask_ratio, generator, self.mask_tube(tube)).to(x.device)
 
+    def _rope(self, grid: tuple[int, int], kept: Tensor | None, device: torch.device) -> tuple | None:
+        """The rotary (cos, sin) tables of the patch tokens, each (1, 1, N, e), or (B, T', K, e) for the
+        kept ones; None without rotary positions. Spatial only: every frame has the same rows."""
+        cfg = self.cfg
+        if cfg.rope == "none":
+            return None
+        tables = rope_tables(
+            grid, cfg.width // cfg.heads, cfg.rope_temperature, cfg.rope_grid, cfg.rope_offset, cfg.rope_axes,
+            device,
+        )  # fmt: skip
+        if kept is None:
+            return tuple(r[None, None] for r in tables)
+        return tuple(r[kept] for r in tables)  # (B, T', K, e): each kept token's own row
+
     def _embed(
         self,
         x: Tensor,
@@ -189,7 +221,7 @@ class VisualEncoder(nn.Module):
         generator: torch.Generator | None,
         tube: bool | None,
         kept: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, tuple | None]:
         x = self.patch_embed(self._lift(x))  # (B, T', H', W', D)
         b, t, gh, gw, _ = x.shape
         x = rearrange(x, "b t h w d -> b t (h w) d")
@@ -210,7 +242,7 @@ class VisualEncoder(nn.Module):
         cls = None
         if self.cls_token is not None:
             cls = self.norm_pre(self.cls_token + cls_pos).expand(b, -1, -1)  # (B, 1, D)
-        return x, cls, kept
+        return x, cls, kept, self._rope((gh, gw), kept, x.device)
 
     def _encode(
         self,
@@ -222,12 +254,12 @@ class VisualEncoder(nn.Module):
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Patch tokens (B, T', N or K, D), class token (B, 1, D) or None, and the kept indices; final-normed
         unless the norm comes after pooling (``final_norm: pooled``)."""
-        x, cls, kept = self._embed(x, mask_ratio, generator, tube, kept)
+        x, cls, kept, rope = self._embed(x, mask_ratio, generator, tube, kept)
         for blk in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x, cls = checkpoint(blk, x, cls, use_reentrant=False)
+                x, cls = checkpoint(blk, x, cls, rope, use_reentrant=False)
             else:
-                x, cls = blk(x, cls)
+                x, cls = blk(x, cls, rope)
         if self.cfg.final_norm == "pooled":
             return x, cls, kept
         return self.norm(x), (self.norm(cls) if cls is not None else None), kept
@@ -254,7 +286,11 @@ class VisualEncoder(nn.Module):
         ``kept`` (from :meth:`draw_kept`) names the tokens to keep."""
         x, cls, kept = self._encode(x, mask_ratio, generator, tube, kept)
         if self.attn_pool is not None:  # the clip's tokens, then each frame's: (B, T'*N, D), (B, T', N, D)
-            pooled, frames = self.attn_pool(rearrange(x, "b t n d -> b (t n) d")), self.attn_pool(x)
+            clip, each = rearrange(x, "b t n d -> b (t n) d"), x
+            if self.cfg.map_class_token:  # (B, 1 + T'*N, D) and (B, T', 1 + N, D)
+                clip = torch.cat([cls, clip], dim=1)
+                each = torch.cat([cls.unsqueeze(1).expand(-1, x.shape[1], -1, -1), x], dim=2)
+            pooled, frames = self.attn_pool(clip), self.attn_pool(each)
         else:
             pooled = cls[:, 0] if self.cfg.pool == "cls" else x.mean(dim=(1, 2))
             frames = x.mean(dim=2)

@@ -71,6 +71,7 @@ def hf_vit_fields(config: dict[str, Any], where: str) -> dict[str, Any]:
         "act": act_from_hf(config["hidden_act"], f"{where} hidden_act"),
         "qk_norm": False,
         "layer_scale": None,
+        "rope": "none",
     }
 
 
@@ -92,6 +93,10 @@ def image_tower_fields(v: dict[str, Any], where: str, **family: Any) -> dict[str
         "layer_scale": None,
         "pos_embed": "learned",
         "final_norm": "tokens",
+        "rope": "none",
+        "map_heads": None,
+        "map_mlp_ratio": None,
+        "map_class_token": False,
         "timm_model": None,
         "timm_checkpoint": None,
         **family,

@@ -53,6 +53,8 @@ __all__ = [
     "videovl_to_clip",
     "openclip_heads",
     "openclip_to_clip",
+    "openclip_text_to_clip",
+    "openclip_text_config",
     "OPENAI_MARKERS",
 ]
 
@@ -168,6 +170,7 @@ def videovl_to_clip(
         "pos_embed": "learned",
         "final_norm": "tokens",
         "pool": "cls",
+        "rope": "none",
     }
     wrong = {k: getattr(vision, k) for k, v in needs.items() if getattr(vision, k) != v}
     text_types = {text: kind for kind, (_, text) in CLIP_LAYOUT_FAMILIES.items()}
@@ -245,6 +248,65 @@ def openclip_heads(model_cfg: dict[str, Any], where: str) -> tuple[int, int]:
     return int(cfg["vision_cfg"].get("head_width", 64)), int(cfg["text_cfg"].get("heads", 8))
 
 
+def _openclip_blocks(rest: dict[str, Tensor], out: dict[str, Tensor], src: str, dst: str) -> int:
+    """Move open_clip residual blocks ``src{i}.*`` from ``rest`` to CLIP encoder layers ``dst{i}.*``."""
+    n = 0
+    while f"{src}{n}.ln_1.weight" in rest:
+        s, d = f"{src}{n}.", f"{dst}{n}."
+        for part in ("weight", "bias"):
+            for x, w in zip("qkv", rest.pop(f"{s}attn.in_proj_{part}").chunk(3, dim=0)):
+                out[f"{d}self_attn.{x}_proj.{part}"] = w
+            for theirs, ours in _OPENCLIP_BLOCK.items():
+                out[f"{d}{ours}.{part}"] = rest.pop(f"{s}{theirs}.{part}")
+        n += 1
+    return n
+
+
+def _norm(rest: dict[str, Tensor], out: dict[str, Tensor], src: str, dst: str) -> None:
+    for part in ("weight", "bias"):
+        out[f"{dst}.{part}"] = rest.pop(f"{src}.{part}")
+
+
+def openclip_text_to_clip(rest: dict[str, Tensor], out: dict[str, Tensor], prefix: str = "") -> None:
+    """Move open_clip's text tower (``TextTransformer``: its keys under ``prefix``, "" in ``CLIP``, "text."
+    in ``CustomTextCLIP``) from ``rest`` into ``out`` in ``CLIPModel``'s layout (``text_model.*`` and
+    ``text_projection.weight``)."""
+    out["text_model.embeddings.token_embedding.weight"] = rest.pop(f"{prefix}token_embedding.weight")
+    out["text_model.embeddings.position_embedding.weight"] = rest.pop(f"{prefix}positional_embedding")
+    _openclip_blocks(rest, out, f"{prefix}transformer.resblocks.", "text_model.encoder.layers.")
+    _norm(rest, out, f"{prefix}ln_final", "text_model.final_layer_norm")
+    out["text_projection.weight"] = rest.pop(f"{prefix}text_projection").t()
+
+
+def openclip_text_config(state: dict[str, Tensor], heads: int, act: str) -> dict[str, Any]:
+    """The ``CLIPTextConfig`` kwargs of an open_clip text tower already in ``CLIPModel``'s layout (``state``
+    from :func:`openclip_text_to_clip`), with its ``heads`` and activation (videovl's name), which the
+    weights do not record."""
+    vocab, width = state["text_model.embeddings.token_embedding.weight"].shape
+    if width % heads:
+        raise ConfigError(
+            f"open_clip text width {width} is not divisible by {heads} heads; check the model config"
+        )
+    depth = 0
+    while f"text_model.encoder.layers.{depth}.layer_norm1.weight" in state:
+        depth += 1
+    return {
+        "vocab_size": vocab,
+        "hidden_size": width,
+        "intermediate_size": state["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
+        "num_hidden_layers": depth,
+        "num_attention_heads": heads,
+        "max_position_embeddings": state["text_model.embeddings.position_embedding.weight"].shape[0],
+        "hidden_act": act_to_hf(act),
+        "layer_norm_eps": 1e-5,
+        # CLIP's BPE puts start- and end-of-text last; open_clip pools at the highest id, which is
+        # the first end-of-text token in any text its tokenizer wrote.
+        "bos_token_id": vocab - 2,
+        "eos_token_id": vocab - 1,
+        "pad_token_id": vocab - 1,
+    }
+
+
 def openclip_to_clip(
     state: dict[str, Tensor], act: str, vision_head_width: int, text_heads: int
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -256,53 +318,28 @@ def openclip_to_clip(
     shape, so the caller must know them (open_clip's model config, :func:`openclip_heads`)."""
     rest = {k: v for k, v in state.items() if k not in (*OPENAI_MARKERS, "attn_mask")}
     out: dict[str, Tensor] = {}
-
-    def blocks(src: str, dst: str) -> int:
-        n = 0
-        while f"{src}{n}.ln_1.weight" in rest:
-            s, d = f"{src}{n}.", f"{dst}{n}."
-            for part in ("weight", "bias"):
-                for x, w in zip("qkv", rest.pop(f"{s}attn.in_proj_{part}").chunk(3, dim=0)):
-                    out[f"{d}self_attn.{x}_proj.{part}"] = w
-                for theirs, ours in _OPENCLIP_BLOCK.items():
-                    out[f"{d}{ours}.{part}"] = rest.pop(f"{s}{theirs}.{part}")
-            n += 1
-        return n
-
-    def norm(src: str, dst: str) -> None:
-        for part in ("weight", "bias"):
-            out[f"{dst}.{part}"] = rest.pop(f"{src}.{part}")
-
     patch = rest.pop("visual.conv1.weight")
     vw, vpos = patch.shape[0], rest.pop("visual.positional_embedding")
     emb = "vision_model.embeddings."
     out[emb + "patch_embedding.weight"] = patch
     out[emb + "class_embedding"] = rest.pop("visual.class_embedding")
     out[emb + "position_embedding.weight"] = vpos
-    norm("visual.ln_pre", "vision_model.pre_layrnorm")
-    vdepth = blocks("visual.transformer.resblocks.", "vision_model.encoder.layers.")
-    norm("visual.ln_post", "vision_model.post_layernorm")
+    _norm(rest, out, "visual.ln_pre", "vision_model.pre_layrnorm")
+    vdepth = _openclip_blocks(rest, out, "visual.transformer.resblocks.", "vision_model.encoder.layers.")
+    _norm(rest, out, "visual.ln_post", "vision_model.post_layernorm")
     out["visual_projection.weight"] = rest.pop("visual.proj").t()
-    tokens = rest.pop("token_embedding.weight")
-    vocab, tw = tokens.shape
-    tpos = rest.pop("positional_embedding")
-    out["text_model.embeddings.token_embedding.weight"] = tokens
-    out["text_model.embeddings.position_embedding.weight"] = tpos
-    tdepth = blocks("transformer.resblocks.", "text_model.encoder.layers.")
-    norm("ln_final", "text_model.final_layer_norm")
-    out["text_projection.weight"] = rest.pop("text_projection").t()
+    openclip_text_to_clip(rest, out)
     out["logit_scale"] = rest.pop("logit_scale")
     if rest:
         raise ConfigError(
             f"open_clip weights videovl has no place for: {sorted(rest)[:5]} ({len(rest)} in all); "
             "videovl reads the plain ViT CLIP layout (no attentional pooling, layer scale or custom text)"
         )
-    if vw % vision_head_width or tw % text_heads:
+    if vw % vision_head_width:
         raise ConfigError(
             f"open_clip head sizes do not divide the widths: visual width {vw} by head width "
-            f"{vision_head_width}, text width {tw} by {text_heads} heads; check the model config"
+            f"{vision_head_width}; check the model config"
         )
-    hf_act = act_to_hf(act)
     config = {
         "projection_dim": out["visual_projection.weight"].shape[0],
         "vision_config": {
@@ -313,24 +350,10 @@ def openclip_to_clip(
             "num_channels": patch.shape[1],
             "patch_size": patch.shape[-1],
             "image_size": math.isqrt(vpos.shape[0] - 1) * patch.shape[-1],
-            "hidden_act": hf_act,
+            "hidden_act": act_to_hf(act),
             "layer_norm_eps": 1e-5,
         },
-        "text_config": {
-            "vocab_size": vocab,
-            "hidden_size": tw,
-            "intermediate_size": out["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
-            "num_hidden_layers": tdepth,
-            "num_attention_heads": text_heads,
-            "max_position_embeddings": tpos.shape[0],
-            "hidden_act": hf_act,
-            "layer_norm_eps": 1e-5,
-            # CLIP's BPE puts start- and end-of-text last; open_clip pools at the highest id, which is
-            # the first end-of-text token in any text its tokenizer wrote.
-            "bos_token_id": vocab - 2,
-            "eos_token_id": vocab - 1,
-            "pad_token_id": vocab - 1,
-        },
+        "text_config": openclip_text_config(out, text_heads, act),
         "logit_scale_init_value": float(out["logit_scale"]),
     }
     return out, config

@@ -79,6 +79,7 @@ def videovl_to_timesformer(state: dict[str, Tensor], vision: Any) -> tuple[dict[
         "pos_embed": "learned",
         "final_norm": "tokens",
         "pool": "cls",
+        "rope": "none",
     }
     wrong = {k: getattr(vision, k) for k, v in needs.items() if getattr(vision, k) != v}
     if wrong:

@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from videovl.models.layers.rope import apply_rope
+
 __all__ = ["Attention"]
 
 
@@ -30,12 +32,18 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(head_dim, eps=norm_eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``rope``: rotary (cos, sin) tables for the queries and keys, each (L, head_dim) or
+        (*lead, L, head_dim) with ``x``'s leading axes (a token dropped per sample has its own rows)."""
         lead, (length, dim) = x.shape[:-2], x.shape[-2:]
         # One batch axis for SDPA: a view for contiguous input; a permuted view (time) is copied here once,
         # which the qkv matmul would otherwise do itself.
         x = x.reshape(-1, length, dim)
         q, k, v = rearrange(self.qkv(x), "b l (three h e) -> three b h l e", three=3, h=self.heads).unbind(0)
-        out = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)  # (b, h, l, e)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:  # (L, e) broadcasts over (b, h); per-sample tables get a head axis
+            cos, sin = (r if r.ndim == 2 else r.reshape(-1, 1, length, r.shape[-1]) for r in rope)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = F.scaled_dot_product_attention(q, k, v)  # (b, h, l, e)
         out = self.proj(rearrange(out, "b h l e -> b l (h e)"))
         return out.reshape(*lead, length, dim)

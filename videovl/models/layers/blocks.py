@@ -69,8 +69,10 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
         self.drop_path = DropPath(drop_path)
 
-    def attn_branch(self, x: Tensor) -> Tensor:
-        return self.ls1(self.attn(self.norm1(x)))
+    def attn_branch(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        if rope is None:  # an attention without rotary positions takes no such argument
+            return self.ls1(self.attn(self.norm1(x)))
+        return self.ls1(self.attn(self.norm1(x), rope))
 
     def mlp_branch(self, x: Tensor) -> Tensor:
         return self.ls2(self.mlp(self.norm2(x)))
@@ -78,6 +80,18 @@ class Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path(self.attn_branch(x))
         return x + self.drop_path(self.mlp_branch(x))
+
+
+def _unrotated_prefix(rope: tuple[Tensor, Tensor], prefix: bool) -> tuple[Tensor, Tensor]:
+    """The (cos, sin) tables (..., N, e) with a first row for the class token when ``prefix``: no rotation
+    (cos 1, sin 0)."""
+    if not prefix:
+        return rope
+    cos, sin = rope
+    return (
+        torch.cat([torch.ones_like(cos[..., :1, :]), cos], dim=-2),
+        torch.cat([torch.zeros_like(sin[..., :1, :]), sin], dim=-2),
+    )
 
 
 class SpaceTimeBlock(Block):
@@ -91,6 +105,9 @@ class SpaceTimeBlock(Block):
     token, as in TimeSformer (with T = 1 the average is the single output, exactly the ViT).
 
     ``mode="joint"``: one attention over all T*N patch tokens and the class token.
+
+    ``rope``: rotary (cos, sin) tables of the patch tokens, each (1 or B, T, N, head_dim), for the attention
+    over space (both modes; the class token is not rotated); the temporal attention takes none.
     """
 
     def __init__(
@@ -120,25 +137,32 @@ class SpaceTimeBlock(Block):
             nn.init.zeros_(self.temporal_attn.proj.weight)
             nn.init.zeros_(self.temporal_attn.proj.bias)
 
-    def forward(self, x: Tensor, cls: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, cls: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         b, t, n, d = x.shape
         if self.mode == "divided":
             if t > 1:
                 h = rearrange(self.temporal_norm(x), "b t n d -> b n t d")  # a view: time is the sequence
                 x = x + self.drop_path(rearrange(self.temporal_attn(h), "b n t d -> b t n d"))
+            if rope is not None:  # (B, T, [1 +] N, e): each frame's own rows
+                rope = tuple(r.expand(b, t, -1, -1) for r in _unrotated_prefix(rope, cls is not None))
             if cls is None:
-                x = x + self.drop_path(self.attn_branch(x))  # attention over n within each (b, t)
+                x = x + self.drop_path(self.attn_branch(x, rope))  # attention over n within each (b, t)
             else:
                 seq = torch.cat([cls.unsqueeze(1).expand(b, t, 1, d), x], dim=2)  # (B, T, 1+N, D)
                 # split, not indexing: the backward of two slices would build two full-size zero grads
-                out_cls, out = self.drop_path(self.attn_branch(seq)).split([1, n], dim=2)
+                out_cls, out = self.drop_path(self.attn_branch(seq, rope)).split([1, n], dim=2)
                 cls = cls + out_cls.mean(1)  # (B, 1, D): one token from T frame views
                 x = x + out
         else:
             seq = rearrange(x, "b t n d -> b (t n) d")
             if cls is not None:
                 seq = torch.cat([cls, seq], dim=1)  # (B, 1 + T*N, D)
-            out = self.drop_path(self.attn_branch(seq))
+            if rope is not None:  # every frame's tokens by their place in the frame: (B, [1 +] T*N, e)
+                flat = tuple(rearrange(r.expand(b, t, -1, -1), "b t n e -> b (t n) e") for r in rope)
+                rope = _unrotated_prefix(flat, cls is not None)
+            out = self.drop_path(self.attn_branch(seq, rope))
             if cls is not None:
                 out_cls, out = out.split([1, t * n], dim=1)
                 cls = cls + out_cls

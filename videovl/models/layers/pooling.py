@@ -20,7 +20,8 @@ class AttentionPool(nn.Module):
     after), then a residual MLP on the pooled token: ``y = a + mlp(norm(a))``, ``a`` the attention output.
 
     ``x`` is (..., L, D) and the result (..., D): every leading axis is a batch axis, so the same head
-    pools a whole clip (B, T*N, D) or each of its frames (B, T, N, D).
+    pools a whole clip (B, T*N, D) or each of its frames (B, T, N, D). ``heads`` need not be the
+    encoder's (PE pools in 8 heads), nor ``hidden`` its MLP width.
     """
 
     def __init__(self, dim: int, heads: int, hidden: int, act: str = "gelu", norm_eps: float = 1e-6) -> None:
