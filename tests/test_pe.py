@@ -52,7 +52,10 @@ def pe_file(tmp_path_factory):
     import open_clip
 
     folder = tmp_path_factory.mktemp("pe_core")
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": MODEL_CFG}))
+    preprocess = {"mean": [0.5] * 3, "std": [0.5] * 3}  # PE's pixels
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": preprocess})
+    )
     torch.manual_seed(0)
     reference = open_clip.create_model(f"local-dir:{folder}").eval()
     perturb(reference)
@@ -186,3 +189,22 @@ def test_a_checkpoint_of_a_pe_core_model_rebuilds_it(pe_file, tmp_path):
     videos = torch.randn(2, 3, 4, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(again.eval().encode_video(videos).clip, model.encode_video(videos).clip)
+
+
+def test_a_pe_core_file_evaluates_with_its_own_pixel_normalisation(pe_file):
+    # load_checkpoint (tools' --checkpoint) reads the preprocess_cfg of the open_clip_config.json beside it
+    model, cfg = videovl.load_checkpoint(pe_file[1])
+    assert cfg.data.mean == (0.5, 0.5, 0.5) and cfg.data.std == (0.5, 0.5, 0.5)
+    assert cfg.data.image_size == 32 and model.cfg.vision.rope == "2d"
+    assert cfg.model.text.tokenizer is None  # none saved beside the weights
+
+
+def test_a_clip_tokenizer_beside_a_pe_core_file_is_its_tokenizer(pe_file, tmp_path):
+    from tiny_checkpoints import clip_tokenizer
+
+    path = tmp_path / "pe.pt"
+    path.write_bytes(pe_file[1].read_bytes())
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": MODEL_CFG}))
+    clip_tokenizer().save_pretrained(tmp_path)
+    cfg = videovl.model_config({"name": "clip", "pretrained": str(path)})
+    assert cfg.text.tokenizer == str(tmp_path) and cfg.text.max_length == CONTEXT

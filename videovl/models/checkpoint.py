@@ -130,7 +130,7 @@ def _read_config(path: str | Path, model_overrides: dict[str, Any]) -> tuple[Con
             cfg = Config(model=model_config(deep_merge(foreign, model_overrides)))
             vision = cfg.model.vision
             cfg.data.image_size, cfg.data.num_frames = vision.image_size, vision.num_frames
-            norm = foreign_normalisation(path) if path.is_dir() else None
+            norm = foreign_normalisation(path)
             if norm is not None:  # the pixels the checkpoint was trained on
                 cfg.data.mean, cfg.data.std = (tuple(v) for v in norm)
             return cfg, None

@@ -389,14 +389,20 @@ def foreign_model_config(path: str | Path) -> dict[str, Any] | None:
 
 def foreign_normalisation(path: str | Path) -> tuple[list[float], list[float]] | None:
     """The pixel mean and std of a transformers folder's ``preprocessor_config.json`` (VideoMAE and
-    TimeSformer were trained on ImageNet's, not CLIP's); None when the folder has none."""
-    file = Path(path) / "preprocessor_config.json"
+    TimeSformer were trained on ImageNet's, not CLIP's), or of the ``preprocess_cfg`` in the
+    ``open_clip_config.json`` beside an open_clip state-dict file (PE-Core's are 0.5); None when there is
+    none."""
+    path = Path(path)
+    file = path.parent / "open_clip_config.json" if path.is_file() else path / "preprocessor_config.json"
     if not file.is_file():
         return None
     try:
         raw = json.loads(file.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{file} is not valid JSON ({e})") from e
+    if path.is_file():
+        raw = raw.get("preprocess_cfg") or {}
+        raw = {"image_mean": raw.get("mean"), "image_std": raw.get("std")}
     mean, std = raw.get("image_mean"), raw.get("image_std")
     if mean is None and std is None:
         return None
@@ -430,8 +436,10 @@ def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:
     if cfg.pretrained:
         config, path = read_clip_config(cfg)
         fields = _converters(config["model_type"])[0](config, str(path))
-        if path.is_dir() and any((path / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json")):
-            fields["text"]["tokenizer"] = str(path)
+        # the folder's tokenizer; for a state-dict file (open_clip), one saved beside it
+        folder = path if path.is_dir() else path.parent
+        if any((folder / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json")):
+            fields["text"]["tokenizer"] = str(folder)
     elif cfg.vision.pretrained:
         kind, config, path = _video_config(cfg.vision.pretrained)
         fields = {"vision": VIDEO_FAMILIES[kind][0](config, str(path / "config.json"))}
