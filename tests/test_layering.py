@@ -1,5 +1,5 @@
 """Data flows one way (data -> models -> api -> losses -> tasks -> eval -> train -> cli); config,
-distributed and progress are leaves. ``api`` (the public entry points) composes the data layer's
+distributed, progress and extras are leaves. ``api`` (the public entry points) composes the data layer's
 preprocessing with the models, so it sits just above both."""
 
 import ast
@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "videovl"
 ORDER = ["data", "models", "api", "losses", "tasks", "eval", "train", "cli"]
-LEAVES = {"config", "distributed", "progress"}
+LEAVES = {"config", "distributed", "progress", "extras"}
 
 
 def _imports(path: Path) -> set[str]:

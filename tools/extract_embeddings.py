@@ -17,7 +17,6 @@ import json
 import os
 from pathlib import Path
 
-import faiss
 import torch
 from accelerate import Accelerator
 
@@ -39,6 +38,7 @@ from videovl.eval.extract import (
     write_shard,
     write_spec,
 )
+from videovl.extras import require
 from videovl.models.checkpoint import load_checkpoint, require_checkpoint
 from videovl.progress import progress
 from videovl.train.mining import build_index
@@ -59,7 +59,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="decoding worker processes per process")
     p.add_argument("--format", choices=("safetensors", "npy"), default="safetensors")
     p.add_argument("--shard-size", type=int, default=1024, help="clips per resumable shard")
-    p.add_argument("--index", action="store_true", help=f"also write a FAISS index (OUT/{INDEX_NAME})")
+    p.add_argument(
+        "--index",
+        action="store_true",
+        help=f"also write a faiss index (OUT/{INDEX_NAME}; needs faiss-cpu, extra [train])",
+    )
     p.add_argument("--ivf-threshold", type=int, default=50_000, help="exact index below this many clips")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator is present")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -73,6 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     require_checkpoint(args.checkpoint, "--checkpoint")  # a mistyped path says so, first
+    if args.index:  # before the extraction, not after it
+        require("faiss", "--index")
     cpu = args.cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     accelerator = Accelerator(cpu=cpu)
     is_main, out = accelerator.is_main_process, Path(args.out)
@@ -128,7 +134,7 @@ def _finish(args, cfg, samples, out: Path, num_shards: int) -> dict:
     files |= {"unreadable": str(out / "unreadable.txt"), "config": str(out / "config.yaml")}
     if args.index:
         index = build_index(merged["clip"].numpy(), ivf_threshold=args.ivf_threshold)
-        faiss.write_index(index, str(out / INDEX_NAME))
+        require("faiss", "--index").write_index(index, str(out / INDEX_NAME))
         files["index"] = str(out / INDEX_NAME)
     counts = {
         "inputs": len(samples),

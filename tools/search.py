@@ -6,7 +6,8 @@ python tools/search.py --index emb/ --text "a digit moves left" --html hits.html
 
 The query is embedded with the text tower of the checkpoint the folder was extracted with (recorded in
 OUT/extract.json; its tokenizer comes from the checkpoint folder), on the CPU. OUT/index.faiss is used
-when present (tools/extract_embeddings.py --index), else an exact index is built from the clip rows.
+when present (tools/extract_embeddings.py --index) and faiss is installed, else the clip rows are searched
+exactly (numpy; no faiss needed).
 """
 
 from __future__ import annotations

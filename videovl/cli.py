@@ -15,11 +15,18 @@ from typing import Any
 
 from videovl.config import ConfigError
 from videovl.data.sources import ManifestError
+from videovl.extras import MissingExtraError
 
 __all__ = ["USER_ERRORS", "run_tool", "user_error_message"]
 
-# A missing file on the command line (a checkpoint, a manifest, a video folder) is the user's to fix too.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ManifestError, FileNotFoundError)
+# A missing file on the command line (a checkpoint, a manifest, a video folder) is the user's to fix too,
+# and so is a missing extra (the message says what to pip install).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    ManifestError,
+    FileNotFoundError,
+    MissingExtraError,
+)
 TRACEBACK_ENV = "VIDEOVL_TRACEBACK"  # set to 1 to see the traceback of a user error as well
 
 

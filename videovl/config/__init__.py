@@ -6,7 +6,7 @@ A config file mirrors :class:`Config`. Any key can be overridden from the comman
 
 ``schema`` holds the dataclasses, ``choices`` the allowed words of their fields (a typo is an error at
 load time), ``sizes`` the named model sizes, ``loading`` the reading and writing. This package is a leaf:
-it imports nothing from the rest of videovl.
+it imports nothing from the rest of videovl but the other leaf ``extras`` (which package an extra brings).
 """
 
 from videovl.config.choices import (

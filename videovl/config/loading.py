@@ -14,6 +14,7 @@ import yaml
 from videovl.config.errors import ConfigError, did_you_mean, not_one_of
 from videovl.config.schema import Config
 from videovl.config.sizes import model_config_dict
+from videovl.extras import OPTIONAL
 
 __all__ = [
     "load_config",
@@ -219,7 +220,7 @@ def resolve_path(spec: str) -> str:
     package, _, sub = spec[4:].partition("/")
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
-        raise ConfigError(
-            f"'{spec}': package '{package}' is not installed (pip install {package.replace('_', '-')})"
-        )
+        extra = OPTIONAL.get(package)
+        install = f'"videovl[{extra[1]}]"' if extra else package.replace("_", "-")
+        raise ConfigError(f"'{spec}': package '{package}' is not installed (pip install {install})")
     return str(Path(list(found.submodule_search_locations)[0]) / sub)

@@ -11,26 +11,25 @@ from __future__ import annotations
 import shutil
 from functools import cache
 
+from videovl.extras import require
+
 __all__ = ["score_captions"]
 
 
 @cache  # METEOR's JVM takes ~15 s to load its paraphrase tables: start it once per process, then reuse it
 def _scorers():
+    require("pycocoevalcap", "caption scoring")
     if shutil.which("java") is None:
         raise RuntimeError(
             "caption scoring needs a Java runtime on PATH (pycocoevalcap's PTB tokenizer and METEOR are Java "
             "programs); install one, e.g. `apt-get install default-jre-headless`, or skip --task caption"
         )
-    try:
-        from pycocoevalcap.bleu.bleu import Bleu
-        from pycocoevalcap.cider.cider import Cider
-        from pycocoevalcap.meteor.meteor import Meteor
-        from pycocoevalcap.rouge.rouge import Rouge
-        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-    except ImportError as err:
-        raise ImportError(
-            f"caption scoring needs pycocoevalcap ({err}); install it with `pip install 'videovl[caption]'`"
-        ) from err
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
     scorers = {
         "BLEU-4": (Bleu(4), {"verbose": 0}),  # Bleu prints its n-gram counts otherwise
         "METEOR": (Meteor(), {}),

@@ -1,4 +1,4 @@
-"""Embedding extraction: inputs listed, work cut into shards written atomically, outputs merged, FAISS.
+"""Embedding extraction: inputs listed, work cut into shards written atomically, outputs merged, search.
 
 An extraction folder (written by ``tools/extract_embeddings.py``, read by ``tools/search.py``)::
 
@@ -11,7 +11,8 @@ An extraction folder (written by ``tools/extract_embeddings.py``, read by ``tool
     extract.json            checkpoint, arguments, counts, format
     unreadable.txt          inputs that did not decode, one path per line
     shards/                 shard_00000.safetensors, ... and spec.json (what the shards were made from)
-    index.faiss             inner product over the clip rows (optional; see videovl/train/mining.py)
+    index.faiss             inner product over the clip rows (optional, needs faiss-cpu; see
+                            videovl/train/mining.py); without it search is exact, in numpy
 
 Embeddings are L2-normalised float32. Rows of unreadable inputs are left out (with their captions), not
 masked: ``ids.txt`` says which inputs the N rows are, in input order. Shards stay after the merge, so a
@@ -25,11 +26,11 @@ import itertools
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 import torch
 from safetensors import safe_open
@@ -45,7 +46,11 @@ from videovl.data.media.transforms import build_transform
 from videovl.data.media.video_io import is_image
 from videovl.data.sources import Sample, read_manifest
 from videovl.eval.embed import embed_texts, iter_video_embeddings, tokenized_batches
+from videovl.extras import OPTIONAL, optional
 from videovl.models.checkpoint import WEIGHTS_NAME
+
+if TYPE_CHECKING:
+    import faiss
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -66,6 +71,7 @@ __all__ = [
     "load_embeddings",
     "read_lines",
     "first_captions",
+    "ExactIndex",
     "exact_index",
     "load_index",
     "search",
@@ -329,33 +335,79 @@ def first_captions(folder: str | Path) -> dict[int, str]:
     return captions
 
 
-# ------------------------------------------------------------------------------------------------ FAISS
+# ----------------------------------------------------------------------------------------------- search
+
+# Scores held at once by the exact index (float32): queries go through in blocks of this many scores.
+_BLOCK_SCORES = 1 << 26  # 256 MB
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:
-    x = np.array(x, dtype=np.float32, order="C")  # a copy: normalize_L2 works in place
-    faiss.normalize_L2(x)
-    return x
+    """Rows scaled to unit length (zero rows stay zero, as faiss.normalize_L2 leaves them), float32."""
+    x = np.array(x, dtype=np.float32, order="C", ndmin=2)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1)
 
 
-def exact_index(clip: np.ndarray) -> faiss.Index:
-    """Exact cosine search over ``clip`` (N, D); ``videovl.train.mining.build_index`` switches to an
-    inverted file for large N (what ``extract_embeddings.py --index`` writes)."""
-    x = _normalised(clip)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    return index
+class ExactIndex:
+    """Exact inner-product search over L2-normalised rows, in numpy: the rows and scores of faiss's
+    ``IndexFlatIP`` without faiss (a matrix product either way). Has the two members :func:`search` uses,
+    ``ntotal`` and ``search(queries, k)``, so a faiss index read from ``index.faiss`` serves in its place."""
+
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = _normalised(vectors)
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.vectors)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float32, rows int64), each (Q, k), best first; past ``ntotal`` rows are -1 and scores
+        float32's lowest, as faiss pads them."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        queries = np.asarray(queries, dtype=np.float32).reshape(-1, self.vectors.shape[1])
+        n, found = self.ntotal, min(k, self.ntotal)
+        scores = np.full((len(queries), k), np.finfo(np.float32).min, np.float32)
+        rows = np.full((len(queries), k), -1, np.int64)
+        step = max(1, _BLOCK_SCORES // max(n, 1))
+        for start in range(0, len(queries) if n else 0, step):
+            block = queries[start : start + step] @ self.vectors.T  # (q, N)
+            if found < n:
+                top = np.argpartition(-block, found - 1, axis=1)[:, :found]
+            else:
+                top = np.broadcast_to(np.arange(n), block.shape)
+            top_scores = np.take_along_axis(block, top, 1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            scores[start : start + step, :found] = np.take_along_axis(top_scores, order, 1)
+            rows[start : start + step, :found] = np.take_along_axis(top, order, 1)
+        return scores, rows
 
 
-def load_index(folder: str | Path) -> faiss.Index:
-    """``folder/index.faiss``, or an exact index built on the spot from the folder's clip embeddings."""
+def exact_index(clip: np.ndarray) -> ExactIndex:
+    """Exact cosine search over ``clip`` (N, D), in numpy. For large N, ``extract_embeddings.py --index``
+    writes a faiss index (inverted lists, ``videovl.train.mining.build_index``; needs faiss-cpu)."""
+    return ExactIndex(clip)
+
+
+def load_index(folder: str | Path) -> ExactIndex | faiss.Index:
+    """``folder/index.faiss`` when faiss is installed, else an exact index built on the spot from the
+    folder's clip embeddings (without faiss an ``index.faiss`` is passed over, with a warning: exact search
+    finds the same rows or better, more slowly)."""
     path = Path(folder) / INDEX_NAME
     if path.is_file():
-        return faiss.read_index(str(path))
+        faiss = optional("faiss")
+        if faiss is not None:
+            return faiss.read_index(str(path))
+        package, extra = OPTIONAL["faiss"]
+        warnings.warn(
+            f'{path} needs {package}, which is not installed (pip install "videovl[{extra}]"); '
+            "searching the clip embeddings exactly instead",
+            stacklevel=2,
+        )
     return exact_index(load_embeddings(folder)["clip"])
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def search(index: ExactIndex | faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (scores, rows), each (Q, k') with k' = min(k, index size), best first."""
     scores, rows = index.search(_normalised(queries), min(k, index.ntotal))
     return scores, rows

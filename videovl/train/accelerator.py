@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs
 
 from videovl.config import PRECISIONS, Config, not_one_of
+from videovl.extras import require
 
 __all__ = ["make_accelerator", "cpu_has_bf16", "resolve_precision"]
 
@@ -63,6 +64,8 @@ def make_accelerator(cfg: Config, cpu: bool = False) -> Accelerator:
     # Several CPU processes only form a process group when Accelerate is told to use the CPU; without
     # it each process believes it is rank 0 and silently repeats the work.
     cpu = cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    if cfg.train.tracker == "tensorboard":  # Accelerate would drop a tracker it cannot import, silently
+        require("tensorboard", "train.tracker: tensorboard", " (or train.tracker=null for no logs)")
     return Accelerator(
         cpu=cpu,
         mixed_precision=resolve_precision(cfg.train.mixed_precision, cpu),

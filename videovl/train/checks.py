@@ -13,6 +13,7 @@ from torch import nn
 
 from videovl.config import Config, ConfigError
 from videovl.data.sources import ManifestError, read_manifest
+from videovl.extras import require
 from videovl.tasks.pretrain import check_loss_heads
 from videovl.train.data import LoadedSources, load_stage_sources, resolve_manifest
 from videovl.train.stages import check_freeze, check_masking
@@ -43,6 +44,8 @@ def check_run(cfg: Config, model: nn.Module) -> list[LoadedSources | None]:
         if stage.steps == 0:
             loaded.append(None)
             continue
+        if stage.mining.enabled:  # here, not at the first mining pass hundreds of steps in
+            require("faiss", f"{where}.mining (hard-negative mining)")
         check_masking(model.visual, stage, i, cfg.data.image_size)
         check_loss_heads(model, stage.losses, f"{where}.losses")
         loaded.append(load_stage_sources(cfg, i))

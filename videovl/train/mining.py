@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,11 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from videovl.config import Config
 from videovl.eval.embed import embed_videos
+from videovl.extras import require
 from videovl.train.data import StageData, build_eval_dataset
+
+if TYPE_CHECKING:
+    import faiss
 
 __all__ = [
     "build_index",
@@ -49,11 +53,16 @@ _MIN_POINTS_PER_LIST = 39
 _MAX_PROBED_SHARE = 1 / 8
 
 
+def _faiss():
+    """faiss, imported on first use: mining is the only part of training that needs it (extra ``train``)."""
+    return require("faiss", "hard-negative mining")
+
+
 def _normalised(embeddings: np.ndarray) -> np.ndarray:
     x = np.array(embeddings, dtype=np.float32, order="C", copy=True)
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"embeddings must be a non-empty (N, D) array, got shape {x.shape}")
-    faiss.normalize_L2(x)  # in place; zero rows stay zero
+    _faiss().normalize_L2(x)  # in place; zero rows stay zero
     return x
 
 
@@ -76,6 +85,7 @@ def build_index(
     so little cluster structure that more than 1/8 of the lists must be probed get the exact index instead
     (cheaper then); ``exact_fallback=False`` keeps the IVF index anyway.
     """
+    faiss = _faiss()
     x = _normalised(embeddings)
     n, d = x.shape
     if n < ivf_threshold:
@@ -97,7 +107,7 @@ def build_index(
 
 
 def _flat(x: np.ndarray) -> faiss.Index:
-    index = faiss.IndexFlatIP(x.shape[1])
+    index = _faiss().IndexFlatIP(x.shape[1])
     index.add(x)
     return index
 

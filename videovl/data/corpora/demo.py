@@ -47,6 +47,7 @@ from videovl.data.corpora.common import (
     write_video,
 )
 from videovl.data.sources import write_manifest
+from videovl.extras import require
 
 __all__ = ["MOTION_CLASSES", "DIGIT_WORDS", "QA_TYPES", "QA_ANSWERS", "DemoCorpus", "generate_demo",
            "reverse_class", "trajectory", "video_caption", "image_caption", "clip_questions", "qa_files",
@@ -159,9 +160,8 @@ def _train_specs(rng: np.random.Generator, count: int, two_digit: float) -> list
 
 
 def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
-    from sklearn.datasets import load_digits  # only generation needs scikit-learn
-
-    data = load_digits()
+    # Only generation needs scikit-learn (its bundled digits); reading a generated corpus does not.
+    data = require("sklearn.datasets", "generating the demo corpus (moving digits)").load_digits()
     glyphs = np.kron(data.images / 16.0, np.ones((SCALE, SCALE)))  # (1797, 16, 16) in [0, 1]
     rng = np.random.default_rng([p["seed"], 0])
     pools: dict[str, dict[int, list[int]]] = {s: {} for s in SPLITS}

@@ -11,7 +11,8 @@ Reading: the file is cut into blocks of whole lines. A block of plain lines (onl
 the usual types, no ``null``) is parsed by ``pyarrow.json`` and checked column-wise; any other block (extra
 keys, comments, mixed types, anything pyarrow rejects) goes line by line through
 :func:`~videovl.data.sources.parse_fields`, which also raises every error with its file and line. Both
-paths store the same values.
+paths store the same values; without pyarrow (it comes with the ``train`` extra) every block goes line by
+line.
 
 Cache: the arrays of a large manifest are written beside it as ``<name>.vvltable`` (or, when that folder is
 not writable, under ``$XDG_CACHE_HOME/videovl/manifests``) and memory-mapped on the next read, so every
@@ -35,6 +36,7 @@ import numpy as np
 
 from videovl.data.sources.manifest import ManifestError, Sample, parse_fields
 from videovl.data.sources.manifest_cache import cache_path, cache_targets, read_arrays, stamp_of, write_arrays
+from videovl.extras import optional
 
 __all__ = [
     "SampleTable",
@@ -452,13 +454,13 @@ def _parse_lines(builder: _Builder, block: bytes, first: int, path: Path) -> Non
 
 
 def _parse_file(path: Path, base: str | Path) -> SampleTable:
-    import pyarrow as pa
-    import pyarrow.json as pj
-
+    # pyarrow is a speed-up (extra "train"): without it every block goes line by line, to the same table.
+    pj = optional("pyarrow.json")
+    pa = optional("pyarrow")
     builder, lines = _Builder(), _LineNumbers(path)
     for offset, block in _blocks(path):
         # pyarrow cannot tell a key set to null from a missing one, nor does it split lines at a lone \r.
-        fast = b"null" not in block and b"\r" not in block and _utf8(block)
+        fast = pj is not None and b"null" not in block and b"\r" not in block and _utf8(block)
         if fast:
             try:
                 # One thread: on a busy machine no slower, and worker threads' heaps would keep 40 MB.
@@ -485,9 +487,9 @@ def _release_freed_memory() -> None:
     """Hand the parse's freed blocks back to the OS. Arrow's pool and glibc's malloc keep freed memory for
     reuse; after a read that is twice the table's size, held by a process (and each DataLoader worker forked
     from it) that will not parse again."""
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
+    pa = optional("pyarrow")
+    if pa is not None:
+        pa.default_memory_pool().release_unused()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 

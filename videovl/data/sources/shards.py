@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from videovl.data.sources.manifest import ManifestError, Sample
+from videovl.extras import require
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -112,9 +113,7 @@ class ShardEntry:
 
 def expand_shards(pattern: str, where: str = "shards") -> list[str]:
     """The shard paths of a brace pattern (``/data/{00000..00099}.tar``; ``::`` joins patterns)."""
-    from webdataset.shardlists import expand_urls
-
-    urls = expand_urls(pattern)
+    urls = require("webdataset.shardlists", "reading WebDataset shards").expand_urls(pattern)
     if not urls:
         raise ManifestError(f"{where}: the pattern {pattern!r} names no shards")
     missing = [u for u in urls if "://" not in u and not u.startswith("pipe:") and not Path(u).is_file()]
@@ -141,8 +140,7 @@ def _error_collector(errors: list[str]):
 
 
 def _groups(url: str, errors: list[str]) -> Iterator[dict[str, Any]]:
-    import webdataset as wds
-
+    wds = require("webdataset", "reading WebDataset shards")
     return wds.tarfile_samples([{"url": url}], handler=_error_collector(errors))
 
 
