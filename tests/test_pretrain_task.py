@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import videovl
+import videovl.distributed as distributed
 import videovl.losses.contrastive as contrastive
 import videovl.tasks.pretrain as pretrain
 from videovl.config import ConfigError, LossWeights
@@ -317,7 +318,7 @@ def test_itm_uses_this_ranks_rows_of_an_uneven_global_batch(tokenizer, monkeypat
     for module in (pretrain, contrastive):
         monkeypatch.setattr(module, "gather_with_grad", gather)
         monkeypatch.setattr(module, "gather_no_grad", gather)
-    monkeypatch.setattr(contrastive, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "get_world_size", lambda: 2)
     # Steer the draws: text i's negative is clip i + 1, so clip j's negative is text j - 1 (mod 5).
     shift = torch.roll(torch.eye(5), 1, dims=1)
     real_sample = pretrain.sample_hard_negatives
