@@ -68,8 +68,9 @@ Aggregation = Literal["softmax", "mean", "max"]
 ClipPool = Literal["encoder", "ordered"]
 # model.contrastive_loss: CLIP's softmax InfoNCE, or SigLIP's pairwise sigmoid (with a learnt logit bias)
 ContrastiveKind = Literal["softmax", "sigmoid"]
-# stages[].sources[].kind: the modality and what its samples carry
-SourceKind = Literal["video-text", "video-label", "image-text", "image-label"]
+# stages[].sources[].kind: the modality and what its samples carry (video-qa: a question file in the
+# MSRVTT-QA layout, one question about a video a row, for question-answering fine-tuning)
+SourceKind = Literal["video-text", "video-label", "image-text", "image-label", "video-qa"]
 # data.backend: the video decoder (auto: decord, PyAV where decord fails)
 Backend = Literal["auto", "decord", "av"]
 # stages[].freeze: the parts of the model a stage leaves untrained

@@ -30,6 +30,7 @@ __all__ = [
     "TextConfig",
     "AlignmentConfig",
     "CaptionConfig",
+    "QAConfig",
     "ModelConfig",
     "DataSource",
     "DataConfig",
@@ -140,6 +141,15 @@ class CaptionConfig:
 
 
 @dataclass
+class QAConfig:
+    """Question answering: the question, fused with the clip by the alignment decoder, conditions the
+    caption decoder, which produces the answer; optionally a classifier over the top training answers."""
+
+    enabled: bool = False
+    num_answers: int = 0  # > 0 adds a classifier over that many answers on the fused first-token state
+
+
+@dataclass
 class ModelConfig:
     name: str = "demo"  # a named size from videovl.models.factory; the fields below override it
     embed_dim: int = 256
@@ -147,6 +157,7 @@ class ModelConfig:
     text: TextConfig = field(default_factory=TextConfig)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
+    qa: QAConfig = field(default_factory=QAConfig)
     # The image-text objective of pretraining and retrieval fine-tuning, and the scores it learns: softmax
     # (CLIP's InfoNCE over the batch) or sigmoid (SigLIP's independent pairs; the model then carries a
     # learnt logit_bias too, and its scores are scale * cosine + bias). A SigLIP checkpoint sets sigmoid.
@@ -228,6 +239,8 @@ class LossWeights:
     # negatives only; see videovl.losses.itm.sample_hard_negatives).
     itm_uniform_negatives: float = 0.0
     caption: float = 0.0  # captioning language-modelling loss
+    qa: float = 0.0  # question answering: the answer's language-modelling loss (video-qa sources)
+    qa_classify: float = 0.0  # question answering: cross-entropy of the classifier over the top answers
 
 
 @dataclass

@@ -14,6 +14,12 @@ A batch from :class:`Collator` (B items of a :class:`~videovl.data.datasets.Clip
     bad             list[str]               every unreadable path met while building the batch (flat)
     stream          dict                    only from shard streams: {"lane", "positions": {part: n}},
                                             where the lane's streams stand after this batch
+
+Question-answering items (:class:`~videovl.data.datasets.QADataset`, whose ``text`` is the question) add::
+
+    answer          list[str] (B)           the normalised answers
+    answer_ids      long  (B, La)           tokenized answers, [CLS] answer [SEP] (absent if tokenizer=None)
+    answer_mask     long  (B, La)           1 for real tokens (absent if tokenizer=None)
 """
 
 from __future__ import annotations
@@ -59,9 +65,20 @@ class Collator:
         streams = [x["stream"] for x in items if "stream" in x]
         if streams:
             batch["stream"] = streams[0]
+        answered = ["answer" in x for x in items]
+        if any(answered) and not all(answered):
+            raise ValueError("a batch mixes question-answering items with others; keep them in apart sources")
+        if all(answered):
+            batch["answer"] = [x["answer"] for x in items]
         if self.tokenizer is not None:
-            tokens = self.tokenizer(
-                texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            )
+            tokens = self._tokenize(texts)
             batch["input_ids"], batch["attention_mask"] = tokens["input_ids"], tokens["attention_mask"]
+            if "answer" in batch:
+                tokens = self._tokenize(batch["answer"])
+                batch["answer_ids"], batch["answer_mask"] = tokens["input_ids"], tokens["attention_mask"]
         return batch
+
+    def _tokenize(self, texts: list[str]):
+        return self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )

@@ -1,7 +1,8 @@
 """Datasets over manifest samples: decoded, sampled and transformed clips with their text and label.
 
 Items are dicts with exactly the keys ``pixels`` (C, T, H, W) float (T = 1 for images), ``text`` (str),
-``label`` (int id, -1 if none), ``index`` (int), ``valid`` (bool) and ``bad`` (list of unreadable paths);
+``label`` (int id, -1 if none), ``index`` (int), ``valid`` (bool) and ``bad`` (list of unreadable paths),
+and ``answer`` (str) for question answering (:class:`QADataset`, whose ``text`` is the question);
 :mod:`videovl.data.collate` documents the batch these make.
 
 Labels become text through prompts ("a video of a person {label}.", "a photo of a {label}.") so labelled
@@ -24,9 +25,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from videovl.data.answers import normalize_answer
 from videovl.data.media.sampling import SAMPLINGS
 from videovl.data.media.video_io import BACKENDS, VideoReadError, load_clip
-from videovl.data.sources import Sample, labels
+from videovl.data.sources import QASample, Sample, labels
 
 __all__ = [
     "DEFAULT_PROMPTS",
@@ -36,6 +38,7 @@ __all__ = [
     "ClipDataset",
     "DrawConcat",
     "MultiViewDataset",
+    "QADataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -283,6 +286,34 @@ class MultiViewDataset(ClipDataset):
         i, v = divmod(int(k), self.views)
         crop = None if self.spatial_views == 1 else v % 3
         return self._get(i, (i,), view=v // self.spatial_views, crop=crop)
+
+
+class QADataset(ClipDataset):
+    """One item per question: its video's clip, the question as ``text`` and, beside the usual keys,
+    ``answer`` (the annotated answer, normalised: what training targets and scoring compares). Indexing
+    and robustness are :class:`ClipDataset`'s (a training draw whose video is unreadable takes another
+    question, answer and all). In evaluation the questions of one video usually follow each other, so the
+    last decoded clip is kept and reused (evaluation frames do not depend on the item)."""
+
+    def __init__(self, questions: Sequence[QASample], **kwargs: Any):
+        samples = [Sample(q.video, "video", [q.question], id=q.question_id) for q in questions]
+        super().__init__(samples, text="caption", **kwargs)
+        self.answers = [normalize_answer(q.answer) for q in questions]
+        self._cache: tuple[str, np.ndarray] | None = None
+
+    def _frames(self, i: int, view: int, key: tuple[int, ...]) -> np.ndarray:
+        if self.train:
+            return super()._frames(i, view, key)
+        path = self.samples[i].path
+        if self._cache is None or self._cache[0] != path:
+            self._cache = (path, super()._frames(i, view, key))
+        return self._cache[1]
+
+    def _item(self, i: int, key: tuple[int, ...], view: int = 0, crop: int | None = None) -> dict[str, Any]:
+        return super()._item(i, key, view, crop) | {"answer": self.answers[i]}
+
+    def _placeholder(self, i: int) -> dict[str, Any]:
+        return super()._placeholder(i) | {"answer": self.answers[i]}
 
 
 class DrawConcat(Dataset):

@@ -34,6 +34,11 @@ class AlignmentDecoder(nn.Module):
     def forward(self, text_hidden: Tensor, text_mask: Tensor | None, visual_tokens: Tensor) -> Tensor:
         """``text_hidden`` (B, L, Wt), ``text_mask`` (B, L), ``visual_tokens`` (B, N, Wv) -> logits
         (B, 2) for [no-match, match]."""
+        return self.head(self.fuse(text_hidden, text_mask, visual_tokens)[:, 0])
+
+    def fuse(self, text_hidden: Tensor, text_mask: Tensor | None, visual_tokens: Tensor) -> Tensor:
+        """The text's fused token states (B, L, W), normed: each token has read the clip. The match head
+        reads the first; question answering reads them all."""
         if text_hidden.shape[0] != visual_tokens.shape[0]:
             raise ValueError(
                 f"alignment decoder got {text_hidden.shape[0]} texts but {visual_tokens.shape[0]} clips; "
@@ -43,7 +48,7 @@ class AlignmentDecoder(nn.Module):
         memory = self.visual_proj(visual_tokens)  # (B, N, W)
         for block in self.blocks:
             x = block(x, memory, text_mask)
-        return self.head(self.norm(x[:, 0]))
+        return self.norm(x)
 
     def score(self, text_hidden: Tensor, text_mask: Tensor | None, visual_tokens: Tensor) -> Tensor:
         """Match log-odds ``log p(match) - log p(no-match)``, (B,): monotone in p(match), so it ranks."""

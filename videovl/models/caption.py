@@ -80,10 +80,23 @@ class CaptionDecoder(nn.Module):
         logits come back packed, (R, V) in row-major order. Training passes the positions whose next token
         is real (:func:`target_positions`): with a 30k vocabulary the projection of padding was a large
         share of a demo step."""
-        hidden = self._hidden(input_ids, attention_mask, self.visual_proj(visual_tokens))
+        return self.decode(input_ids, attention_mask, self.visual_proj(visual_tokens), positions=positions)
+
+    def decode(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """As :meth:`forward`, cross-attending to ``memory`` (B, N, W), a sequence already at the decoder's
+        width (``visual_proj`` of the visual tokens, or anything else the caller conditions on), of which
+        ``memory_mask`` (B, N) marks the real entries (None: all)."""
+        hidden = self._hidden(input_ids, attention_mask, memory, memory_mask)
         return self.lm_head(hidden if positions is None else hidden[positions])
 
-    def _hidden(self, ids: Tensor, mask: Tensor | None, memory: Tensor) -> Tensor:
+    def _hidden(self, ids: Tensor, mask: Tensor | None, memory: Tensor, memory_mask: Tensor | None) -> Tensor:
         length = ids.shape[1]
         if length > self.cfg.max_length:
             raise ValueError(
@@ -92,13 +105,14 @@ class CaptionDecoder(nn.Module):
             )
         x = self.token_embed(ids) + self.pos_embed[:length]  # (B, L, W)
         for block in self.blocks:
-            x = block(x, memory, mask)
+            x = block(x, memory, mask, memory_mask)
         return self.norm(x)
 
-    def next_token_logits(self, prefix: Tensor, memory: Tensor) -> Tensor:
+    def next_token_logits(self, prefix: Tensor, memory: Tensor, memory_mask: Tensor | None = None) -> Tensor:
         """Logits (B, V) for the token after ``prefix`` (B, L); ``memory`` (B, N, W) is the projected visual
-        tokens. The whole prefix is recomputed (no cache): captions are short."""
-        return self.lm_head(self._hidden(prefix, None, memory)[:, -1])
+        tokens (or another memory, see :meth:`decode`). The whole prefix is recomputed (no cache): captions
+        are short."""
+        return self.lm_head(self._hidden(prefix, None, memory, memory_mask)[:, -1])
 
     @torch.no_grad()
     def generate(
@@ -114,6 +128,21 @@ class CaptionDecoder(nn.Module):
         ``sum log p / length ** length_penalty`` (length counts the tokens after bos, eos included);
         ``length_penalty=0`` ranks by total log-probability.
         """
+        return self.generate_from_memory(
+            self.visual_proj(visual_tokens), None, max_length, num_beams, length_penalty
+        )
+
+    @torch.no_grad()
+    def generate_from_memory(
+        self,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        max_length: int | None = None,
+        num_beams: int = 1,
+        length_penalty: float = 1.0,
+    ) -> Tensor:
+        """As :meth:`generate`, conditioned on ``memory`` (B, N, W) at the decoder's width with its
+        ``memory_mask`` (B, N) (see :meth:`decode`)."""
         max_length = self.cfg.max_length if max_length is None else max_length
         if not 2 <= max_length <= self.cfg.max_length:
             raise ValueError(
@@ -123,24 +152,29 @@ class CaptionDecoder(nn.Module):
         vocab = self.lm_head.out_features
         if not 1 <= num_beams <= vocab // 2:
             raise ValueError(f"num_beams={num_beams} must be in [1, {vocab // 2}] (half the vocabulary)")
-        memory = self.visual_proj(visual_tokens)  # (B, N, W)
         if num_beams == 1:
-            return self._greedy(memory, max_length)
-        return self._beam_search(memory, max_length, num_beams, length_penalty)
+            return self._greedy(memory, memory_mask, max_length)
+        return self._beam_search(memory, memory_mask, max_length, num_beams, length_penalty)
 
-    def _greedy(self, memory: Tensor, max_length: int) -> Tensor:
+    def _greedy(self, memory: Tensor, memory_mask: Tensor | None, max_length: int) -> Tensor:
         seqs = torch.full((memory.shape[0], 1), self.bos_id, dtype=torch.long, device=memory.device)
         done = torch.zeros(memory.shape[0], dtype=torch.bool, device=memory.device)
         while seqs.shape[1] < max_length and not done.all():
-            token = self.next_token_logits(seqs, memory).argmax(-1).masked_fill(done, self.pad_id)  # (B,)
+            token = (
+                self.next_token_logits(seqs, memory, memory_mask).argmax(-1).masked_fill(done, self.pad_id)
+            )  # (B,)
             seqs = torch.cat([seqs, token[:, None]], 1)
             done |= token == self.eos_id
         return seqs
 
-    def _beam_search(self, memory: Tensor, max_length: int, beams: int, length_penalty: float) -> Tensor:
+    def _beam_search(
+        self, memory: Tensor, memory_mask: Tensor | None, max_length: int, beams: int, length_penalty: float
+    ) -> Tensor:
         """Per-sample beams of width ``beams``; the B * beams live hypotheses run as one batch."""
         batch, device = memory.shape[0], memory.device
         memory = memory.repeat_interleave(beams, 0)  # (B * K, N, W), row b * K + k is beam k of sample b
+        if memory_mask is not None:
+            memory_mask = memory_mask.repeat_interleave(beams, 0)
         seqs = torch.full((batch * beams, 1), self.bos_id, dtype=torch.long, device=device)
         # All beams start as the same [bos]; expanding only the first avoids K copies of every hypothesis.
         scores = torch.full((batch, beams), float("-inf"), device=device)
@@ -157,7 +191,7 @@ class CaptionDecoder(nn.Module):
             return normalise(live_raw, max_length - 1 if length_penalty > 0 else length)
 
         for length in range(1, max_length):  # tokens after bos once this step's token is appended
-            logp = F.log_softmax(self.next_token_logits(seqs, memory).float(), -1)  # (B * K, V)
+            logp = F.log_softmax(self.next_token_logits(seqs, memory, memory_mask).float(), -1)  # (B * K, V)
             vocab = logp.shape[1]
             total = (scores.view(-1, 1) + logp).view(batch, beams * vocab)
             # 2K candidates: at most K of them end in eos (one per beam), so K live ones always remain.

@@ -170,6 +170,9 @@ def _heads(cfg: ModelConfig) -> dict[str, Any]:
     return {
         "alignment.": cfg.alignment.enabled,
         "caption.": cfg.caption.enabled,
+        "qa.question_proj.": cfg.qa.enabled,
+        # a classifier over other answers (another count, or another run's list) is another classifier
+        "qa.classifier.": (cfg.qa.enabled, cfg.qa.num_answers),
         "action_head.": cfg.num_classes,
         "ordered_proj": cfg.clip_pool,
     }
@@ -192,5 +195,5 @@ def _check_state(model: VideoLanguageModel, state: dict[str, Tensor], skip: tupl
     if problems:
         raise ConfigError(
             f"{file} does not match the model its config builds: {'; '.join(problems)}. Overrides may "
-            "add, drop or resize heads (num_classes, alignment, caption) but not change the towers"
+            "add, drop or resize heads (num_classes, alignment, caption, qa) but not change the towers"
         )

@@ -20,6 +20,7 @@ from videovl.models.caption import CaptionDecoder
 from videovl.models.inflate import from_timm
 from videovl.models.layers import resample_temporal
 from videovl.models.matching import frame_similarity, global_similarity, word_frame_similarity
+from videovl.models.qa import QAHead
 from videovl.models.text import TextEncoder
 from videovl.models.visual import VisualEncoder
 
@@ -96,6 +97,16 @@ class VideoLanguageModel(nn.Module):
             self.caption = CaptionDecoder(
                 cfg.caption, t.vocab_size, self.visual.width, t.bos_token_id, t.eos_token_id, pad
             )
+        self.qa = None
+        if cfg.qa.enabled:
+            lacking = [h for h in ("alignment", "caption") if getattr(self, h) is None]
+            if lacking:
+                raise ConfigError(
+                    f"model.qa is enabled but the model has no {' or '.join(lacking)} decoder: question "
+                    f"answering fuses the question with the clip in the alignment decoder and writes the "
+                    f"answer with the caption decoder; set model.{lacking[0]}.enabled true"
+                )
+            self.qa = QAHead(cfg.alignment.width, cfg.caption.width, cfg.qa.num_answers)
         self.action_head = ActionHead(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else None
         # Names of the parameters loaded from a checkpoint (set by whoever loads one): the optimizer gives
         # them ``train.pretrained_lr_scale``; the rest are new.
@@ -196,14 +207,57 @@ class VideoLanguageModel(nn.Module):
         """
         if self.alignment is None:
             raise ConfigError("this model has no alignment decoder (model.alignment.enabled is false)")
-        words = F.normalize(self.text_proj(text_hidden), dim=-1)  # (B, L, D); padding rows stay 0
-        tokens = F.normalize(self.visual_proj(visual_tokens), dim=-1)  # (B, N, D)
-        return self.alignment(words, text_mask, tokens)
+        return self.alignment.head(self._fuse(text_hidden, text_mask, visual_tokens)[:, 0])
 
     def match_score(self, text_hidden: Tensor, text_mask: Tensor | None, visual_tokens: Tensor) -> Tensor:
         """Match log-odds ``log p(match) - log p(no-match)``, (B,): monotone in p(match), so it ranks."""
         logits = self.match_logits(text_hidden, text_mask, visual_tokens)
         return logits[:, 1] - logits[:, 0]
+
+    def _fuse(self, text_hidden: Tensor, text_mask: Tensor | None, visual_tokens: Tensor) -> Tensor:
+        words = F.normalize(self.text_proj(text_hidden), dim=-1)  # (B, L, D); padding rows stay 0
+        tokens = F.normalize(self.visual_proj(visual_tokens), dim=-1)  # (B, N, D)
+        return self.alignment.fuse(words, text_mask, tokens)
+
+    # ------------------------------------------------------------------------- question answering
+
+    def fuse_question(self, question_hidden: Tensor, question_mask: Tensor, visual_tokens: Tensor) -> Tensor:
+        """The question's token states fused with the clip, (B, L, Wa): the alignment decoder run on the
+        question (``TextEmbedding.hidden``) against the clip's ``VideoEmbedding.tokens``, as in
+        ``match_logits``."""
+        self._require_qa()
+        return self._fuse(question_hidden, question_mask, visual_tokens)
+
+    def answer_memory(
+        self, fused: Tensor, question_mask: Tensor, visual_tokens: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """What the caption decoder reads to answer, ``(memory (B, N + L, Wc), mask (B, N + L))``: the clip's
+        tokens and the fused question (see :mod:`videovl.models.qa` for why both)."""
+        qa, decoder = self._require_qa(), self.caption
+        memory = torch.cat([decoder.visual_proj(visual_tokens), qa.question_proj(fused)], 1)
+        visual_mask = question_mask.new_ones(visual_tokens.shape[:2])
+        return memory, torch.cat([visual_mask, question_mask], 1)
+
+    def answer_logits(
+        self,
+        answer_ids: Tensor,
+        answer_mask: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor,
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """Teacher-forced answer logits (B, La, V) (packed (R, V) with ``positions``, as the caption decoder
+        gives them) from :meth:`answer_memory`'s memory."""
+        self._require_qa()
+        return self.caption.decode(answer_ids, answer_mask, memory, memory_mask, positions)
+
+    def _require_qa(self) -> QAHead:
+        if self.qa is None:
+            raise ConfigError(
+                "this model has no question-answering head (model.qa.enabled is false): fine-tune one with "
+                "tools/finetune.py --task qa"
+            )
+        return self.qa
 
     # ---------------------------------------------------------------------------- uniform interface
 
@@ -225,7 +279,7 @@ class VideoLanguageModel(nn.Module):
     def no_weight_decay(self) -> set[str]:
         names = {f"visual.{n}" for n in self.visual.no_weight_decay()}
         names |= {f"text.{n}" for n in self.text.no_weight_decay()}
-        for head_name in ("alignment", "caption", "action_head"):
+        for head_name in ("alignment", "caption", "qa", "action_head"):
             head = getattr(self, head_name)
             if hasattr(head, "no_weight_decay"):  # heads may declare their own (the caption positions)
                 names |= {f"{head_name}.{n}" for n in head.no_weight_decay()}

@@ -25,12 +25,18 @@ __all__ = ["PretrainTask", "check_loss_heads"]
 def check_loss_heads(model: VideoLanguageModel, weights: LossWeights, where: str = "losses") -> None:
     """Raise a ConfigError naming the key under ``where`` (``stages.2.losses``) when a loss is weighted
     but ``model`` lacks the head it needs."""
-    for loss, head in (("itm", "alignment"), ("caption", "caption")):  # losses of optional heads
-        if getattr(weights, loss) > 0 and getattr(model, head) is None:
+    for loss, head in (("itm", "alignment"), ("caption", "caption"), ("qa", "qa"), ("qa_classify", "qa")):
+        if getattr(weights, loss) > 0 and getattr(model, head) is None:  # losses of optional heads
             raise ConfigError(
                 f"{where}.{loss}={getattr(weights, loss)} needs the {head} head, but model.{head}.enabled "
                 f"is false: enable it or set {where}.{loss} to 0"
             )
+    if weights.qa_classify > 0 and model.qa is not None and model.qa.classifier is None:
+        raise ConfigError(
+            f"{where}.qa_classify={weights.qa_classify} needs the answer classifier, but "
+            f"model.qa.num_answers is 0: set it (tools/finetune.py --task qa does) or set "
+            f"{where}.qa_classify to 0"
+        )
 
 
 class PretrainTask(nn.Module):
@@ -46,6 +52,11 @@ class PretrainTask(nn.Module):
         """``masking``: token-dropping arguments of ``encode_video`` (ratio, generator, tube), or None."""
         model = self.model
         check_loss_heads(model, weights)  # the loop checked every stage already; a direct caller has not
+        if weights.qa > 0 or weights.qa_classify > 0 or "answer" in batch:
+            raise ConfigError(
+                "question answering (losses.qa, losses.qa_classify, video-qa sources) is trained by "
+                "tools/finetune.py --task qa, not by pretraining"
+            )
         video = model.encode_video(batch["pixels"], **(masking or {}))
         text = model.encode_text(batch["input_ids"], batch["attention_mask"])
         scale = model.scale()
