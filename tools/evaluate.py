@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint: retrieval, action recognition or captioning, on a manifest or a benchmark.
+"""Evaluate a checkpoint: retrieval, action recognition, captioning or question answering, on a manifest
+(a question file for qa) or a benchmark.
 
 python tools/evaluate.py --checkpoint runs/demo/model --task retrieval \\
     --manifest data/moving_digits/video_test.jsonl
@@ -10,11 +11,16 @@ python tools/evaluate.py --checkpoint CKPT --task action --benchmark k400 \\
     --annotations kinetics400/ --video-root k400/val --mode zero-shot --views 4x3
 python tools/evaluate.py --checkpoint CKPT --task caption --manifest test.jsonl --num-beams 3 \\
     --output caption.json
+python tools/evaluate.py --checkpoint runs/finetune_qa/model --task qa \
+    --manifest data/moving_digits/qa_test.jsonl --protocol all
+python tools/evaluate.py --checkpoint CKPT --task qa --benchmark activitynet-qa \
+    --annotations activitynet-qa/dataset --video-root anet/videos
 accelerate launch tools/evaluate.py ...    # video embedding sharded over the processes
 
 Retrieval reports the plain dual-encoder numbers (t2v/..., v2t/...) and, apart and labelled, frame-level
 matching (frame/...), dual softmax (dsl/..., --dual-softmax) and alignment-decoder re-ranking of the top-K
 (rerank/..., on by default with the checkpoint's K when it has an alignment decoder; --rerank-k 0 is off).
+QA reports each protocol apart (qa/rank/..., qa/generate/..., qa/classify/...), overall and per type.
 """
 
 from __future__ import annotations
@@ -27,16 +33,29 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from videovl.cli import run_tool
+from videovl.config import ConfigError
+from videovl.data.annotations.activitynet_qa import SPLITS as QA_SPLITS
+from videovl.data.answers import AnswerVocab
 from videovl.data.datasets import DEFAULT_PROMPTS
 from videovl.data.media.transforms import build_transform
 from videovl.data.tokenizer import load_tokenizer
-from videovl.eval.benchmarks import BENCHMARKS, EvalSet, load_benchmark, load_manifest, resolve_classes
+from videovl.eval.benchmarks import (
+    BENCHMARKS,
+    EvalSet,
+    load_benchmark,
+    load_manifest,
+    load_qa_benchmark,
+    load_qa_file,
+    resolve_classes,
+)
 from videovl.eval.pages import FrameStrips, evaluation_queries, retrieval_page
+from videovl.eval.qa import QA_PROTOCOLS
 from videovl.eval.retrieval import RankedQueries
 from videovl.eval.runner import ACTION_MODES, Evaluator, format_metrics
 from videovl.models.checkpoint import load_checkpoint, require_checkpoint
 
-TASKS = ("retrieval", "action", "caption")
+TASKS = ("retrieval", "action", "caption", "qa")
+ANSWERS_NAME = "answers.json"  # the answer vocabulary tools/finetune.py --task qa writes beside the model
 DEFAULT_VIEWS = {"k400": "4x3"}  # others: 1x1
 # The re-ranking score adds the dual encoder's logit to the decoder's log-odds. On two demo checkpoints
 # the decoder alone put t2v R@1 at 5.0 and 9.2 against the dual encoder's 12.5 and 23.3; the sum gave
@@ -103,14 +122,39 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--html-queries", type=int, default=50, help="queries on the --html page, worst first (default: 50)"
     )
     p.add_argument("--html-hits", type=int, default=5, help="hits per query on the --html page (default: 5)")
+    p.add_argument(
+        "--protocol",
+        action="append",
+        choices=(*QA_PROTOCOLS, "all"),
+        help="qa: rank (the closed answer list; default), generate (greedy, or --num-beams; exact match), "
+        "classify (the answer classifier); repeat for several, 'all' for those the checkpoint supports",
+    )
+    p.add_argument(
+        "--answer-list",
+        help="qa: the closed answer list to rank (a JSON list; default: the benchmark's own list if it has "
+        "one, else the checkpoint's answers.json)",
+    )
+    p.add_argument("--shortlist-k", type=int, default=128, help="qa/rank: first-token shortlist size")
+    p.add_argument("--split", choices=QA_SPLITS, default="test", help="activitynet-qa / msrvtt-qa split")
+    p.add_argument(
+        "--blank-video", action="store_true", help="qa: zero every clip (the question-only baseline)"
+    )
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator is present")
     args = p.parse_args(argv)
     if args.html and args.task != "retrieval":
         p.error(f"--html writes a retrieval page; --task {args.task} has none")
     if args.html_queries < 1 or args.html_hits < 1:
         p.error(f"--html-queries and --html-hits must be >= 1, got {args.html_queries} and {args.html_hits}")
-    if args.predictions and args.task != "action":
-        p.error(f"--predictions writes action predictions; --task {args.task} has none")
+    if args.predictions and args.task not in ("action", "qa"):
+        p.error(f"--predictions writes action or qa predictions; --task {args.task} has none")
+    qa_only = {
+        "--protocol": args.protocol,
+        "--answer-list": args.answer_list,
+        "--blank-video": args.blank_video,
+    }
+    used = [flag for flag, value in qa_only.items() if value]
+    if used and args.task != "qa":
+        p.error(f"{', '.join(used)} apply to --task qa only")
     if args.benchmark:
         if not (args.annotations and args.video_root):
             p.error(f"--benchmark {args.benchmark} needs --annotations and --video-root")
@@ -132,11 +176,18 @@ def main(argv=None) -> dict[str, float]:
     accelerator = Accelerator(cpu=args.cpu)
     model, cfg = load_checkpoint(args.checkpoint)
     model.to(accelerator.device).eval()
-    data = (
-        load_manifest(args.manifest)
-        if args.manifest
-        else load_benchmark(args.benchmark, args.annotations, args.video_root)
-    )
+    if args.task == "qa":
+        data = (
+            load_qa_file(args.manifest)
+            if args.manifest
+            else load_qa_benchmark(args.benchmark, args.annotations, args.video_root, args.split)
+        )
+    else:
+        data = (
+            load_manifest(args.manifest)
+            if args.manifest
+            else load_benchmark(args.benchmark, args.annotations, args.video_root)
+        )
     accelerator.print(
         f"evaluating {args.task} on {accelerator.num_processes} process(es), {accelerator.device}"
     )
@@ -176,6 +227,10 @@ def main(argv=None) -> dict[str, float]:
         )
         if args.predictions:
             accelerator.print(f"predictions: {args.predictions}")
+    elif args.task == "qa":
+        metrics = _qa(args, evaluator, model, data)
+        if args.predictions:
+            accelerator.print(f"predictions: {args.predictions}")
     else:
         out = args.captions_out or (
             Path(args.output).with_suffix(".captions.json") if args.output else "captions.json"
@@ -204,6 +259,44 @@ def write_page(
     Path(args.html).parent.mkdir(parents=True, exist_ok=True)
     Path(args.html).write_text(retrieval_page("retrieval evaluation", queries, summary), encoding="utf-8")
     print(f"page: {args.html} ({len(queries)} queries, {len(strips.unreadable)} unreadable videos)")
+
+
+def _qa(args, evaluator: Evaluator, model, data) -> dict[str, float]:
+    vocab_file = Path(args.checkpoint) / ANSWERS_NAME
+    vocab = AnswerVocab.load(vocab_file) if vocab_file.is_file() else None
+    classifier = model.qa is not None and model.qa.classifier is not None
+    protocols = args.protocol or ["rank"]
+    if "all" in protocols:
+        protocols = ["rank", "generate"] + (["classify"] if classifier else [])
+    protocols = list(dict.fromkeys(protocols))
+    if args.answer_list:
+        answers = list(AnswerVocab.load(args.answer_list).answers)
+    elif data.answer_list is not None:
+        answers = data.answer_list
+    elif vocab is not None:
+        answers = list(vocab.answers)
+    else:
+        answers = []
+    if "rank" in protocols and not answers:
+        raise ConfigError(
+            f"qa/rank needs a closed answer list: {vocab_file} is absent and the benchmark has none; pass "
+            "--answer-list FILE (a JSON list of answers)"
+        )
+    if "classify" in protocols and (not classifier or vocab is None):
+        raise ConfigError(
+            f"qa/classify needs a checkpoint fine-tuned with the answer classifier and its {ANSWERS_NAME} "
+            f"({args.checkpoint} has {'no classifier' if not classifier else f'no {ANSWERS_NAME}'})"
+        )
+    return evaluator.qa(
+        data,
+        answers,
+        protocols=protocols,
+        classifier_answers=list(vocab.answers) if vocab is not None else None,
+        k=args.shortlist_k,
+        num_beams=args.num_beams,
+        blank_video=args.blank_video,
+        predictions_out=args.predictions,
+    )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""Fine-tune a pretraining checkpoint for retrieval, action recognition or captioning.
+"""Fine-tune a pretraining checkpoint for retrieval, action recognition, captioning or question answering.
 
 accelerate launch tools/finetune.py --task retrieval --checkpoint runs/demo/model
 accelerate launch tools/finetune.py --task action --checkpoint runs/demo/model \\
     --config configs/finetune_action.yaml stages.0.steps=500 train.mixed_precision=bf16
 accelerate launch tools/finetune.py --task caption --checkpoint runs/demo/model --score-captions 50
 accelerate launch tools/finetune.py --task action --checkpoint runs/demo/model --resume latest
+accelerate launch tools/finetune.py --task qa --checkpoint runs/demo/model --config configs/finetune_qa.yaml
 
 What each task trains and validates: videovl.train.finetune.
 """
@@ -15,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from videovl.cli import run_tool
-from videovl.train.finetune import TASKS, finetune, finetune_config
+from videovl.train.finetune import DEFAULT_TOP_ANSWERS, TASKS, finetune, finetune_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -47,6 +48,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="caption: after training, generate captions for the first N test (else val) clips and score "
         "them with pycocoevalcap (needs Java); 0: off",
     )
+    p.add_argument(
+        "--top-answers",
+        type=int,
+        metavar="N",
+        help="qa: the answer vocabulary is the N most frequent training answers (default: 1500)",
+    )
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. stages.0.steps=10")
     args = p.parse_args(argv)
     if args.label_smoothing is not None and args.task != "action":
@@ -54,6 +61,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.label_smoothing = 0.1 if args.label_smoothing is None else args.label_smoothing
     if args.score_captions and args.task != "caption":
         p.error("--score-captions applies to --task caption only")
+    if args.top_answers is not None and args.task != "qa":
+        p.error("--top-answers applies to --task qa only")
+    if args.top_answers is not None and args.top_answers < 1:
+        p.error(f"--top-answers {args.top_answers}: expected at least 1")
+    args.top_answers = args.top_answers or DEFAULT_TOP_ANSWERS
     args.config = args.config or str(CONFIGS / f"finetune_{args.task}.yaml")
     return args
 
@@ -71,6 +83,7 @@ def main(argv=None) -> dict[str, float]:
         stop_after=args.stop_after_steps,
         label_smoothing=args.label_smoothing,
         score_captions=args.score_captions,
+        top_answers=args.top_answers,
         metrics_out=args.metrics_out,
     )
 

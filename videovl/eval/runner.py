@@ -32,14 +32,17 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from videovl.data.answers import normalize_answer
 from videovl.data.collate import Collator
-from videovl.data.datasets import DEFAULT_PROMPTS, ClipDataset, MultiViewDataset
+from videovl.data.datasets import DEFAULT_PROMPTS, ClipDataset, MultiViewDataset, QADataset
 from videovl.data.tokenizer import decode
 from videovl.distributed import get_rank, get_world_size
-from videovl.eval.benchmarks import EvalSet
+from videovl.eval.answering import rank_answers
+from videovl.eval.benchmarks import EvalSet, QASet
 from videovl.eval.captioning import score_captions
 from videovl.eval.classification import average_views, classification_metrics, order_pair_accuracy
 from videovl.eval.embed import BatchFn, embed_texts, embed_videos, map_videos, tokenized_batches
+from videovl.eval.qa import QA_PROTOCOLS, qa_accuracy
 from videovl.eval.retrieval import (
     RankedQueries,
     rank_metrics,
@@ -420,6 +423,122 @@ class Evaluator:
         loss = float(out["loss"][valid].sum() / out["tokens"][valid].sum().clamp_min(1))
         counts = {"data/videos": float(valid.sum())} | self._counts(data, valid)
         return {"caption_loss": loss, "caption_ppl": math.exp(min(loss, 50.0))} | counts
+
+    # ------------------------------------------------------------------------------- question answering
+
+    @torch.no_grad()
+    def qa(
+        self,
+        data: QASet,
+        answers: Sequence[str],
+        *,
+        protocols: Sequence[str] = ("rank",),
+        classifier_answers: Sequence[str] | None = None,
+        k: int = 128,
+        num_beams: int = 1,
+        blank_video: bool = False,
+        predictions_out: str | Path | None = None,
+    ) -> dict[str, float]:
+        """Accuracy overall and per question type for each of ``protocols`` (``qa/{protocol}/...``, see
+        :mod:`videovl.eval.qa`): ``rank`` the closed list ``answers`` (first-token shortlist of ``k``, then
+        full likelihood), ``generate`` (greedy, or beam search of ``num_beams``; exact match after
+        normalisation), ``classify`` (the classifier head, whose outputs are ``classifier_answers`` in
+        order). Questions whose video is unreadable are left out and counted, as absent ones are.
+        ``blank_video``: every clip replaced by zeros (the question-only baseline). ``predictions_out``:
+        each question's answers as JSON."""
+        model = self.model
+        unknown = [p for p in protocols if p not in QA_PROTOCOLS]
+        if unknown or not protocols:
+            raise ValueError(f"QA protocols {list(protocols)}: expected some of {QA_PROTOCOLS}")
+        if model.qa is None:
+            raise ValueError("this checkpoint has no question-answering head: fine-tune with --task qa")
+        if "classify" in protocols:
+            classifier = model.qa.classifier
+            if classifier is None or classifier_answers is None:
+                raise ValueError(
+                    "protocol 'classify' needs a checkpoint fine-tuned with the answer classifier"
+                )
+            if len(classifier_answers) != classifier[-1].out_features:
+                raise ValueError(
+                    f"the classifier has {classifier[-1].out_features} outputs but its answer list "
+                    f"{len(classifier_answers)}; pass the list saved with the checkpoint (answers.json)"
+                )
+        answers = [normalize_answer(a) for a in answers]
+        if "rank" in protocols and not answers:
+            raise ValueError("protocol 'rank' needs a closed answer list, and it is empty")
+        length = model.caption.cfg.max_length
+        if answers:
+            tokens = self.tokenizer(answers, padding=True, truncation=True, max_length=length,
+                                    return_tensors="pt").to(self.device)  # fmt: skip
+        questions = data.questions
+
+        def answer(batch: dict[str, Any]) -> dict[str, Tensor]:
+            pixels = torch.zeros_like(batch["pixels"]) if blank_video else batch["pixels"]
+            video = model.encode_video(pixels)
+            question = model.encode_text(batch["input_ids"], batch["attention_mask"])
+            fused = model.fuse_question(question.hidden, question.mask, video.tokens)
+            memory, memory_mask = model.answer_memory(fused, question.mask, video.tokens)
+            rows = {}
+            if "rank" in protocols:
+                ids, mask = tokens["input_ids"], tokens["attention_mask"]
+                rows["rank"] = rank_answers(model, memory, memory_mask, ids, mask, k)
+            if "generate" in protocols:
+                ids = model.caption.generate_from_memory(memory, memory_mask, length, num_beams)
+                rows["generate"] = F.pad(ids, (0, length - ids.shape[1]), value=model.caption.pad_id)
+            if "classify" in protocols:
+                rows["classify"] = model.qa.classify(fused).argmax(-1)
+            return rows
+
+        predictions: dict[str, dict[str, str]] = {p: {} for p in protocols}
+        read = torch.zeros(0, dtype=torch.bool)
+        if questions:
+            dataset = QADataset(
+                questions, train=False, **{k: v for k, v in self._clip_args().items() if k != "text"}
+            )
+            collate = Collator(self.tokenizer, self.text_length)
+            out = self._map_videos(dataset, answer, "qa: answering", collate_fn=collate)
+            read = out["valid"]
+            kept = read.nonzero().squeeze(1).tolist()
+            for p in protocols:
+                if p == "generate":
+                    texts = decode(self.tokenizer, out["generate"][kept])
+                else:
+                    names = answers if p == "rank" else classifier_answers
+                    texts = [names[int(i)] for i in out[p][kept]]
+                ids = [questions[i].question_id for i in kept]
+                predictions[p] = dict(zip(ids, texts, strict=True))
+        scored = [q for q, ok in zip(questions, read.tolist(), strict=True) if ok]
+        metrics: dict[str, float] = {}
+        for p in protocols:
+            metrics |= qa_accuracy(predictions[p], scored, p)
+        unreadable = sorted({q.video for q, ok in zip(questions, read.tolist(), strict=True) if not ok})
+        if unreadable and self.rank == 0:
+            log.warning(
+                "%d unreadable videos left out of the metrics, e.g. %s", len(unreadable), unreadable[:5]
+            )
+        if predictions_out is not None and self.rank == 0:
+            rows = [
+                {"question_id": q.question_id, "video": q.video, "question": q.question, "answer": q.answer,
+                 "type": q.qtype, **{p: predictions[p].get(q.question_id) for p in protocols}}
+                for q in scored
+            ]  # fmt: skip
+            Path(predictions_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(predictions_out).write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+        counts = _qa_counts(data, scored, answers) | {"data/unreadable": float(len(unreadable))}
+        return metrics | counts | ({"data/blank_video": 1.0} if blank_video else {})
+
+
+def _qa_counts(data: QASet, questions: list, answers: Sequence[str]) -> dict[str, float]:
+    listed = set(answers)
+    return {
+        "data/questions": float(len(questions)),
+        "data/videos": float(len({q.video for q in questions})),
+        "data/missing": float(len(data.missing)),
+        "data/questions_without_video": float(data.questions_without_video),
+        "data/answer_list": float(len(answers)),
+        # always wrong under ranking: their answer is not among the candidates
+        "data/answers_outside_list": float(sum(normalize_answer(q.answer) not in listed for q in questions)),
+    }
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

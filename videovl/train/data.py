@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,13 +10,22 @@ from pathlib import Path
 import numpy as np
 
 from videovl.config import KINDS, Config, ConfigError, DataSource, StageConfig, not_one_of
+from videovl.data.annotations.msrvtt_qa import read_msrvtt_qa
 from videovl.data.collate import Collator
-from videovl.data.datasets import ClipDataset, DrawConcat, build_label_map
+from videovl.data.datasets import ClipDataset, DrawConcat, QADataset, build_label_map
 from videovl.data.loader import build_loader
 from videovl.data.media.transforms import build_transform
 from videovl.data.mixing import MixedBatches, modality_order
 from videovl.data.samplers import NeighbourBatchSampler, WeightedBatchSampler
-from videovl.data.sources import ManifestError, Sample, caption_counts, labels, modalities, read_manifest
+from videovl.data.sources import (
+    ManifestError,
+    QASample,
+    Sample,
+    caption_counts,
+    labels,
+    modalities,
+    read_manifest,
+)
 from videovl.data.sources.shards import HashedLabels, ShardSet, open_shards
 from videovl.data.stream import ShardSource, StreamBatches
 
@@ -45,8 +55,8 @@ def resolve_manifest(spec: str, cfg: Config) -> Path:
     return Path(spec)
 
 
-def load_source(source: DataSource, cfg: Config, where: str) -> Sequence[Sample] | ShardSet:
-    """A manifest's samples, or a shard set (read as a stream later)."""
+def load_source(source: DataSource, cfg: Config, where: str) -> Sequence[Sample] | ShardSet | list[QASample]:
+    """A manifest's samples, a shard set (read as a stream later), or a question file's questions."""
     if source.kind not in KINDS:
         raise not_one_of(f"{where}.kind", source.kind, KINDS)
     if bool(source.manifest) == bool(source.shards):
@@ -54,6 +64,8 @@ def load_source(source: DataSource, cfg: Config, where: str) -> Sequence[Sample]
             f"{where} needs exactly one of 'manifest' (a JSON Lines file) or 'shards' (a tar pattern such as "
             f"/data/{{00000..00099}}.tar); got manifest={source.manifest!r}, shards={source.shards!r}"
         )
+    if source.kind == "video-qa":
+        return load_questions(source, cfg, where)
     if source.shards:
         try:
             return open_shards(source.shards, source.kind, caption_key=source.caption_key,
@@ -85,6 +97,27 @@ def load_source(source: DataSource, cfg: Config, where: str) -> Sequence[Sample]
     return samples
 
 
+def load_questions(source: DataSource, cfg: Config, where: str) -> list[QASample]:
+    """The questions of a ``video-qa`` source: a question file in the MSRVTT-QA layout (a JSON list or
+    JSON Lines of ``{video, question, answer, question_id}``, videos relative to ``root`` or the file's
+    folder). Rows that lack a field are left out and counted; a file without questions is an error."""
+    if source.shards:
+        raise ConfigError(f"{where}: kind 'video-qa' reads a question file (manifest: ...), not shards")
+    path = resolve_manifest(source.manifest, cfg)
+    try:
+        questions, report = read_msrvtt_qa(path, source.root)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{where}.manifest: {e}") from None
+    if not questions:
+        raise ConfigError(
+            f"{where}.manifest: {path} holds no usable question ({'; '.join(report.problems[:3])}); "
+            "kind 'video-qa' reads {video, question, answer, question_id} rows"
+        )
+    if report.problems:
+        logging.getLogger(__name__).warning("%s: %s", where, report.summary())
+    return questions
+
+
 @dataclass
 class StageData:
     modality: str
@@ -109,6 +142,14 @@ def load_stage_sources(cfg: Config, stage_index: int) -> LoadedSources:
     loaded = [
         (s, load_source(s, cfg, f"stages.{stage_index}.sources.{i}")) for i, s in enumerate(stage.sources)
     ]
+    kinds = {s.kind for s in stage.sources}
+    if "video-qa" in kinds and kinds != {"video-qa"}:
+        raise ConfigError(
+            f"stages.{stage_index} mixes kind 'video-qa' with {sorted(kinds - {'video-qa'})}: question "
+            "answering batches carry answers, so a stage trains on question files alone"
+        )
+    if "video-qa" in kinds and stage.mining.enabled:
+        raise ConfigError(f"stages.{stage_index}.mining: mining does not apply to video-qa sources")
     if stage.mining.enabled and any(
         isinstance(x, ShardSet) and s.kind.startswith("video") for s, x in loaded
     ):
@@ -144,6 +185,14 @@ def build_stage_data(
         datasets, offset = [], 0
         for source, samples in parts:
             is_label = source.kind.endswith("label")
+            if source.kind == "video-qa":
+                seed = stage_seed(cfg, stage_index)
+                datasets.append(
+                    QADataset(samples, num_frames=frames, transform=transform, train=True,
+                              backend=cfg.data.backend, index_offset=offset, seed=seed)
+                )  # fmt: skip
+                offset += len(datasets[-1])
+                continue
             datasets.append(
                 ClipDataset(
                     [] if isinstance(samples, ShardSet) else samples,

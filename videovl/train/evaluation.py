@@ -15,7 +15,7 @@ from accelerate import Accelerator
 from videovl.config import Config
 from videovl.data.media.transforms import build_transform
 from videovl.distributed import get_rank, get_world_size
-from videovl.eval.benchmarks import EvalSet, load_manifest
+from videovl.eval.benchmarks import EvalSet, QASet, load_manifest, load_qa_file
 from videovl.eval.runner import Evaluator
 from videovl.train.data import resolve_manifest
 
@@ -25,6 +25,8 @@ __all__ = [
     "load_eval_set",
     "evaluate_retrieval",
     "evaluate_action",
+    "load_qa_eval_set",
+    "evaluate_qa",
     "prefixed",
 ]
 
@@ -106,3 +108,32 @@ def evaluate_action(
     finally:
         model.train()
     return prefixed(prefix, {k: v for k, v in out.items() if k.startswith(("action/", "data/"))})
+
+
+def load_qa_eval_set(spec: str, cfg: Config) -> QASet:
+    """A validation or test question file (``demo:qa_val.jsonl`` or a path, MSRVTT-QA layout) as
+    ``tools/evaluate.py --task qa --manifest`` reads it: questions whose video is absent are left out and
+    counted."""
+    return load_qa_file(resolve_manifest(spec, cfg))
+
+
+def evaluate_qa(
+    accelerator: Accelerator,
+    model,
+    cfg: Config,
+    tokenizer,
+    data: QASet,
+    answers: list[str],
+    num_frames: int,
+    prefix: str,
+    protocols: tuple[str, ...] = ("rank",),
+) -> dict[str, float]:
+    """QA accuracy per protocol and question type (``{prefix}/qa/rank/acc``, ...) and the counts, with
+    ``answers`` (the training answer vocabulary) as the closed list and as the classifier's outputs."""
+    model.eval()
+    try:
+        evaluator = make_evaluator(accelerator, model, cfg, tokenizer, num_frames)
+        out = evaluator.qa(data, answers, protocols=protocols, classifier_answers=answers)
+    finally:
+        model.train()
+    return prefixed(prefix, out)

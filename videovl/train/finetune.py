@@ -1,4 +1,4 @@
-"""Fine-tuning a pretraining checkpoint for retrieval, action recognition or captioning.
+"""Fine-tuning a pretraining checkpoint for retrieval, action recognition, captioning or question answering.
 
 The pretraining loop runs unchanged (stages, save_state checkpoints, resume, logging, mixed precision,
 gradient accumulation and clipping) on the checkpoint's model and a task:
@@ -7,10 +7,17 @@ gradient accumulation and clipping) on the checkpoint's model and a task:
   action     cross-entropy of a new linear head on the clip embedding; validation: top-1 / top-5. A stage
              that freezes [visual, text, projections] is a linear probe, one that freezes nothing a full
              fine-tune.
+  qa         the answer's language-modelling loss (losses.qa) through the QA head (the question fused with
+             the clip by the alignment decoder conditions the caption decoder), and optionally a classifier
+             over the top-N training answers (losses.qa_classify); sources of kind video-qa; validation:
+             qa/rank (and qa/classify) accuracy on data.val_manifest, a question file; the test split is
+             scored with every protocol that applies. The answer vocabulary (top N of the training
+             answers) is written beside the model as answers.json.
 The config's model section holds overrides of the checkpoint's model (e.g. vision.drop_path); the rest of
 the model comes from the checkpoint, as do data.image_size / num_frames / mean / std unless the config
 sets them. The fine-tuned model lands in train.output_dir/model, for tools/evaluate.py (for actions with
---mode head: the head's class list is written beside it as classes.txt, line index = output index).
+--mode head: the head's class list is written beside it as classes.txt, line index = output index;
+for qa: answers.json).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 from accelerate.utils import set_seed
 
 from videovl.config import Config, ConfigError, apply_overrides, deep_merge, from_dict, read_yaml
+from videovl.data.answers import AnswerVocab
 from videovl.data.corpora.demo import generate_demo
 from videovl.data.datasets import build_label_map
 from videovl.data.tokenizer import load_tokenizer
@@ -32,15 +40,26 @@ from videovl.models.checkpoint import CONFIG_NAME, load_checkpoint, require_chec
 from videovl.models.factory import model_config
 from videovl.models.pretrained import foreign_model_config
 from videovl.tasks.pretrain import PretrainTask
+from videovl.tasks.qa import QATask, check_qa_losses
 from videovl.tasks.recognition import RecognitionTask
 from videovl.train.accelerator import make_accelerator
 from videovl.train.data import load_source
-from videovl.train.evaluation import evaluate_action, load_eval_set, make_evaluator, prefixed
+from videovl.train.evaluation import (
+    evaluate_action,
+    evaluate_qa,
+    load_eval_set,
+    load_qa_eval_set,
+    make_evaluator,
+    prefixed,
+)
 from videovl.train.loop import pretrain
 
 __all__ = [
     "TASKS",
     "CLASSES_NAME",
+    "ANSWERS_NAME",
+    "DEFAULT_TOP_ANSWERS",
+    "answer_vocab",
     "finetune_config",
     "finetune",
     "action_classes",
@@ -50,10 +69,12 @@ __all__ = [
     "make_validator",
 ]
 
-TASKS = ("retrieval", "action", "caption")
+TASKS = ("retrieval", "action", "caption", "qa")
 # What the checkpoint's encoder was trained to read; the fine-tuning config inherits them unless it sets them.
 INHERITED_DATA = ("image_size", "num_frames", "mean", "std")
 CLASSES_NAME = "classes.txt"
+ANSWERS_NAME = "answers.json"
+DEFAULT_TOP_ANSWERS = 1500
 
 
 # -------------------------------------------------------------------------------------------- config
@@ -120,6 +141,25 @@ def action_classes(cfg: Config) -> list[str]:
     return per_stage[0]
 
 
+def answer_vocab(cfg: Config, top_n: int = DEFAULT_TOP_ANSWERS) -> AnswerVocab:
+    """The top ``top_n`` normalised answers of every stage's training questions; every stage must read
+    question files only (kind video-qa) and train a QA loss alone."""
+    answers = []
+    for i, stage in enumerate(cfg.stages):
+        other = [s.kind for s in stage.sources if s.kind != "video-qa"]
+        if other or not stage.sources:
+            raise ConfigError(
+                f"--task qa: stages.{i} ('{stage.name}') has source kinds {other or 'none'}; question "
+                "answering trains on question files (kind video-qa, the MSRVTT-QA layout)"
+            )
+        check_qa_losses(stage.losses, f"stages.{i}.losses")
+        for j, source in enumerate(stage.sources):
+            answers += [q.answer for q in load_source(source, cfg, f"stages.{i}.sources.{j}")]
+    if not cfg.stages:
+        raise ConfigError("--task qa: the config has no stages")
+    return AnswerVocab.build(answers, top_n)
+
+
 def check_labels(data: EvalSet, classes: list[str]) -> None:
     unknown = sorted({s.label for s in data.samples if s.label is not None} - set(classes))
     unlabelled = [s.path for s in data.samples if s.label is None]
@@ -145,8 +185,9 @@ def evaluate_caption_loss(accelerator, model, cfg, tokenizer, data: EvalSet, num
     return prefixed(prefix, out)
 
 
-def make_validator(task: str, val: EvalSet | None, classes: list[str] | None):
-    """``validate(accelerator, model, cfg, tokenizer, stage)`` for the loop; None: its retrieval default."""
+def make_validator(task: str, val, classes: list[str] | None):
+    """``validate(accelerator, model, cfg, tokenizer, stage)`` for the loop; None: its retrieval default.
+    ``classes``: the action classes, or for qa the answer vocabulary."""
     if task == "retrieval":
         return None
 
@@ -156,6 +197,9 @@ def make_validator(task: str, val: EvalSet | None, classes: list[str] | None):
         frames = stage.num_frames or cfg.data.num_frames
         if task == "action":
             metrics = evaluate_action(accelerator, model, cfg, tokenizer, val, classes, frames, "val")
+        elif task == "qa":
+            protocols = ("rank", "classify") if model.qa.classifier is not None else ("rank",)
+            metrics = evaluate_qa(accelerator, model, cfg, tokenizer, val, classes, frames, "val", protocols)
         else:
             metrics = evaluate_caption_loss(accelerator, model, cfg, tokenizer, val, frames, "val")
         accelerator.print(
@@ -180,6 +224,7 @@ def finetune(
     stop_after: int | None = None,
     label_smoothing: float = 0.1,
     score_captions: int = 0,
+    top_answers: int = DEFAULT_TOP_ANSWERS,
     metrics_out: str | Path | None = None,
 ) -> dict[str, float]:
     """Fine-tune the model in ``checkpoint`` for ``task`` with the pretraining loop (see the module doc);
@@ -196,9 +241,28 @@ def finetune(
         with accelerator.main_process_first():
             generate_demo(cfg.data.demo_root, seed=cfg.data.demo_seed)
     val = None
-    if cfg.data.val_manifest and task != "retrieval":  # retrieval validates in the loop
+    if cfg.data.val_manifest and task not in ("retrieval", "qa"):  # retrieval validates in the loop
         val = load_eval_set(cfg.data.val_manifest, cfg)
-    if task == "action":
+    if task != "qa":
+        qa_sources = [s.name for s in cfg.stages if any(x.kind == "video-qa" for x in s.sources)]
+        if qa_sources:
+            raise ConfigError(f"stages {qa_sources} read video-qa sources, which only --task qa trains")
+    if task == "qa":
+        vocab = answer_vocab(cfg, top_answers)
+        classes = list(vocab.answers)
+        classify = any(s.losses.qa_classify > 0 for s in cfg.stages)
+        asked = model_overrides.get("qa") or {}
+        if "num_answers" in asked:
+            raise ConfigError(
+                f"model.qa.num_answers={asked['num_answers']}: leave it out, the tool sets it (the "
+                f"vocabulary's {len(vocab)} answers when a stage weights losses.qa_classify, else 0)"
+            )
+        model_overrides["qa"] = asked | {"enabled": True, "num_answers": len(vocab) if classify else 0}
+        if cfg.data.val_manifest:
+            val = load_qa_eval_set(cfg.data.val_manifest, cfg)
+        check_answers(Path(checkpoint), out_dir, vocab, model_overrides["qa"]["num_answers"])
+        make_task = partial(QATask, vocab=vocab)
+    elif task == "action":
         classes = action_classes(cfg)
         if model_overrides.get("num_classes", len(classes)) != len(classes):
             raise ConfigError(
@@ -220,15 +284,19 @@ def finetune(
     cfg.model = ckpt_cfg.model
     accelerator.print(
         f"fine-tuning for {task} from {checkpoint}"
-        + (f": {len(classes)} classes, label smoothing {label_smoothing}" if classes else "")
+        + (f": {len(classes)} classes, label smoothing {label_smoothing}" if task == "action" else "")
+        + (f": {len(classes)} answers (top {top_answers} of the training answers)" if task == "qa" else "")
     )
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         record = {"task": task, "checkpoint": str(Path(checkpoint).resolve())}
         record["model_overrides"] = model_overrides
-        if classes:
+        if task == "action":
             record["label_smoothing"] = label_smoothing
             (out_dir / CLASSES_NAME).write_text("\n".join(classes) + "\n")
+        if task == "qa":
+            record["top_answers"] = top_answers
+            vocab.save(out_dir / ANSWERS_NAME)
         (out_dir / "finetune.json").write_text(json.dumps(record, indent=2) + "\n")
     # The loop's own test pass is retrieval; action and caption runs are tested below instead.
     test_manifest = cfg.data.test_manifest
@@ -250,12 +318,29 @@ def finetune(
             # test numbers replace the validation ones, as in pretraining; caption scores of val clips join
             tested = _test(task, score_captions, accelerator, model, cfg, test_manifest, classes)
             metrics = ({} if test_manifest else metrics) | tested
-        if classes and (out_dir / "model").is_dir():
+        if task == "action" and (out_dir / "model").is_dir():
             (out_dir / "model" / CLASSES_NAME).write_text("\n".join(classes) + "\n")
+        if task == "qa" and (out_dir / "model").is_dir():
+            vocab.save(out_dir / "model" / ANSWERS_NAME)
         print(format_metrics(metrics))
         if metrics_out:
             Path(metrics_out).write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def check_answers(checkpoint: Path, out_dir: Path, vocab: AnswerVocab, num_answers: int) -> None:
+    """A classifier the checkpoint keeps (same answer count) and an earlier run into ``out_dir``
+    (--resume) must mean the same answers in the same order."""
+    config_file = checkpoint / CONFIG_NAME
+    saved = read_yaml(config_file, what="checkpoint config") if config_file.is_file() else {}
+    qa = (saved.get("model") or {}).get("qa") or {}
+    kept = num_answers > 0 and qa.get("enabled") and qa.get("num_answers", 0) == num_answers
+    for path in ([checkpoint / ANSWERS_NAME] if kept else []) + [out_dir / ANSWERS_NAME]:
+        if path.is_file() and AnswerVocab.load(path).answers != vocab.answers:
+            raise ConfigError(
+                f"{path} lists other answers (or another order) than the top {len(vocab)} of the training "
+                "questions; fine-tune into a fresh train.output_dir, or from a checkpoint without that head"
+            )
 
 
 def check_head_classes(checkpoint: Path, out_dir: Path, classes: list[str]) -> None:
@@ -282,6 +367,12 @@ def _test(
     if score_captions and not spec and cfg.data.val_manifest:
         sets["val"] = cfg.data.val_manifest
     for prefix, manifest in sets.items():
+        if task == "qa":  # every protocol that applies
+            data = load_qa_eval_set(manifest, cfg)
+            protocols = ("rank", "generate") + (("classify",) if model.qa.classifier is not None else ())
+            metrics |= evaluate_qa(accelerator, model, cfg, tokenizer, data, classes, cfg.data.num_frames,
+                                   prefix, protocols)  # fmt: skip
+            continue
         data = load_eval_set(manifest, cfg)
         if task == "action":
             check_labels(data, classes)
