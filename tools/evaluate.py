@@ -262,6 +262,11 @@ def write_page(
 
 
 def _qa(args, evaluator: Evaluator, model, data) -> dict[str, float]:
+    if model.qa is None:
+        raise ConfigError(
+            f"--checkpoint {args.checkpoint} has no question-answering head: fine-tune one with "
+            "tools/finetune.py --task qa"
+        )
     vocab_file = Path(args.checkpoint) / ANSWERS_NAME
     vocab = AnswerVocab.load(vocab_file) if vocab_file.is_file() else None
     classifier = model.qa is not None and model.qa.classifier is not None
