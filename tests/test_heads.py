@@ -163,8 +163,8 @@ class RiggedDecoder(CaptionDecoder):
     """Emits eos exactly after k tokens, with k read from visual token 0, channel 0 (visual_proj is the
     identity); the other tokens follow the random model, so beams still differ."""
 
-    def next_token_logits(self, prefix, memory):
-        logits = super().next_token_logits(prefix, memory)
+    def next_token_logits(self, prefix, memory, memory_mask=None):
+        logits = super().next_token_logits(prefix, memory, memory_mask)
         generated = prefix.shape[1] - 1
         eos_wins = generated >= memory[:, 0, 0].round()  # (B,)
         logits[:, EOS] = torch.where(eos_wins, 50.0, -50.0)
@@ -242,7 +242,7 @@ def test_greedy_equals_beam_of_one_and_beams_score_at_least_greedy():
     visual = torch.randn(6, 5, 24)
     greedy = model.generate(visual, max_length=10)
     with torch.no_grad():
-        beam_one = model._beam_search(model.visual_proj(visual), 10, beams=1, length_penalty=0.0)
+        beam_one = model._beam_search(model.visual_proj(visual), None, 10, beams=1, length_penalty=0.0)
     assert torch.equal(beam_one, greedy)
 
     # Beam search is not guaranteed to beat greedy decoding (the greedy prefix can be pruned), but on

@@ -207,17 +207,18 @@ class VideoLanguageModel(nn.Module):
         """
         if self.alignment is None:
             raise ConfigError("this model has no alignment decoder (model.alignment.enabled is false)")
-        return self.alignment.head(self._fuse(text_hidden, text_mask, visual_tokens)[:, 0])
+        return self.alignment(*self._joint(text_hidden, visual_tokens, text_mask))
 
     def match_score(self, text_hidden: Tensor, text_mask: Tensor | None, visual_tokens: Tensor) -> Tensor:
         """Match log-odds ``log p(match) - log p(no-match)``, (B,): monotone in p(match), so it ranks."""
         logits = self.match_logits(text_hidden, text_mask, visual_tokens)
         return logits[:, 1] - logits[:, 0]
 
-    def _fuse(self, text_hidden: Tensor, text_mask: Tensor | None, visual_tokens: Tensor) -> Tensor:
+    def _joint(self, text_hidden: Tensor, visual_tokens: Tensor, text_mask: Tensor | None):
+        """The alignment decoder's inputs: both token sequences in the joint space, unit norm."""
         words = F.normalize(self.text_proj(text_hidden), dim=-1)  # (B, L, D); padding rows stay 0
         tokens = F.normalize(self.visual_proj(visual_tokens), dim=-1)  # (B, N, D)
-        return self.alignment.fuse(words, text_mask, tokens)
+        return words, text_mask, tokens
 
     # ------------------------------------------------------------------------- question answering
 
@@ -226,7 +227,7 @@ class VideoLanguageModel(nn.Module):
         question (``TextEmbedding.hidden``) against the clip's ``VideoEmbedding.tokens``, as in
         ``match_logits``."""
         self._require_qa()
-        return self._fuse(question_hidden, question_mask, visual_tokens)
+        return self.alignment.fuse(*self._joint(question_hidden, visual_tokens, question_mask))
 
     def answer_memory(
         self, fused: Tensor, question_mask: Tensor, visual_tokens: Tensor
