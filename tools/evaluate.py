@@ -53,9 +53,9 @@ from videovl.eval.qa import QA_PROTOCOLS
 from videovl.eval.retrieval import RankedQueries
 from videovl.eval.runner import ACTION_MODES, Evaluator, format_metrics
 from videovl.models.checkpoint import load_checkpoint, require_checkpoint
+from videovl.train.finetune import ANSWERS_NAME  # the vocabulary --task qa writes beside the model
 
 TASKS = ("retrieval", "action", "caption", "qa")
-ANSWERS_NAME = "answers.json"  # the answer vocabulary tools/finetune.py --task qa writes beside the model
 DEFAULT_VIEWS = {"k400": "4x3"}  # others: 1x1
 # The re-ranking score adds the dual encoder's logit to the decoder's log-odds. On two demo checkpoints
 # the decoder alone put t2v R@1 at 5.0 and 9.2 against the dual encoder's 12.5 and 23.3; the sum gave
