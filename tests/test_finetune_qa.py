@@ -3,6 +3,7 @@
 activitynet-qa benchmark on the shared annotation files and a msrvtt-qa-layout folder, with videos missing."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,16 @@ def test_evaluate_protocols_score_their_predictions(qa_run, tiny_demo, tmp_path)
         assert got[f"qa/{p}/acc"] == pytest.approx(yes_share)
         assert got[f"qa/{p}/acc/order"] == 50.0 and got[f"qa/{p}/acc/digit"] == 0.0
     assert "qa/generate/acc" not in got
+    # the page: the questions with the answers given, wrong ones first
+    page = tmp_path / "qa.html"
+    _evaluate(forced, "--manifest", manifest, "--html", str(page), "--html-queries", "6")
+    html = page.read_text()
+    verdicts = re.findall(r"<section class='item answer (correct|incorrect)'>", html)
+    wrong = sum(q.answer != "yes" for q in questions)
+    assert len(verdicts) == min(6, len(questions))
+    assert verdicts == sorted(verdicts, key=lambda v: v == "correct")  # wrong ones first
+    assert verdicts.count("incorrect") == min(6, wrong)
+    assert "qa/rank" in html and html.count("answer given: <b class='given'>yes</b>") == len(verdicts)
     blank = _evaluate(forced, "--manifest", manifest, "--blank-video")
     assert blank["data/blank_video"] == 1 and blank["qa/rank/acc"] == pytest.approx(yes_share)
 

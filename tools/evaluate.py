@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import tempfile
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -35,7 +36,7 @@ from accelerate import Accelerator
 from videovl.cli import run_tool
 from videovl.config import ConfigError
 from videovl.data.annotations.activitynet_qa import SPLITS as QA_SPLITS
-from videovl.data.answers import AnswerVocab
+from videovl.data.answers import AnswerVocab, normalize_answer
 from videovl.data.datasets import DEFAULT_PROMPTS
 from videovl.data.media.transforms import build_transform
 from videovl.data.tokenizer import load_tokenizer
@@ -48,7 +49,7 @@ from videovl.eval.benchmarks import (
     load_qa_file,
     resolve_classes,
 )
-from videovl.eval.pages import FrameStrips, evaluation_queries, retrieval_page
+from videovl.eval.pages import Answer, FrameStrips, evaluation_queries, qa_page, retrieval_page
 from videovl.eval.qa import QA_PROTOCOLS
 from videovl.eval.retrieval import RankedQueries
 from videovl.eval.runner import ACTION_MODES, Evaluator, format_metrics
@@ -116,7 +117,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--html",
         metavar="PAGE",
         help="retrieval: also write one self-contained HTML page of the worst-ranked queries, each with its "
-        "hits' frames, scores and captions and the true clip marked",
+        "hits' frames, scores and captions and the true clip marked; qa: of the questions (wrong answers "
+        "first), each with the video's frames and the answer given and expected (the first --protocol)",
     )
     p.add_argument(
         "--html-queries", type=int, default=50, help="queries on the --html page, worst first (default: 50)"
@@ -141,8 +143,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator is present")
     args = p.parse_args(argv)
-    if args.html and args.task != "retrieval":
-        p.error(f"--html writes a retrieval page; --task {args.task} has none")
+    if args.html and args.task not in ("retrieval", "qa"):
+        p.error(f"--html writes a retrieval or qa page; --task {args.task} has none")
     if args.html_queries < 1 or args.html_hits < 1:
         p.error(f"--html-queries and --html-hits must be >= 1, got {args.html_queries} and {args.html_hits}")
     if args.predictions and args.task not in ("action", "qa"):
@@ -228,7 +230,7 @@ def main(argv=None) -> dict[str, float]:
         if args.predictions:
             accelerator.print(f"predictions: {args.predictions}")
     elif args.task == "qa":
-        metrics = _qa(args, evaluator, model, data)
+        metrics = _qa(args, evaluator, model, data, cfg.data.backend)
         if args.predictions:
             accelerator.print(f"predictions: {args.predictions}")
     else:
@@ -261,7 +263,7 @@ def write_page(
     print(f"page: {args.html} ({len(queries)} queries, {len(strips.unreadable)} unreadable videos)")
 
 
-def _qa(args, evaluator: Evaluator, model, data) -> dict[str, float]:
+def _qa(args, evaluator: Evaluator, model, data, backend: str) -> dict[str, float]:
     if model.qa is None:
         raise ConfigError(
             f"--checkpoint {args.checkpoint} has no question-answering head: fine-tune one with "
@@ -292,16 +294,48 @@ def _qa(args, evaluator: Evaluator, model, data) -> dict[str, float]:
             f"qa/classify needs a checkpoint fine-tuned with the answer classifier and its {ANSWERS_NAME} "
             f"({args.checkpoint} has {'no classifier' if not classifier else f'no {ANSWERS_NAME}'})"
         )
-    return evaluator.qa(
-        data,
-        answers,
-        protocols=protocols,
-        classifier_answers=list(vocab.answers) if vocab is not None else None,
-        k=args.shortlist_k,
-        num_beams=args.num_beams,
-        blank_video=args.blank_video,
-        predictions_out=args.predictions,
-    )
+    with tempfile.TemporaryDirectory() as tmp:  # the page reads the predictions back
+        predictions = args.predictions or (str(Path(tmp) / "predictions.json") if args.html else None)
+        metrics = evaluator.qa(
+            data,
+            answers,
+            protocols=protocols,
+            classifier_answers=list(vocab.answers) if vocab is not None else None,
+            k=args.shortlist_k,
+            num_beams=args.num_beams,
+            blank_video=args.blank_video,
+            predictions_out=predictions,
+        )
+        if args.html and evaluator.rank == 0:
+            rows = json.loads(Path(predictions).read_text())
+            write_qa_page(args, data, metrics, rows, protocols[0], backend)
+    return metrics
+
+
+def write_qa_page(
+    args, data, metrics: dict[str, float], rows: list[dict], protocol: str, backend: str
+) -> None:
+    """The questions with the ``protocol``'s answers, wrong ones first (then in file order)."""
+    strips = FrameStrips(backend=backend)
+    judged = []
+    for row in rows:
+        given = row.get(protocol)
+        correct = given is not None and normalize_answer(given) == normalize_answer(row["answer"])
+        judged.append((correct, row, given))
+    judged.sort(key=lambda item: item[0])  # stable: wrong answers first, each group in file order
+    answers = [
+        Answer(row["question"], given if given is not None else "(no answer)", row["answer"], correct,
+               name=row["video"], strip=strips(row["video"]), kind=row.get("type"))
+        for correct, row, given in judged[: args.html_queries]
+    ]  # fmt: skip
+    summary = {"checkpoint": args.checkpoint, "data": data.name, "protocol": f"qa/{protocol}"}
+    if f"qa/{protocol}/acc" in metrics:
+        summary["accuracy"] = f"{metrics[f'qa/{protocol}/acc']:.2f}"
+    summary["shown"] = f"{len(answers)} of {len(rows)} questions, wrong answers first"
+    summary["unreadable videos"] = len(strips.unreadable)
+    Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.html).write_text(qa_page("question answering", answers, summary), encoding="utf-8")
+    print(f"page: {args.html} ({len(answers)} questions, {len(strips.unreadable)} unreadable videos)")
 
 
 if __name__ == "__main__":
