@@ -214,14 +214,7 @@ class VisualEncoder(nn.Module):
             return tuple(r[None, None] for r in tables)
         return tuple(r[kept] for r in tables)  # (B, T', K, e): each kept token's own row
 
-    def _embed(
-        self,
-        x: Tensor,
-        mask_ratio: float,
-        generator: torch.Generator | None,
-        tube: bool | None,
-        kept: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None, Tensor | None, tuple | None]:
+    def _embed(self, x: Tensor, kept: Tensor | None) -> tuple[Tensor, Tensor | None, tuple | None]:
         x = self.patch_embed(self._lift(x))  # (B, T', H', W', D)
         b, t, gh, gw, _ = x.shape
         x = rearrange(x, "b t h w d -> b t (h w) d")
@@ -234,35 +227,26 @@ class VisualEncoder(nn.Module):
                 pos = pos + resample_temporal(self.temporal_embed, t).unsqueeze(2)  # (1, T', N, D)
             cls_pos = self.pos_embed[:, :1]
         x = x + pos
-        if kept is None and mask_ratio > 0:
-            kept = keep_indices(b, t, gh * gw, mask_ratio, generator, self.mask_tube(tube)).to(x.device)
         if kept is not None:  # after the positions, so each kept token carries its place in the clip
             x = gather_kept(x, kept)  # (B, T', K, D)
         x = self.norm_pre(x)
         cls = None
         if self.cls_token is not None:
             cls = self.norm_pre(self.cls_token + cls_pos).expand(b, -1, -1)  # (B, 1, D)
-        return x, cls, kept, self._rope((gh, gw), kept, x.device)
+        return x, cls, self._rope((gh, gw), kept, x.device)
 
-    def _encode(
-        self,
-        x: Tensor,
-        mask_ratio: float = 0.0,
-        generator: torch.Generator | None = None,
-        tube: bool | None = None,
-        kept: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Patch tokens (B, T', N or K, D), class token (B, 1, D) or None, and the kept indices; final-normed
-        unless the norm comes after pooling (``final_norm: pooled``)."""
-        x, cls, kept, rope = self._embed(x, mask_ratio, generator, tube, kept)
+    def _encode(self, x: Tensor, kept: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Patch tokens (B, T', N or K, D) and class token (B, 1, D) or None; final-normed unless the norm
+        comes after pooling (``final_norm: pooled``). ``kept``: the patch tokens to keep (draw_kept)."""
+        x, cls, rope = self._embed(x, kept)
         for blk in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x, cls = checkpoint(blk, x, cls, rope, use_reentrant=False)
             else:
                 x, cls = blk(x, cls, rope)
         if self.cfg.final_norm == "pooled":
-            return x, cls, kept
-        return self.norm(x), (self.norm(cls) if cls is not None else None), kept
+            return x, cls
+        return self.norm(x), (self.norm(cls) if cls is not None else None)
 
     @staticmethod
     def _sequence(x: Tensor, cls: Tensor | None) -> Tensor:
@@ -271,7 +255,7 @@ class VisualEncoder(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The final token sequence (B, [1 +] T' * N, W), as timm's ``forward_features``."""
-        return self._sequence(*self._encode(x)[:2])
+        return self._sequence(*self._encode(x))
 
     def forward(
         self,
@@ -284,7 +268,9 @@ class VisualEncoder(nn.Module):
         """Encode videos or images; ``mask_ratio`` > 0 drops that share of each frame's patch tokens
         after the position embeddings (training only: the caller decides, ``generator`` draws which), or
         ``kept`` (from :meth:`draw_kept`) names the tokens to keep."""
-        x, cls, kept = self._encode(x, mask_ratio, generator, tube, kept)
+        if kept is None and mask_ratio > 0:  # one way to draw them, whoever asks
+            kept = self.draw_kept(x, mask_ratio, generator, tube)
+        x, cls = self._encode(x, kept)
         if self.attn_pool is not None:  # the clip's tokens, then each frame's: (B, T'*N, D), (B, T', N, D)
             clip, each = rearrange(x, "b t n d -> b (t n) d"), x
             if self.cfg.map_class_token:  # (B, 1 + T'*N, D) and (B, T', 1 + N, D)
