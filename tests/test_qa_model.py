@@ -29,6 +29,11 @@ def parts():
     return model, tokenizer
 
 
+def _rows(video, rows):
+    """The same clips' embedding restricted to ``rows``."""
+    return type(video)(*(x[rows] for x in video))
+
+
 def _batch(model, tokenizer, questions, answers):
     v = model.cfg.vision
     q = tokenizer(questions, padding=True, return_tensors="pt")
@@ -59,8 +64,9 @@ def test_task_losses_and_gradients(parts):
     assert torch.isfinite(out["loss"])
     model.zero_grad()
     out["loss"].backward()
-    names = ("qa.question_proj.weight", "qa.classifier.3.weight", "alignment.blocks.0.cross_attn.q.weight",
-             "caption.blocks.0.cross_attn.kv.weight", "visual.patch_embed.proj.weight")  # fmt: skip
+    names = ("qa.question_proj.weight", "qa.clip_proj.weight", "qa.classifier.3.weight",
+             "alignment.blocks.0.cross_attn.q.weight", "caption.blocks.0.cross_attn.kv.weight",
+             "visual.patch_embed.proj.weight")  # fmt: skip
     for name in names:
         grad = model.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
@@ -82,9 +88,28 @@ def test_question_padding_does_not_change_the_answer(parts):
             q = tokenizer(["which digit?"], padding=padding, max_length=16, return_tensors="pt")
             text = model.encode_text(q["input_ids"], q["attention_mask"])
             fused = model.fuse_question(text.hidden, text.mask, video.tokens[1:])
-            memory, mask = model.answer_memory(fused, text.mask, video.tokens[1:])
+            memory, mask = model.answer_memory(fused, text.mask, _rows(video, slice(1, None)))
             logits.append(model.answer_logits(b["answer_ids"][1:], b["answer_mask"][1:], memory, mask))
     torch.testing.assert_close(logits[0], logits[1], atol=1e-5, rtol=1e-5)
+
+
+def test_answers_read_the_clip_embedding(parts):
+    """The clip embedding (which holds frame order with the ordered pool) is memory of its own: changing
+    only it changes the answer and the classifier's scores."""
+    model, tokenizer = parts
+    model.eval()
+    b = _batch(model, tokenizer, ["which way first?", "is it red?"], ["left", "yes"])
+    with torch.no_grad():
+        video = model.encode_video(b["pixels"])
+        text = model.encode_text(b["input_ids"], b["attention_mask"])
+        fused = model.fuse_question(text.hidden, text.mask, video.tokens)
+        other = video._replace(clip=10 * torch.randn_like(video.clip))
+        out = []
+        for v in (video, other):
+            memory, mask = model.answer_memory(fused, text.mask, v)
+            assert memory.shape[1] == video.tokens.shape[1] + 1 + text.hidden.shape[1] == mask.shape[1]
+            out.append(model.answer_logits(b["answer_ids"], b["answer_mask"], memory, mask))
+    assert (out[0] - out[1]).abs().max() > 1e-4
 
 
 def test_ranking_equals_naive_full_likelihood(parts):
@@ -96,7 +121,7 @@ def test_ranking_equals_naive_full_likelihood(parts):
         video = model.encode_video(b["pixels"])
         text = model.encode_text(b["input_ids"], b["attention_mask"])
         fused = model.fuse_question(text.hidden, text.mask, video.tokens)
-        memory, mask = model.answer_memory(fused, text.mask, video.tokens)
+        memory, mask = model.answer_memory(fused, text.mask, video)
         naive = torch.zeros(4, len(ANSWERS))
         for q in range(4):
             for j, answer in enumerate(ANSWERS):  # one answer at a time, unpadded, token by token

@@ -477,7 +477,7 @@ class Evaluator:
             video = model.encode_video(pixels)
             question = model.encode_text(batch["input_ids"], batch["attention_mask"])
             fused = model.fuse_question(question.hidden, question.mask, video.tokens)
-            memory, memory_mask = model.answer_memory(fused, question.mask, video.tokens)
+            memory, memory_mask = model.answer_memory(fused, question.mask, video)
             rows = {}
             if "rank" in protocols:
                 ids, mask = tokens["input_ids"], tokens["attention_mask"]
@@ -486,7 +486,7 @@ class Evaluator:
                 ids = model.caption.generate_from_memory(memory, memory_mask, length, num_beams)
                 rows["generate"] = F.pad(ids, (0, length - ids.shape[1]), value=model.caption.pad_id)
             if "classify" in protocols:
-                rows["classify"] = model.qa.classify(fused).argmax(-1)
+                rows["classify"] = model.classify_answer(fused, video).argmax(-1)
             return rows
 
         predictions: dict[str, dict[str, str]] = {p: {} for p in protocols}

@@ -171,6 +171,7 @@ def _heads(cfg: ModelConfig) -> dict[str, Any]:
         "alignment.": cfg.alignment.enabled,
         "caption.": cfg.caption.enabled,
         "qa.question_proj.": cfg.qa.enabled,
+        "qa.clip_proj.": cfg.qa.enabled,
         # a classifier over other answers (another count, or another run's list) is another classifier
         "qa.classifier.": (cfg.qa.enabled, cfg.qa.num_answers),
         "action_head.": cfg.num_classes,

@@ -106,7 +106,7 @@ class VideoLanguageModel(nn.Module):
                     f"answering fuses the question with the clip in the alignment decoder and writes the "
                     f"answer with the caption decoder; set model.{lacking[0]}.enabled true"
                 )
-            self.qa = QAHead(cfg.alignment.width, cfg.caption.width, cfg.qa.num_answers)
+            self.qa = QAHead(cfg.alignment.width, cfg.caption.width, cfg.embed_dim, cfg.qa.num_answers)
         self.action_head = ActionHead(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else None
         # Names of the parameters loaded from a checkpoint (set by whoever loads one): the optimizer gives
         # them ``train.pretrained_lr_scale``; the rest are new.
@@ -230,14 +230,20 @@ class VideoLanguageModel(nn.Module):
         return self.alignment.fuse(*self._joint(question_hidden, visual_tokens, question_mask))
 
     def answer_memory(
-        self, fused: Tensor, question_mask: Tensor, visual_tokens: Tensor
+        self, fused: Tensor, question_mask: Tensor, video: VideoEmbedding
     ) -> tuple[Tensor, Tensor]:
-        """What the caption decoder reads to answer, ``(memory (B, N + L, Wc), mask (B, N + L))``: the clip's
-        tokens and the fused question (see :mod:`videovl.models.qa` for why both)."""
+        """What the caption decoder reads to answer, ``(memory (B, N + 1 + L, Wc), mask (B, N + 1 + L))``:
+        the clip's tokens, its embedding and the fused question (see :mod:`videovl.models.qa` for why)."""
         qa, decoder = self._require_qa(), self.caption
-        memory = torch.cat([decoder.visual_proj(visual_tokens), qa.question_proj(fused)], 1)
-        visual_mask = question_mask.new_ones(visual_tokens.shape[:2])
+        tokens = decoder.visual_proj(video.tokens)
+        clip = qa.clip_proj(video.clip.to(tokens.dtype)).unsqueeze(1)
+        memory = torch.cat([tokens, clip.to(tokens.dtype), qa.question_proj(fused).to(tokens.dtype)], 1)
+        visual_mask = question_mask.new_ones(video.tokens.shape[0], video.tokens.shape[1] + 1)
         return memory, torch.cat([visual_mask, question_mask], 1)
+
+    def classify_answer(self, fused: Tensor, video: VideoEmbedding) -> Tensor:
+        """Answer logits (B, num_answers) of the classifier, from the fused question and the clip."""
+        return self._require_qa().classify(fused, video.clip)
 
     def answer_logits(
         self,

@@ -9,12 +9,18 @@ captions (on the demo it names digits and directions), and the fused question te
 facts is asked. Conditioning on the question states alone (BLIP's VQA) would throw that view away and make
 a new projection learn the whole memory from the answers.
 
-``classifier`` (optional) scores the top-N training answers from the fused first-token state (ClipBERT /
-ALPRO's head, as the alignment decoder's match head reads the same state).
+One more memory token is the clip's embedding in the joint space (through ``clip_proj``): with the ordered
+pool it holds the order of the clip's frames (which direction came first), which the visual tokens do not
+carry in a form the decoders read (every temporal position attends alike), so the answers can use what
+retrieval learnt.
+
+``classifier`` (optional) scores the top-N training answers from the fused first-token state beside the
+clip embedding (ClipBERT / ALPRO's head, as the alignment decoder's match head reads the same state).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from videovl.models.layers.decoder import init_weights
@@ -23,23 +29,25 @@ __all__ = ["QAHead"]
 
 
 class QAHead(nn.Module):
-    def __init__(self, fused_width: int, decoder_width: int, num_answers: int = 0) -> None:
+    def __init__(self, fused_width: int, decoder_width: int, embed_dim: int, num_answers: int = 0) -> None:
         super().__init__()
         if num_answers < 0:
             raise ValueError(f"num_answers={num_answers} must be >= 0 (0: no classifier)")
         self.question_proj = nn.Linear(fused_width, decoder_width)
+        self.clip_proj = nn.Linear(embed_dim, decoder_width)
         self.classifier = None
         if num_answers:
             self.classifier = nn.Sequential(
-                nn.Linear(fused_width, 2 * fused_width),
+                nn.Linear(fused_width + embed_dim, 2 * fused_width),
                 nn.GELU(),
                 nn.LayerNorm(2 * fused_width),
                 nn.Linear(2 * fused_width, num_answers),
             )
         self.apply(init_weights)
 
-    def classify(self, fused: Tensor) -> Tensor:
-        """Fused question states (B, L, W) -> answer logits (B, num_answers), from the first token."""
+    def classify(self, fused: Tensor, clip: Tensor) -> Tensor:
+        """Fused question states (B, L, W) and clip embeddings (B, D) -> answer logits (B, num_answers),
+        from the first token and the clip."""
         if self.classifier is None:
             raise ValueError("this QA head has no classifier (model.qa.num_answers is 0)")
-        return self.classifier(fused[:, 0])
+        return self.classifier(torch.cat([fused[:, 0], clip.to(fused.dtype)], -1))

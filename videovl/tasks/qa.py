@@ -78,7 +78,7 @@ class QATask(nn.Module):
         out: dict[str, Tensor] = {}
         loss = video.clip.new_zeros(())
         if weights.qa > 0:
-            memory, memory_mask = model.answer_memory(fused, question.mask, video.tokens)
+            memory, memory_mask = model.answer_memory(fused, question.mask, video)
             length = model.cfg.caption.max_length
             ids, mask = batch["answer_ids"][:, :length], batch["answer_mask"][:, :length]
             logits = model.answer_logits(ids, mask, memory, memory_mask, positions=target_positions(mask))
@@ -90,7 +90,7 @@ class QATask(nn.Module):
                     "losses.qa_classify > 0 needs the answer classifier (model.qa.num_answers > 0)"
                 )
             labels = answer_labels(batch["answer"], self.vocab, fused.device)
-            logits = model.qa.classify(fused).float()
+            logits = model.classify_answer(fused, video).float()
             known = labels >= 0
             # outside the vocabulary: no target (a batch of only such answers adds 0, not NaN)
             total = F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum")
