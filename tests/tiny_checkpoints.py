@@ -128,3 +128,19 @@ def write_tiny_video_model(path: Path, kind: str, classifier: bool = False, seed
     perturb(model, seed)
     model.save_pretrained(path)
     return Path(path)
+
+
+def write_tiny_vjepa2(path: Path, seed: int = 0, classifier: bool = False, **config):
+    """A transformers VJEPA2Model folder (encoder and predictor), or a VJEPA2ForVideoClassification one."""
+    from transformers import VJEPA2Config, VJEPA2ForVideoClassification, VJEPA2Model
+
+    size = {"crop_size": 16, "patch_size": 8, "frames_per_clip": 4, "tubelet_size": 2, "hidden_size": 32,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2.0, "pred_hidden_size": 16,
+            "pred_num_hidden_layers": 1, "pred_num_attention_heads": 2, "pred_num_mask_tokens": 2,
+            "num_pooler_layers": 1}  # fmt: skip
+    torch.manual_seed(seed)
+    cls = VJEPA2ForVideoClassification if classifier else VJEPA2Model
+    model = cls(VJEPA2Config(**{**size, **config})).eval()
+    perturb(model, seed)
+    model.save_pretrained(path)
+    return Path(path)

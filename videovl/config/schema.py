@@ -76,15 +76,20 @@ class VisionConfig:
     timm_model: str | None = None
     timm_checkpoint: str | None = None
     inflation: Inflation = "centre"  # how a 2D patch kernel becomes 3D
-    # A local transformers TimesformerModel or VideoMAEModel folder: the architecture fields above come from
-    # it (the space-time ones too: attention, tubelet, positions) and the encoder starts from its weights.
+    # A local transformers TimesformerModel, VideoMAEModel or VJEPA2Model folder: the architecture fields
+    # above come from it (the space-time ones too: attention, tubelet, positions) and the encoder starts from
+    # its weights.
     pretrained: str | None = None
-    pos_embed: PosEmbed = "learned"  # or sinusoidal: a fixed space-time table (VideoMAE)
+    # or sinusoidal: a fixed space-time table (VideoMAE); none: no absolute positions (rotary only: V-JEPA 2)
+    pos_embed: PosEmbed = "learned"
     final_norm: FinalNorm = "tokens"  # tokens: LayerNorm on every token (ViT); pooled: on the mean (VideoMAE)
     # Rotary positions (2d: Perception Encoder's) on the queries and keys of the patch tokens in every
     # attention over space, by each token's (row, column) in its frame; the class token and the temporal
     # attention get none (time is the temporal embedding's). A head's channels split in two halves of
     # frequencies, one per axis (rope_axes: which comes first), temperature ** (-i / (head_dim / 4)).
+    # 3d (V-JEPA 2's): every patch token by its (time, row, column) in the clip, in three chunks of a head's
+    # channels (time first, then the spatial axes in rope_axes order; videovl.models.layers.rope has the
+    # layout); needs attention: joint and no class token.
     rope: Rope = "none"
     rope_temperature: float = 10000.0
     # positions are patch indices plus rope_offset; with rope_grid (rows, columns) they are rescaled to that

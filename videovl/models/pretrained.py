@@ -26,7 +26,7 @@ from videovl.config import (
     to_dict,
 )
 from videovl.models.convert import clip as clip_convert
-from videovl.models.convert import pe, siglip, timesformer, videomae
+from videovl.models.convert import pe, siglip, timesformer, videomae, vjepa2
 
 __all__ = [
     "foreign_model_config",
@@ -293,6 +293,14 @@ def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path, str]:
 VIDEO_FAMILIES = {
     "timesformer": (timesformer.timesformer_vision_fields, timesformer.timesformer_to_videovl),
     "videomae": (videomae.videomae_vision_fields, videomae.videomae_to_videovl),
+    "vjepa2": (vjepa2.vjepa2_vision_fields, vjepa2.vjepa2_to_videovl),
+}
+
+# model_type -> the transformers class of its backbone folder
+VIDEO_MODEL_CLASSES = {
+    "timesformer": "TimesformerModel",
+    "videomae": "VideoMAEModel",
+    "vjepa2": "VJEPA2Model",
 }
 
 
@@ -302,20 +310,20 @@ def _video_config(spec: str) -> tuple[str, dict[str, Any], Path]:
     path = local_path(spec, "model.vision.pretrained")
     if not path.is_dir():
         raise ConfigError(
-            f"model.vision.pretrained: {path} is a file; give a transformers TimesformerModel or "
-            "VideoMAEModel folder (config.json and weights)"
+            f"model.vision.pretrained: {path} is a file; give a transformers "
+            f"{' or '.join(VIDEO_MODEL_CLASSES.values())} folder (config.json and weights)"
         )
     kind = _folder_config(path, tuple(VIDEO_FAMILIES), "model.vision.pretrained")
     return kind, AutoConfig.from_pretrained(path, local_files_only=True).to_dict(), path
 
 
 def auto_name(kind: str) -> str:
-    return {"timesformer": "TimesformerModel", "videomae": "VideoMAEModel"}[kind]
+    return VIDEO_MODEL_CLASSES[kind]
 
 
 def read_video_encoder(spec: str, depth: int) -> tuple[dict[str, Tensor], Path]:
-    """The VisualEncoder state dict of a TimeSformer or VideoMAE folder (its backbone, and VideoMAE's
-    norm after pooling when the folder holds a classifier), and the folder."""
+    """The VisualEncoder state dict of a TimeSformer, VideoMAE or V-JEPA 2 folder (its backbone, and
+    VideoMAE's norm after pooling when the folder holds a classifier), and the folder."""
     import transformers
 
     kind, config, path = _video_config(spec)
@@ -371,8 +379,8 @@ def _from_pretrained(cls: Any, path: Path, field: str, heads_ok: bool = False) -
 
 def foreign_model_config(path: str | Path) -> dict[str, Any] | None:
     """The model section that starts from checkpoint ``path`` when it is a CLIP (a transformers folder or
-    an open_clip state-dict file), a MetaCLIP 2, a SigLIP, a TimeSformer or a VideoMAE folder; None when it
-    is none."""
+    an open_clip state-dict file), a MetaCLIP 2, a SigLIP, a TimeSformer, a VideoMAE or a V-JEPA 2 folder;
+    None when it is none."""
     path = Path(path)
     if path.is_file() and path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
         return {"name": "clip", "pretrained": str(path)}

@@ -39,6 +39,7 @@ from videovl.models.layers import (
     resample_spatial,
     resample_temporal,
     rope_tables,
+    rope_tables_3d,
 )
 
 __all__ = ["VisualEncoder", "VisualOutput"]
@@ -81,6 +82,18 @@ def check_vision_config(cfg: VisionConfig) -> None:
             f"model.vision.rope is '2d' but the head width {cfg.width // cfg.heads} (width / heads) is not "
             "divisible by 4 (two axes, each in pairs of channels); change heads or set rope: none"
         )
+    if cfg.rope == "3d":
+        if cfg.attention != "joint" or cfg.class_token:
+            raise ConfigError(
+                "model.vision.rope is '3d' (rotary positions over time too) but attention is "
+                f"'{cfg.attention}' and class_token is {cfg.class_token}: it needs attention: joint (one "
+                "attention over the clip's tokens) and class_token: false; set those or rope: 2d / none"
+            )
+        if (cfg.width // cfg.heads) < 6 or (cfg.width // cfg.heads) % 2:
+            raise ConfigError(
+                f"model.vision.rope is '3d' but the head width {cfg.width // cfg.heads} (width / heads) is "
+                "odd or below 6 (three axes, each in pairs of channels); change heads or set rope: none"
+            )
     if cfg.map_class_token and not (cfg.pool == "map" and cfg.class_token):
         raise ConfigError(
             "model.vision.map_class_token needs pool: map and class_token: true (the MAP head attends over "
@@ -116,7 +129,7 @@ class VisualEncoder(nn.Module):
             cfg.patch_size, cfg.tubelet_size, cfg.in_chans, w, bias=not cfg.pre_norm
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, w)) if cfg.class_token else None
-        self.pos_embed = self.temporal_embed = None  # sinusoidal: a fixed table, computed in _embed
+        self.pos_embed = self.temporal_embed = None  # sinusoidal: a fixed table, computed in _embed; none
         if cfg.pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix + g * g, w))  # class position first
             self.temporal_embed = nn.Parameter(torch.zeros(1, cfg.num_frames // cfg.tubelet_size, w))
@@ -200,16 +213,28 @@ class VisualEncoder(nn.Module):
         b, t, gh, gw = x.shape[0], x.shape[2] // self.cfg.tubelet_size, x.shape[3] // p, x.shape[4] // p
         return keep_indices(b, t, gh * gw, mask_ratio, generator, self.mask_tube(tube)).to(x.device)
 
-    def _rope(self, grid: tuple[int, int], kept: Tensor | None, device: torch.device) -> tuple | None:
-        """The rotary (cos, sin) tables of the patch tokens, each (1, 1, N, e), or (B, T', K, e) for the
-        kept ones; None without rotary positions. Spatial only: every frame has the same rows."""
+    def _rope(
+        self, frames: int, grid: tuple[int, int], kept: Tensor | None, device: torch.device
+    ) -> tuple | None:
+        """The rotary (cos, sin) tables of the patch tokens, each (1, 1 or T', N, e), or (B, T', K, e) for
+        the kept ones; None without rotary positions. 2d: spatial only, every frame has the same rows;
+        3d: each frame its own."""
         cfg = self.cfg
         if cfg.rope == "none":
             return None
+        head = cfg.width // cfg.heads
+        if cfg.rope == "3d":
+            tables = rope_tables_3d(
+                frames, grid, head, cfg.rope_temperature, cfg.rope_grid, cfg.rope_offset, cfg.rope_axes,
+                device,
+            )  # fmt: skip
+            if kept is None:
+                return tuple(r[None] for r in tables)
+            time = torch.arange(frames, device=device)[None, :, None]
+            return tuple(r[time, kept] for r in tables)  # (B, T', K, e)
         tables = rope_tables(
-            grid, cfg.width // cfg.heads, cfg.rope_temperature, cfg.rope_grid, cfg.rope_offset, cfg.rope_axes,
-            device,
-        )  # fmt: skip
+            grid, head, cfg.rope_temperature, cfg.rope_grid, cfg.rope_offset, cfg.rope_axes, device
+        )
         if kept is None:
             return tuple(r[None, None] for r in tables)
         return tuple(r[kept] for r in tables)  # (B, T', K, e): each kept token's own row
@@ -218,7 +243,9 @@ class VisualEncoder(nn.Module):
         x = self.patch_embed(self._lift(x))  # (B, T', H', W', D)
         b, t, gh, gw, _ = x.shape
         x = rearrange(x, "b t h w d -> b t (h w) d")
-        if self.pos_embed is None:  # one fixed table over the (t, h, w) token order, as VideoMAE
+        if self.cfg.pos_embed == "none":  # positions are the rotary embeddings' alone (V-JEPA 2)
+            pos = cls_pos = 0.0
+        elif self.cfg.pos_embed == "sinusoidal":  # one fixed table over the (t, h, w) order, as VideoMAE
             pos = rearrange(sinusoid_table(t * gh * gw, self.width), "(t n) d -> 1 t n d", t=t).to(x)
             cls_pos = 0.0
         else:
@@ -233,7 +260,7 @@ class VisualEncoder(nn.Module):
         cls = None
         if self.cls_token is not None:
             cls = self.norm_pre(self.cls_token + cls_pos).expand(b, -1, -1)  # (B, 1, D)
-        return x, cls, self._rope((gh, gw), kept, x.device)
+        return x, cls, self._rope(t, (gh, gw), kept, x.device)
 
     def _encode(self, x: Tensor, kept: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Patch tokens (B, T', N or K, D) and class token (B, 1, D) or None; final-normed unless the norm

@@ -8,7 +8,7 @@ from videovl.models.layers.mlp import Mlp, QuickGELU, make_act
 from videovl.models.layers.patch_embed import PatchEmbed3D
 from videovl.models.layers.pooling import AttentionPool
 from videovl.models.layers.pos_embed import resample_spatial, resample_temporal
-from videovl.models.layers.rope import apply_rope, rope_tables
+from videovl.models.layers.rope import apply_rope, rope_tables, rope_tables_3d
 
 __all__ = [
     "Attention",
@@ -28,4 +28,5 @@ __all__ = [
     "resample_spatial",
     "resample_temporal",
     "rope_tables",
+    "rope_tables_3d",
 ]
