@@ -144,3 +144,29 @@ def write_tiny_vjepa2(path: Path, seed: int = 0, classifier: bool = False, **con
     perturb(model, seed)
     model.save_pretrained(path)
     return Path(path)
+
+
+VIDEOPRISM_VISION = {"image_size": 16, "num_frames": 4, "tubelet_size": [1, 8, 8], "hidden_size": 32,
+                     "num_attention_heads": 2, "intermediate_size": 64, "num_spatial_layers": 2,
+                     "num_temporal_layers": 2, "num_auxiliary_layers": 1}  # fmt: skip
+
+
+def write_tiny_videoprism(path: Path, kind: str = "vision", seed: int = 0, **vision):
+    """A transformers VideoPrism folder: ``kind`` vision (VideoPrismVisionModel), video (VideoPrismVideoModel)
+    or clip (VideoPrismClipModel, with a tiny text tower)."""
+    import transformers
+    from transformers import VideoPrismConfig, VideoPrismVisionConfig
+
+    vision = {**VIDEOPRISM_VISION, **vision}
+    torch.manual_seed(seed)
+    if kind == "clip":
+        text = {"vocab_size": 100, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "max_position_embeddings": 16}  # fmt: skip
+        model = transformers.VideoPrismClipModel(VideoPrismConfig(text_config=text, vision_config=vision))
+    else:
+        name = {"vision": "VideoPrismVisionModel", "video": "VideoPrismVideoModel"}[kind]
+        model = getattr(transformers, name)(VideoPrismVisionConfig(**vision))
+    model.eval()
+    perturb(model, seed)
+    model.save_pretrained(path)
+    return Path(path)

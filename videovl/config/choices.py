@@ -44,8 +44,10 @@ __all__ = [
     "PRECISIONS",
 ]
 
-# model.vision.attention: "divided" (time then space, TimeSformer) or "joint" (space-time)
-AttentionMode = Literal["divided", "joint"]
+# model.vision.attention: "divided" (time then space in every block, TimeSformer), "joint" (space-time),
+# or "factorised" (depth blocks over space within each frame, then temporal_depth blocks over time at each
+# spatial position: VideoPrism's factorised encoder)
+AttentionMode = Literal["divided", "joint", "factorised"]
 # model.vision.pool: the class token, the mean of the patch tokens, or attention pooling (MAP, SigLIP)
 VisionPool = Literal["cls", "mean", "map"]
 # model.vision.pos_embed: learned, a fixed sinusoidal space-time table (VideoMAE), or none (positions from

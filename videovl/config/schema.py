@@ -61,6 +61,11 @@ class VisionConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     attention: AttentionMode = "divided"  # divided: time then space (TimeSformer); joint: space-time
+    # factorised (VideoPrism): the depth blocks attend within each frame; then a LayerNorm, the temporal
+    # embedding, and temporal_depth blocks that attend over time at each spatial position (no class token)
+    temporal_depth: int = 0
+    # attention logits capped smoothly at +-attn_softcap (softcap * tanh(logit / softcap): VideoPrism's 50)
+    attn_softcap: float | None = None
     # the class token, the mean of the patch tokens, or map: a learnt probe attends over the patch tokens,
     # then a residual MLP (SigLIP's head; frames: the same head over each frame's tokens)
     pool: VisionPool = "cls"

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from videovl.config import (
     ConfigError,
     ModelConfig,
+    VisionConfig,
     deep_merge,
     from_dict,
     not_loaded_error,
@@ -26,7 +27,7 @@ from videovl.config import (
     to_dict,
 )
 from videovl.models.convert import clip as clip_convert
-from videovl.models.convert import pe, siglip, timesformer, videomae, vjepa2
+from videovl.models.convert import pe, siglip, timesformer, videomae, videoprism, vjepa2
 
 __all__ = [
     "foreign_model_config",
@@ -289,11 +290,15 @@ def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path, str]:
 
 # ----------------------------------------------------------------------------------- video encoders
 
-# model_type -> (the vision fields its config fixes, its state dict -> the visual encoder's)
+# model_type -> (the vision fields its config fixes, its state dict and the resolved VisionConfig -> the
+# visual encoder's)
 VIDEO_FAMILIES = {
     "timesformer": (timesformer.timesformer_vision_fields, timesformer.timesformer_to_videovl),
     "videomae": (videomae.videomae_vision_fields, videomae.videomae_to_videovl),
     "vjepa2": (vjepa2.vjepa2_vision_fields, vjepa2.vjepa2_to_videovl),
+    # VideoPrism's video backbone: alone, under its video model or classifier, or inside a VideoPrismClipModel
+    "videoprism_vision_model": (videoprism.videoprism_vision_fields, videoprism.videoprism_to_videovl),
+    "videoprism": (videoprism.videoprism_vision_fields, videoprism.videoprism_to_videovl),
 }
 
 # model_type -> the transformers class of its backbone folder
@@ -301,6 +306,8 @@ VIDEO_MODEL_CLASSES = {
     "timesformer": "TimesformerModel",
     "videomae": "VideoMAEModel",
     "vjepa2": "VJEPA2Model",
+    "videoprism_vision_model": "VideoPrismVisionModel",
+    "videoprism": "VideoPrismClipModel",
 }
 
 
@@ -321,9 +328,9 @@ def auto_name(kind: str) -> str:
     return VIDEO_MODEL_CLASSES[kind]
 
 
-def read_video_encoder(spec: str, depth: int) -> tuple[dict[str, Tensor], Path]:
-    """The VisualEncoder state dict of a TimeSformer, VideoMAE or V-JEPA 2 folder (its backbone, and
-    VideoMAE's norm after pooling when the folder holds a classifier), and the folder."""
+def read_video_encoder(spec: str, vision: VisionConfig) -> tuple[dict[str, Tensor], Path]:
+    """The VisualEncoder state dict of a TimeSformer, VideoMAE, V-JEPA 2 or VideoPrism folder (its
+    backbone, and VideoMAE's norm after pooling when the folder holds a classifier), and the folder."""
     import transformers
 
     kind, config, path = _video_config(spec)
@@ -331,10 +338,13 @@ def read_video_encoder(spec: str, depth: int) -> tuple[dict[str, Tensor], Path]:
     auto = transformers.AutoModelForVideoClassification if classifier else transformers.AutoModel
     heads_ok = not classifier and config.get("architectures") not in (None, [auto_name(kind)])
     model = _from_pretrained(auto, path, "model.vision.pretrained", heads_ok)
-    state = dict(model.base_model.state_dict())
+    backbone = model.base_model
+    if kind == "videoprism":  # a VideoPrismClipModel: the video backbone alone (the text tower is left out)
+        backbone = model.video_model.vision_model
+    state = dict(backbone.state_dict())
     if getattr(model, "fc_norm", None) is not None:
         state |= {f"fc_norm.{k}": v for k, v in model.fc_norm.state_dict().items()}
-    out = VIDEO_FAMILIES[kind][1](state, depth)
+    out = VIDEO_FAMILIES[kind][1](state, vision)
     if state:
         raise ConfigError(
             f"model.vision.pretrained: {path} has weights videovl has no place for: {sorted(state)[:5]} "
@@ -513,7 +523,7 @@ def load_pretrained(model: nn.Module) -> frozenset[str]:
         temporal = {f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()}
         return frozenset(n for n in loaded - temporal if n in params) | text
     if cfg.vision.pretrained:
-        state, path = read_video_encoder(cfg.vision.pretrained, cfg.vision.depth)
+        state, path = read_video_encoder(cfg.vision.pretrained, cfg.vision)
         # a backbone without a classifier has no norm after pooling: that norm is new
         new = ("norm.",) if cfg.vision.final_norm == "pooled" else ()
         loaded = fit_state(model.visual, state, path, new)

@@ -94,6 +94,19 @@ def check_vision_config(cfg: VisionConfig) -> None:
                 f"model.vision.rope is '3d' but the head width {cfg.width // cfg.heads} (width / heads) is "
                 "odd or below 6 (three axes, each in pairs of channels); change heads or set rope: none"
             )
+    if cfg.attention == "factorised" and (cfg.class_token or cfg.temporal_depth < 1):
+        raise ConfigError(
+            f"model.vision.attention is 'factorised' (space blocks, then time blocks) but class_token is "
+            f"{cfg.class_token} and temporal_depth {cfg.temporal_depth}: it needs class_token: false (pool: "
+            "mean or map) and temporal_depth >= 1"
+        )
+    if cfg.attention != "factorised" and cfg.temporal_depth:
+        raise ConfigError(
+            f"model.vision.temporal_depth is {cfg.temporal_depth}, but temporal blocks after the spatial "
+            f"ones belong to attention: factorised (attention is '{cfg.attention}'); set temporal_depth: 0"
+        )
+    if cfg.attn_softcap is not None and cfg.attn_softcap <= 0:
+        raise ConfigError(f"model.vision.attn_softcap must be positive or null, got {cfg.attn_softcap}")
     if cfg.map_class_token and not (cfg.pool == "map" and cfg.class_token):
         raise ConfigError(
             "model.vision.map_class_token needs pool: map and class_token: true (the MAP head attends over "
@@ -135,20 +148,27 @@ class VisualEncoder(nn.Module):
             self.temporal_embed = nn.Parameter(torch.zeros(1, cfg.num_frames // cfg.tubelet_size, w))
         norm = partial(nn.LayerNorm, eps=cfg.norm_eps)
         self.norm_pre = norm(w) if cfg.pre_norm else nn.Identity()
-        attn = partial(Attention, w, cfg.heads, cfg.qkv_bias, cfg.qk_norm, cfg.norm_eps)
-        self.blocks = nn.ModuleList(
-            SpaceTimeBlock(
+        attn = partial(Attention, w, cfg.heads, cfg.qkv_bias, cfg.qk_norm, cfg.norm_eps, cfg.attn_softcap)
+        factorised = cfg.attention == "factorised"
+
+        def block(rate: float, mode: str) -> SpaceTimeBlock:
+            return SpaceTimeBlock(
                 w,
                 attn(),
                 Mlp(w, round(w * cfg.mlp_ratio), cfg.act),
                 norm,
                 layer_scale=cfg.layer_scale,
                 drop_path=rate,
-                mode=cfg.attention,
-                temporal_attn=attn() if cfg.attention == "divided" else None,
+                mode=mode,
+                temporal_attn=attn() if mode == "divided" else None,
             )
-            for rate in torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
-        )
+
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth + cfg.temporal_depth).tolist()
+        first = "space" if factorised else cfg.attention
+        self.blocks = nn.ModuleList(block(r, first) for r in rates[: cfg.depth])
+        # factorised: a norm after the spatial stage, then the temporal stage (VideoPrism's layernorm1)
+        self.spatial_norm = norm(w) if factorised else None
+        self.temporal_blocks = nn.ModuleList(block(r, "time") for r in rates[cfg.depth :])
         self.norm = norm(w)
         # MAP: pools the patch tokens (a class token, if any, is not among them)
         hidden = round(w * cfg.mlp_ratio)
@@ -190,14 +210,14 @@ class VisualEncoder(nn.Module):
     def mask_tube(self, tube: bool | None) -> bool:
         """Whether token dropping keeps the same spatial positions in every frame: ``tube``, or when it is
         None the attention mode's default (divided: tube; joint: each frame its own random positions)."""
-        divided = self.cfg.attention == "divided"
+        divided = self.cfg.attention != "joint"
         if tube is None:
             return divided
         if divided and not tube:
             raise ConfigError(
-                "token dropping without tube masking needs model.vision.attention: joint; divided attention "
-                "attends over time at each spatial position, so every frame must keep the same positions "
-                "(leave the stage's mask_tube unset or true)"
+                "token dropping without tube masking needs model.vision.attention: joint; "
+                f"{self.cfg.attention} attention attends over time at each spatial position, so every frame "
+                "must keep the same positions (leave the stage's mask_tube unset or true)"
             )
         return tube
 
@@ -250,7 +270,9 @@ class VisualEncoder(nn.Module):
             cls_pos = 0.0
         else:
             pos = resample_spatial(self.pos_embed[:, self.num_prefix :], self.grid, (gh, gw)).unsqueeze(1)
-            if t > 1:  # one temporal position is an image (or one tubelet): no temporal embedding
+            # one temporal position is an image (or one tubelet): no temporal embedding; factorised: it
+            # comes between the stages (_encode)
+            if t > 1 and self.spatial_norm is None:
                 pos = pos + resample_temporal(self.temporal_embed, t).unsqueeze(2)  # (1, T', N, D)
             cls_pos = self.pos_embed[:, :1]
         x = x + pos
@@ -266,14 +288,23 @@ class VisualEncoder(nn.Module):
         """Patch tokens (B, T', N or K, D) and class token (B, 1, D) or None; final-normed unless the norm
         comes after pooling (``final_norm: pooled``). ``kept``: the patch tokens to keep (draw_kept)."""
         x, cls, rope = self._embed(x, kept)
-        for blk in self.blocks:
+        x, cls = self._run(self.blocks, x, cls, rope)
+        if self.spatial_norm is not None:  # factorised: the temporal stage over each spatial position
+            x = self.spatial_norm(x)
+            if self.temporal_embed is not None:
+                x = x + resample_temporal(self.temporal_embed, x.shape[1]).unsqueeze(2)  # (1, T', 1, D)
+            x, cls = self._run(self.temporal_blocks, x, cls, None)
+        if self.cfg.final_norm == "pooled":
+            return x, cls
+        return self.norm(x), (self.norm(cls) if cls is not None else None)
+
+    def _run(self, blocks: nn.ModuleList, x: Tensor, cls: Tensor | None, rope: tuple | None) -> tuple:
+        for blk in blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x, cls = checkpoint(blk, x, cls, rope, use_reentrant=False)
             else:
                 x, cls = blk(x, cls, rope)
-        if self.cfg.final_norm == "pooled":
-            return x, cls
-        return self.norm(x), (self.norm(cls) if cls is not None else None)
+        return x, cls
 
     @staticmethod
     def _sequence(x: Tensor, cls: Tensor | None) -> Tensor:
@@ -324,20 +355,25 @@ class VisualEncoder(nn.Module):
     def lock(self, unlocked_groups: int = 0) -> None:
         """Freeze the encoder except its last ``unlocked_groups`` groups, in order: embeddings (patch,
         position, class, pre-norm), blocks[0], ..., blocks[-2], then blocks[-1] with the final norm (and
-        the MAP head)."""
+        the MAP head); a factorised encoder's temporal blocks follow its spatial ones (the first with the
+        norm between the stages)."""
         embed = [self.patch_embed, self.norm_pre]
         embed_params = [p for p in (self.cls_token, self.pos_embed, self.temporal_embed) if p is not None]
-        last = [self.blocks[-1], self.norm, *([] if self.attn_pool is None else [self.attn_pool])]
-        groups = [[*embed, *embed_params], *([blk] for blk in self.blocks[:-1]), last]
+        layers = [[blk] for blk in self.blocks] + [[blk] for blk in self.temporal_blocks]
+        if self.spatial_norm is not None:
+            layers[len(self.blocks)].insert(0, self.spatial_norm)
+        layers[-1] += [self.norm, *([] if self.attn_pool is None else [self.attn_pool])]
+        groups = [[*embed, *embed_params], *layers]
         self.requires_grad_(False)
         for group in groups[len(groups) - unlocked_groups :] if unlocked_groups > 0 else []:
             for part in group:
                 part.requires_grad_(True)
 
     def named_temporal_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        """The temporal embedding and every block's temporal attention branch (norm included)."""
+        """The temporal embedding, every block's temporal attention branch (norm included) and a factorised
+        encoder's temporal blocks."""
         for name, p in self.named_parameters():
-            if name == "temporal_embed" or ".temporal_" in name:
+            if name == "temporal_embed" or ".temporal_" in name or name.startswith("temporal_blocks."):
                 yield name, p
 
     def temporal_parameters(self) -> Iterator[nn.Parameter]:

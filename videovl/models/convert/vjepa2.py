@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from videovl.config import ConfigError
+from videovl.config import ConfigError, VisionConfig
 from videovl.models.convert import act_from_hf, rename
 
 __all__ = ["vjepa2_vision_fields", "vjepa2_to_videovl"]
@@ -76,9 +76,10 @@ def vjepa2_vision_fields(config: dict[str, Any], where: str) -> dict[str, Any]:
     }
 
 
-def vjepa2_to_videovl(state: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
+def vjepa2_to_videovl(state: dict[str, Tensor], vision: VisionConfig) -> dict[str, Tensor]:
     """A ``VJEPA2Model`` state dict -> a VisualEncoder state dict. The predictor's keys are dropped; keys it
     does not use otherwise are left in ``state`` (the caller reports them)."""
+    depth = vision.depth
     for k in [k for k in state if k.startswith("predictor.")]:
         del state[k]
     out: dict[str, Tensor] = {}
