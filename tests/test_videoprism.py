@@ -20,7 +20,7 @@ def _frames(x):
     return rearrange(x, "b c t h w -> b t c h w")
 
 
-@pytest.mark.parametrize("kind", ["vision", "video", "clip"])
+@pytest.mark.parametrize("kind", ["vision", "video", "classifier", "clip"])
 @torch.no_grad()
 def test_videoprism_folder_equals_transformers(tmp_path, kind):
     import transformers
@@ -32,9 +32,10 @@ def test_videoprism_folder_equals_transformers(tmp_path, kind):
     assert (cfg.attention, cfg.depth, cfg.temporal_depth, cfg.attn_softcap, cfg.tubelet_size) == (
         "factorised", 2, 2, 50.0, 1,
     )  # fmt: skip
-    name = {"vision": "VisionModel", "video": "VideoModel", "clip": "ClipModel"}[kind]
+    name = {"vision": "VisionModel", "video": "VideoModel", "classifier": "ForVideoClassification",
+            "clip": "ClipModel"}[kind]  # fmt: skip
     reference = getattr(transformers, f"VideoPrism{name}").from_pretrained(folder).eval()
-    backbone = {"vision": reference, "video": getattr(reference, "vision_model", None)}.get(kind)
+    backbone = reference if kind == "vision" else getattr(reference, "vision_model", None)
     backbone = backbone if backbone is not None else reference.video_model.vision_model
     x = torch.randn(2, 3, 4, 16, 16)
     theirs = backbone(pixel_values_videos=_frames(x)).last_hidden_state  # (t, h, w) order, as ours

@@ -152,8 +152,9 @@ VIDEOPRISM_VISION = {"image_size": 16, "num_frames": 4, "tubelet_size": [1, 8, 8
 
 
 def write_tiny_videoprism(path: Path, kind: str = "vision", seed: int = 0, **vision):
-    """A transformers VideoPrism folder: ``kind`` vision (VideoPrismVisionModel), video (VideoPrismVideoModel)
-    or clip (VideoPrismClipModel, with a tiny text tower)."""
+    """A transformers VideoPrism folder: ``kind`` vision (VideoPrismVisionModel), video
+    (VideoPrismVideoModel), classifier (VideoPrismForVideoClassification) or clip (VideoPrismClipModel, with
+    a tiny text tower)."""
     import transformers
     from transformers import VideoPrismConfig, VideoPrismVisionConfig
 
@@ -164,7 +165,8 @@ def write_tiny_videoprism(path: Path, kind: str = "vision", seed: int = 0, **vis
                 "num_attention_heads": 2, "max_position_embeddings": 16}  # fmt: skip
         model = transformers.VideoPrismClipModel(VideoPrismConfig(text_config=text, vision_config=vision))
     else:
-        name = {"vision": "VideoPrismVisionModel", "video": "VideoPrismVideoModel"}[kind]
+        names = {"vision": "VideoPrismVisionModel", "video": "VideoPrismVideoModel"}
+        name = names.get(kind, "VideoPrismForVideoClassification")
         model = getattr(transformers, name)(VideoPrismVisionConfig(**vision))
     model.eval()
     perturb(model, seed)
