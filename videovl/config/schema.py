@@ -81,9 +81,9 @@ class VisionConfig:
     timm_model: str | None = None
     timm_checkpoint: str | None = None
     inflation: Inflation = "centre"  # how a 2D patch kernel becomes 3D
-    # A local transformers TimesformerModel, VideoMAEModel or VJEPA2Model folder: the architecture fields
-    # above come from it (the space-time ones too: attention, tubelet, positions) and the encoder starts from
-    # its weights.
+    # A local transformers TimesformerModel, VideoMAEModel, VJEPA2Model or VideoPrism folder: the
+    # architecture fields above come from it (the space-time ones too: attention, tubelet, positions) and the
+    # encoder starts from its weights.
     pretrained: str | None = None
     # or sinusoidal: a fixed space-time table (VideoMAE); none: no absolute positions (rotary only: V-JEPA 2)
     pos_embed: PosEmbed = "learned"

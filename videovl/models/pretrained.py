@@ -1,10 +1,10 @@
 """Starting from other libraries' checkpoints: read local files, resolve the config, fit the weights.
 
-``resolve_pretrained`` turns ``model.pretrained`` (a CLIP) and ``model.vision.pretrained`` (a TimeSformer
-or VideoMAE folder) into config fields, reading only the checkpoints' configs; ``load_pretrained`` then
-fills a model built from that config, through the pure converters of ``videovl.models.convert``, and
-checks every key and shape: a mismatch is a ConfigError naming the file, never a partial load. Nothing
-is downloaded: a name that is not a local path is an error that says so.
+``resolve_pretrained`` turns ``model.pretrained`` (a CLIP) and ``model.vision.pretrained`` (a TimeSformer,
+VideoMAE, V-JEPA 2 or VideoPrism folder) into config fields, reading only the checkpoints' configs;
+``load_pretrained`` then fills a model built from that config, through the pure converters of
+``videovl.models.convert``, and checks every key and shape: a mismatch is a ConfigError naming the file,
+never a partial load. Nothing is downloaded: a name that is not a local path is an error that says so.
 """
 
 from __future__ import annotations
@@ -330,7 +330,8 @@ def auto_name(kind: str) -> str:
 
 def read_video_encoder(spec: str, vision: VisionConfig) -> tuple[dict[str, Tensor], Path]:
     """The VisualEncoder state dict of a TimeSformer, VideoMAE, V-JEPA 2 or VideoPrism folder (its
-    backbone, and VideoMAE's norm after pooling when the folder holds a classifier), and the folder."""
+    backbone, and VideoMAE's norm after pooling when the folder holds a classifier; a VideoPrismClipModel's
+    video backbone), and the folder."""
     import transformers
 
     kind, config, path = _video_config(spec)
@@ -389,8 +390,8 @@ def _from_pretrained(cls: Any, path: Path, field: str, heads_ok: bool = False) -
 
 def foreign_model_config(path: str | Path) -> dict[str, Any] | None:
     """The model section that starts from checkpoint ``path`` when it is a CLIP (a transformers folder or
-    an open_clip state-dict file), a MetaCLIP 2, a SigLIP, a TimeSformer, a VideoMAE or a V-JEPA 2 folder;
-    None when it is none."""
+    an open_clip state-dict file), a MetaCLIP 2, a SigLIP, a TimeSformer, a VideoMAE, a V-JEPA 2 or a
+    VideoPrism folder; None when it is none."""
     path = Path(path)
     if path.is_file() and path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
         return {"name": "clip", "pretrained": str(path)}
