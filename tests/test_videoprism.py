@@ -1,6 +1,8 @@
 """VideoPrism folders into the visual encoder: a factorised encoder (spatial layers, then temporal
 layers over each spatial position) with capped attention logits; against transformers' own models."""
 
+import dataclasses
+
 import pytest
 import torch
 from einops import rearrange
@@ -81,3 +83,22 @@ def test_videoprism_folder_through_the_api_and_errors(tmp_path, test_video):
         videovl.create_model({"name": "test", "vision": {"temporal_depth": 2}})
     with pytest.raises(ConfigError, match="'factorised'.*class_token: false"):
         videovl.create_model({"name": "test", "vision": {"attention": "factorised", "temporal_depth": 1}})
+
+
+def test_checkpoints_of_vjepa2_and_videoprism_starts_rebuild_them(tmp_path):
+    from tiny_checkpoints import write_tiny_vjepa2
+
+    for name, folder in (
+        ("vjepa2", write_tiny_vjepa2(tmp_path / "vjepa2")),
+        ("videoprism", write_tiny_videoprism(tmp_path / "vp", "clip")),
+    ):
+        cfg = videovl.load_config(overrides=["model.name=test", f"model.vision.pretrained={folder}"])
+        model = videovl.create_model(cfg.model).eval()
+        videovl.save_checkpoint(model, cfg, tmp_path / f"ckpt-{name}")
+        again, _ = videovl.load_checkpoint(tmp_path / f"ckpt-{name}")
+        # the checkpoint holds the weights: it no longer points at the folder
+        assert again.cfg.vision == dataclasses.replace(model.cfg.vision, pretrained=None)
+        videos = torch.randn(2, 3, 4, 16, 16)
+        with torch.no_grad():
+            rebuilt = again.eval().encode_video(videos).clip
+            torch.testing.assert_close(rebuilt, model.encode_video(videos).clip)
