@@ -128,3 +128,47 @@ def write_tiny_video_model(path: Path, kind: str, classifier: bool = False, seed
     perturb(model, seed)
     model.save_pretrained(path)
     return Path(path)
+
+
+def write_tiny_vjepa2(path: Path, seed: int = 0, classifier: bool = False, **config):
+    """A transformers VJEPA2Model folder (encoder and predictor), or a VJEPA2ForVideoClassification one."""
+    from transformers import VJEPA2Config, VJEPA2ForVideoClassification, VJEPA2Model
+
+    size = {"crop_size": 16, "patch_size": 8, "frames_per_clip": 4, "tubelet_size": 2, "hidden_size": 32,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2.0, "pred_hidden_size": 16,
+            "pred_num_hidden_layers": 1, "pred_num_attention_heads": 2, "pred_num_mask_tokens": 2,
+            "num_pooler_layers": 1}  # fmt: skip
+    torch.manual_seed(seed)
+    cls = VJEPA2ForVideoClassification if classifier else VJEPA2Model
+    model = cls(VJEPA2Config(**{**size, **config})).eval()
+    perturb(model, seed)
+    model.save_pretrained(path)
+    return Path(path)
+
+
+VIDEOPRISM_VISION = {"image_size": 16, "num_frames": 4, "tubelet_size": [1, 8, 8], "hidden_size": 32,
+                     "num_attention_heads": 2, "intermediate_size": 64, "num_spatial_layers": 2,
+                     "num_temporal_layers": 2, "num_auxiliary_layers": 1}  # fmt: skip
+
+
+def write_tiny_videoprism(path: Path, kind: str = "vision", seed: int = 0, **vision):
+    """A transformers VideoPrism folder: ``kind`` vision (VideoPrismVisionModel), video
+    (VideoPrismVideoModel), classifier (VideoPrismForVideoClassification) or clip (VideoPrismClipModel, with
+    a tiny text tower)."""
+    import transformers
+    from transformers import VideoPrismConfig, VideoPrismVisionConfig
+
+    vision = {**VIDEOPRISM_VISION, **vision}
+    torch.manual_seed(seed)
+    if kind == "clip":
+        text = {"vocab_size": 100, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "max_position_embeddings": 16}  # fmt: skip
+        model = transformers.VideoPrismClipModel(VideoPrismConfig(text_config=text, vision_config=vision))
+    else:
+        names = {"vision": "VideoPrismVisionModel", "video": "VideoPrismVideoModel"}
+        name = names.get(kind, "VideoPrismForVideoClassification")
+        model = getattr(transformers, name)(VideoPrismVisionConfig(**vision))
+    model.eval()
+    perturb(model, seed)
+    model.save_pretrained(path)
+    return Path(path)

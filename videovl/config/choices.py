@@ -44,14 +44,18 @@ __all__ = [
     "PRECISIONS",
 ]
 
-# model.vision.attention: "divided" (time then space, TimeSformer) or "joint" (space-time)
-AttentionMode = Literal["divided", "joint"]
+# model.vision.attention: "divided" (time then space in every block, TimeSformer), "joint" (space-time),
+# or "factorised" (depth blocks over space within each frame, then temporal_depth blocks over time at each
+# spatial position: VideoPrism's factorised encoder)
+AttentionMode = Literal["divided", "joint", "factorised"]
 # model.vision.pool: the class token, the mean of the patch tokens, or attention pooling (MAP, SigLIP)
 VisionPool = Literal["cls", "mean", "map"]
-# model.vision.pos_embed: learned, or a fixed sinusoidal space-time table (VideoMAE)
-PosEmbed = Literal["learned", "sinusoidal"]
-# model.vision.rope: no rotary positions, or 2D ones over each frame's patch grid (Perception Encoder)
-Rope = Literal["none", "2d"]
+# model.vision.pos_embed: learned, a fixed sinusoidal space-time table (VideoMAE), or none (positions from
+# rotary embeddings alone: V-JEPA 2)
+PosEmbed = Literal["learned", "sinusoidal", "none"]
+# model.vision.rope: no rotary positions, 2D ones over each frame's patch grid (Perception Encoder), or 3D
+# ones over the clip's (time, row, column) grid (V-JEPA 2)
+Rope = Literal["none", "2d", "3d"]
 # model.vision.rope_axes: which coordinate takes the first half of a head's frequencies (x: the column)
 RopeAxes = Literal["xy", "yx"]
 # model.vision.final_norm: on every token (ViT) or on the pooled mean (VideoMAE)

@@ -61,6 +61,11 @@ class VisionConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     attention: AttentionMode = "divided"  # divided: time then space (TimeSformer); joint: space-time
+    # factorised (VideoPrism): the depth blocks attend within each frame; then a LayerNorm, the temporal
+    # embedding, and temporal_depth blocks that attend over time at each spatial position (no class token)
+    temporal_depth: int = 0
+    # attention logits capped smoothly at +-attn_softcap (softcap * tanh(logit / softcap): VideoPrism's 50)
+    attn_softcap: float | None = None
     # the class token, the mean of the patch tokens, or map: a learnt probe attends over the patch tokens,
     # then a residual MLP (SigLIP's head; frames: the same head over each frame's tokens)
     pool: VisionPool = "cls"
@@ -76,15 +81,20 @@ class VisionConfig:
     timm_model: str | None = None
     timm_checkpoint: str | None = None
     inflation: Inflation = "centre"  # how a 2D patch kernel becomes 3D
-    # A local transformers TimesformerModel or VideoMAEModel folder: the architecture fields above come from
-    # it (the space-time ones too: attention, tubelet, positions) and the encoder starts from its weights.
+    # A local transformers TimesformerModel, VideoMAEModel, VJEPA2Model or VideoPrism folder: the
+    # architecture fields above come from it (the space-time ones too: attention, tubelet, positions) and the
+    # encoder starts from its weights.
     pretrained: str | None = None
-    pos_embed: PosEmbed = "learned"  # or sinusoidal: a fixed space-time table (VideoMAE)
+    # or sinusoidal: a fixed space-time table (VideoMAE); none: no absolute positions (rotary only: V-JEPA 2)
+    pos_embed: PosEmbed = "learned"
     final_norm: FinalNorm = "tokens"  # tokens: LayerNorm on every token (ViT); pooled: on the mean (VideoMAE)
     # Rotary positions (2d: Perception Encoder's) on the queries and keys of the patch tokens in every
     # attention over space, by each token's (row, column) in its frame; the class token and the temporal
     # attention get none (time is the temporal embedding's). A head's channels split in two halves of
     # frequencies, one per axis (rope_axes: which comes first), temperature ** (-i / (head_dim / 4)).
+    # 3d (V-JEPA 2's): every patch token by its (time, row, column) in the clip, in three chunks of a head's
+    # channels (time first, then the spatial axes in rope_axes order; videovl.models.layers.rope has the
+    # layout); needs attention: joint and no class token.
     rope: Rope = "none"
     rope_temperature: float = 10000.0
     # positions are patch indices plus rope_offset; with rope_grid (rows, columns) they are rescaled to that

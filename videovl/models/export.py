@@ -50,7 +50,9 @@ def timm_state_dict(model: VideoLanguageModel) -> tuple[dict[str, Tensor], list[
     temporal = {n for n, _ in model.visual.named_temporal_parameters()}
     state = {k: v for k, v in model.visual.state_dict().items() if k not in temporal}
     if "pos_embed" not in state:
-        raise ConfigError("a visual tower with sinusoidal positions has no timm ViT equivalent")
+        raise ConfigError(
+            "a visual tower without a learned position table (sinusoidal or none) has no timm ViT equivalent"
+        )
     if model.visual.cfg.rope != "none" or model.visual.cfg.map_class_token:
         raise ConfigError(
             "a visual tower with rotary positions or a MAP head over the class token (Perception Encoder's) "

@@ -1,10 +1,10 @@
 """Starting from other libraries' checkpoints: read local files, resolve the config, fit the weights.
 
-``resolve_pretrained`` turns ``model.pretrained`` (a CLIP) and ``model.vision.pretrained`` (a TimeSformer
-or VideoMAE folder) into config fields, reading only the checkpoints' configs; ``load_pretrained`` then
-fills a model built from that config, through the pure converters of ``videovl.models.convert``, and
-checks every key and shape: a mismatch is a ConfigError naming the file, never a partial load. Nothing
-is downloaded: a name that is not a local path is an error that says so.
+``resolve_pretrained`` turns ``model.pretrained`` (a CLIP) and ``model.vision.pretrained`` (a TimeSformer,
+VideoMAE, V-JEPA 2 or VideoPrism folder) into config fields, reading only the checkpoints' configs;
+``load_pretrained`` then fills a model built from that config, through the pure converters of
+``videovl.models.convert``, and checks every key and shape: a mismatch is a ConfigError naming the file,
+never a partial load. Nothing is downloaded: a name that is not a local path is an error that says so.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from videovl.config import (
     ConfigError,
     ModelConfig,
+    VisionConfig,
     deep_merge,
     from_dict,
     not_loaded_error,
@@ -26,7 +27,7 @@ from videovl.config import (
     to_dict,
 )
 from videovl.models.convert import clip as clip_convert
-from videovl.models.convert import pe, siglip, timesformer, videomae
+from videovl.models.convert import pe, siglip, timesformer, videomae, videoprism, vjepa2
 
 __all__ = [
     "foreign_model_config",
@@ -289,10 +290,24 @@ def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path, str]:
 
 # ----------------------------------------------------------------------------------- video encoders
 
-# model_type -> (the vision fields its config fixes, its state dict -> the visual encoder's)
+# model_type -> (the vision fields its config fixes, its state dict and the resolved VisionConfig -> the
+# visual encoder's)
 VIDEO_FAMILIES = {
     "timesformer": (timesformer.timesformer_vision_fields, timesformer.timesformer_to_videovl),
     "videomae": (videomae.videomae_vision_fields, videomae.videomae_to_videovl),
+    "vjepa2": (vjepa2.vjepa2_vision_fields, vjepa2.vjepa2_to_videovl),
+    # VideoPrism's video backbone: alone, under its video model or classifier, or inside a VideoPrismClipModel
+    "videoprism_vision_model": (videoprism.videoprism_vision_fields, videoprism.videoprism_to_videovl),
+    "videoprism": (videoprism.videoprism_vision_fields, videoprism.videoprism_to_videovl),
+}
+
+# model_type -> the transformers class of its backbone folder
+VIDEO_MODEL_CLASSES = {
+    "timesformer": "TimesformerModel",
+    "videomae": "VideoMAEModel",
+    "vjepa2": "VJEPA2Model",
+    "videoprism_vision_model": "VideoPrismVisionModel",
+    "videoprism": "VideoPrismClipModel",
 }
 
 
@@ -302,20 +317,21 @@ def _video_config(spec: str) -> tuple[str, dict[str, Any], Path]:
     path = local_path(spec, "model.vision.pretrained")
     if not path.is_dir():
         raise ConfigError(
-            f"model.vision.pretrained: {path} is a file; give a transformers TimesformerModel or "
-            "VideoMAEModel folder (config.json and weights)"
+            f"model.vision.pretrained: {path} is a file; give a transformers "
+            f"{' or '.join(VIDEO_MODEL_CLASSES.values())} folder (config.json and weights)"
         )
     kind = _folder_config(path, tuple(VIDEO_FAMILIES), "model.vision.pretrained")
     return kind, AutoConfig.from_pretrained(path, local_files_only=True).to_dict(), path
 
 
 def auto_name(kind: str) -> str:
-    return {"timesformer": "TimesformerModel", "videomae": "VideoMAEModel"}[kind]
+    return VIDEO_MODEL_CLASSES[kind]
 
 
-def read_video_encoder(spec: str, depth: int) -> tuple[dict[str, Tensor], Path]:
-    """The VisualEncoder state dict of a TimeSformer or VideoMAE folder (its backbone, and VideoMAE's
-    norm after pooling when the folder holds a classifier), and the folder."""
+def read_video_encoder(spec: str, vision: VisionConfig) -> tuple[dict[str, Tensor], Path]:
+    """The VisualEncoder state dict of a TimeSformer, VideoMAE, V-JEPA 2 or VideoPrism folder (its
+    backbone, and VideoMAE's norm after pooling when the folder holds a classifier; a VideoPrismClipModel's
+    video backbone), and the folder."""
     import transformers
 
     kind, config, path = _video_config(spec)
@@ -323,10 +339,13 @@ def read_video_encoder(spec: str, depth: int) -> tuple[dict[str, Tensor], Path]:
     auto = transformers.AutoModelForVideoClassification if classifier else transformers.AutoModel
     heads_ok = not classifier and config.get("architectures") not in (None, [auto_name(kind)])
     model = _from_pretrained(auto, path, "model.vision.pretrained", heads_ok)
-    state = dict(model.base_model.state_dict())
+    backbone = model.base_model
+    if kind == "videoprism":  # a VideoPrismClipModel: the video backbone alone (the text tower is left out)
+        backbone = model.video_model.vision_model
+    state = dict(backbone.state_dict())
     if getattr(model, "fc_norm", None) is not None:
         state |= {f"fc_norm.{k}": v for k, v in model.fc_norm.state_dict().items()}
-    out = VIDEO_FAMILIES[kind][1](state, depth)
+    out = VIDEO_FAMILIES[kind][1](state, vision)
     if state:
         raise ConfigError(
             f"model.vision.pretrained: {path} has weights videovl has no place for: {sorted(state)[:5]} "
@@ -371,8 +390,8 @@ def _from_pretrained(cls: Any, path: Path, field: str, heads_ok: bool = False) -
 
 def foreign_model_config(path: str | Path) -> dict[str, Any] | None:
     """The model section that starts from checkpoint ``path`` when it is a CLIP (a transformers folder or
-    an open_clip state-dict file), a MetaCLIP 2, a SigLIP, a TimeSformer or a VideoMAE folder; None when it
-    is none."""
+    an open_clip state-dict file), a MetaCLIP 2, a SigLIP, a TimeSformer, a VideoMAE, a V-JEPA 2 or a
+    VideoPrism folder; None when it is none."""
     path = Path(path)
     if path.is_file() and path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
         return {"name": "clip", "pretrained": str(path)}
@@ -505,7 +524,7 @@ def load_pretrained(model: nn.Module) -> frozenset[str]:
         temporal = {f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()}
         return frozenset(n for n in loaded - temporal if n in params) | text
     if cfg.vision.pretrained:
-        state, path = read_video_encoder(cfg.vision.pretrained, cfg.vision.depth)
+        state, path = read_video_encoder(cfg.vision.pretrained, cfg.vision)
         # a backbone without a classifier has no norm after pooling: that norm is new
         new = ("norm.",) if cfg.vision.final_norm == "pooled" else ()
         loaded = fit_state(model.visual, state, path, new)

@@ -39,6 +39,7 @@ from videovl.models.layers import (
     resample_spatial,
     resample_temporal,
     rope_tables,
+    rope_tables_3d,
 )
 
 __all__ = ["VisualEncoder", "VisualOutput"]
@@ -81,6 +82,31 @@ def check_vision_config(cfg: VisionConfig) -> None:
             f"model.vision.rope is '2d' but the head width {cfg.width // cfg.heads} (width / heads) is not "
             "divisible by 4 (two axes, each in pairs of channels); change heads or set rope: none"
         )
+    if cfg.rope == "3d":
+        if cfg.attention != "joint" or cfg.class_token:
+            raise ConfigError(
+                "model.vision.rope is '3d' (rotary positions over time too) but attention is "
+                f"'{cfg.attention}' and class_token is {cfg.class_token}: it needs attention: joint (one "
+                "attention over the clip's tokens) and class_token: false; set those or rope: 2d / none"
+            )
+        if (cfg.width // cfg.heads) < 6 or (cfg.width // cfg.heads) % 2:
+            raise ConfigError(
+                f"model.vision.rope is '3d' but the head width {cfg.width // cfg.heads} (width / heads) is "
+                "odd or below 6 (three axes, each in pairs of channels); change heads or set rope: none"
+            )
+    if cfg.attention == "factorised" and (cfg.class_token or cfg.temporal_depth < 1):
+        raise ConfigError(
+            f"model.vision.attention is 'factorised' (space blocks, then time blocks) but class_token is "
+            f"{cfg.class_token} and temporal_depth {cfg.temporal_depth}: it needs class_token: false (pool: "
+            "mean or map) and temporal_depth >= 1"
+        )
+    if cfg.attention != "factorised" and cfg.temporal_depth:
+        raise ConfigError(
+            f"model.vision.temporal_depth is {cfg.temporal_depth}, but temporal blocks after the spatial "
+            f"ones belong to attention: factorised (attention is '{cfg.attention}'); set temporal_depth: 0"
+        )
+    if cfg.attn_softcap is not None and cfg.attn_softcap <= 0:
+        raise ConfigError(f"model.vision.attn_softcap must be positive or null, got {cfg.attn_softcap}")
     if cfg.map_class_token and not (cfg.pool == "map" and cfg.class_token):
         raise ConfigError(
             "model.vision.map_class_token needs pool: map and class_token: true (the MAP head attends over "
@@ -116,26 +142,33 @@ class VisualEncoder(nn.Module):
             cfg.patch_size, cfg.tubelet_size, cfg.in_chans, w, bias=not cfg.pre_norm
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, w)) if cfg.class_token else None
-        self.pos_embed = self.temporal_embed = None  # sinusoidal: a fixed table, computed in _embed
+        self.pos_embed = self.temporal_embed = None  # sinusoidal: a fixed table, computed in _embed; none
         if cfg.pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix + g * g, w))  # class position first
             self.temporal_embed = nn.Parameter(torch.zeros(1, cfg.num_frames // cfg.tubelet_size, w))
         norm = partial(nn.LayerNorm, eps=cfg.norm_eps)
         self.norm_pre = norm(w) if cfg.pre_norm else nn.Identity()
-        attn = partial(Attention, w, cfg.heads, cfg.qkv_bias, cfg.qk_norm, cfg.norm_eps)
-        self.blocks = nn.ModuleList(
-            SpaceTimeBlock(
+        attn = partial(Attention, w, cfg.heads, cfg.qkv_bias, cfg.qk_norm, cfg.norm_eps, cfg.attn_softcap)
+        factorised = cfg.attention == "factorised"
+
+        def block(rate: float, mode: str) -> SpaceTimeBlock:
+            return SpaceTimeBlock(
                 w,
                 attn(),
                 Mlp(w, round(w * cfg.mlp_ratio), cfg.act),
                 norm,
                 layer_scale=cfg.layer_scale,
                 drop_path=rate,
-                mode=cfg.attention,
-                temporal_attn=attn() if cfg.attention == "divided" else None,
+                mode=mode,
+                temporal_attn=attn() if mode == "divided" else None,
             )
-            for rate in torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
-        )
+
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth + cfg.temporal_depth).tolist()
+        first = "space" if factorised else cfg.attention
+        self.blocks = nn.ModuleList(block(r, first) for r in rates[: cfg.depth])
+        # factorised: a norm after the spatial stage, then the temporal stage (VideoPrism's layernorm1)
+        self.spatial_norm = norm(w) if factorised else None
+        self.temporal_blocks = nn.ModuleList(block(r, "time") for r in rates[cfg.depth :])
         self.norm = norm(w)
         # MAP: pools the patch tokens (a class token, if any, is not among them)
         hidden = round(w * cfg.mlp_ratio)
@@ -177,14 +210,14 @@ class VisualEncoder(nn.Module):
     def mask_tube(self, tube: bool | None) -> bool:
         """Whether token dropping keeps the same spatial positions in every frame: ``tube``, or when it is
         None the attention mode's default (divided: tube; joint: each frame its own random positions)."""
-        divided = self.cfg.attention == "divided"
+        divided = self.cfg.attention != "joint"
         if tube is None:
             return divided
         if divided and not tube:
             raise ConfigError(
-                "token dropping without tube masking needs model.vision.attention: joint; divided attention "
-                "attends over time at each spatial position, so every frame must keep the same positions "
-                "(leave the stage's mask_tube unset or true)"
+                "token dropping without tube masking needs model.vision.attention: joint; "
+                f"{self.cfg.attention} attention attends over time at each spatial position, so every frame "
+                "must keep the same positions (leave the stage's mask_tube unset or true)"
             )
         return tube
 
@@ -200,16 +233,28 @@ class VisualEncoder(nn.Module):
         b, t, gh, gw = x.shape[0], x.shape[2] // self.cfg.tubelet_size, x.shape[3] // p, x.shape[4] // p
         return keep_indices(b, t, gh * gw, mask_ratio, generator, self.mask_tube(tube)).to(x.device)
 
-    def _rope(self, grid: tuple[int, int], kept: Tensor | None, device: torch.device) -> tuple | None:
-        """The rotary (cos, sin) tables of the patch tokens, each (1, 1, N, e), or (B, T', K, e) for the
-        kept ones; None without rotary positions. Spatial only: every frame has the same rows."""
+    def _rope(
+        self, frames: int, grid: tuple[int, int], kept: Tensor | None, device: torch.device
+    ) -> tuple | None:
+        """The rotary (cos, sin) tables of the patch tokens, each (1, 1 or T', N, e), or (B, T', K, e) for
+        the kept ones; None without rotary positions. 2d: spatial only, every frame has the same rows;
+        3d: each frame its own."""
         cfg = self.cfg
         if cfg.rope == "none":
             return None
+        head = cfg.width // cfg.heads
+        if cfg.rope == "3d":
+            tables = rope_tables_3d(
+                frames, grid, head, cfg.rope_temperature, cfg.rope_grid, cfg.rope_offset, cfg.rope_axes,
+                device,
+            )  # fmt: skip
+            if kept is None:
+                return tuple(r[None] for r in tables)
+            time = torch.arange(frames, device=device)[None, :, None]
+            return tuple(r[time, kept] for r in tables)  # (B, T', K, e)
         tables = rope_tables(
-            grid, cfg.width // cfg.heads, cfg.rope_temperature, cfg.rope_grid, cfg.rope_offset, cfg.rope_axes,
-            device,
-        )  # fmt: skip
+            grid, head, cfg.rope_temperature, cfg.rope_grid, cfg.rope_offset, cfg.rope_axes, device
+        )
         if kept is None:
             return tuple(r[None, None] for r in tables)
         return tuple(r[kept] for r in tables)  # (B, T', K, e): each kept token's own row
@@ -218,12 +263,16 @@ class VisualEncoder(nn.Module):
         x = self.patch_embed(self._lift(x))  # (B, T', H', W', D)
         b, t, gh, gw, _ = x.shape
         x = rearrange(x, "b t h w d -> b t (h w) d")
-        if self.pos_embed is None:  # one fixed table over the (t, h, w) token order, as VideoMAE
+        if self.cfg.pos_embed == "none":  # positions are the rotary embeddings' alone (V-JEPA 2)
+            pos = cls_pos = 0.0
+        elif self.cfg.pos_embed == "sinusoidal":  # one fixed table over the (t, h, w) order, as VideoMAE
             pos = rearrange(sinusoid_table(t * gh * gw, self.width), "(t n) d -> 1 t n d", t=t).to(x)
             cls_pos = 0.0
         else:
             pos = resample_spatial(self.pos_embed[:, self.num_prefix :], self.grid, (gh, gw)).unsqueeze(1)
-            if t > 1:  # one temporal position is an image (or one tubelet): no temporal embedding
+            # one temporal position is an image (or one tubelet): no temporal embedding; factorised: it
+            # comes between the stages (_encode)
+            if t > 1 and self.spatial_norm is None:
                 pos = pos + resample_temporal(self.temporal_embed, t).unsqueeze(2)  # (1, T', N, D)
             cls_pos = self.pos_embed[:, :1]
         x = x + pos
@@ -233,20 +282,29 @@ class VisualEncoder(nn.Module):
         cls = None
         if self.cls_token is not None:
             cls = self.norm_pre(self.cls_token + cls_pos).expand(b, -1, -1)  # (B, 1, D)
-        return x, cls, self._rope((gh, gw), kept, x.device)
+        return x, cls, self._rope(t, (gh, gw), kept, x.device)
 
     def _encode(self, x: Tensor, kept: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Patch tokens (B, T', N or K, D) and class token (B, 1, D) or None; final-normed unless the norm
         comes after pooling (``final_norm: pooled``). ``kept``: the patch tokens to keep (draw_kept)."""
         x, cls, rope = self._embed(x, kept)
-        for blk in self.blocks:
+        x, cls = self._run(self.blocks, x, cls, rope)
+        if self.spatial_norm is not None:  # factorised: the temporal stage over each spatial position
+            x = self.spatial_norm(x)
+            if self.temporal_embed is not None:
+                x = x + resample_temporal(self.temporal_embed, x.shape[1]).unsqueeze(2)  # (1, T', 1, D)
+            x, cls = self._run(self.temporal_blocks, x, cls, None)
+        if self.cfg.final_norm == "pooled":
+            return x, cls
+        return self.norm(x), (self.norm(cls) if cls is not None else None)
+
+    def _run(self, blocks: nn.ModuleList, x: Tensor, cls: Tensor | None, rope: tuple | None) -> tuple:
+        for blk in blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x, cls = checkpoint(blk, x, cls, rope, use_reentrant=False)
             else:
                 x, cls = blk(x, cls, rope)
-        if self.cfg.final_norm == "pooled":
-            return x, cls
-        return self.norm(x), (self.norm(cls) if cls is not None else None)
+        return x, cls
 
     @staticmethod
     def _sequence(x: Tensor, cls: Tensor | None) -> Tensor:
@@ -297,20 +355,25 @@ class VisualEncoder(nn.Module):
     def lock(self, unlocked_groups: int = 0) -> None:
         """Freeze the encoder except its last ``unlocked_groups`` groups, in order: embeddings (patch,
         position, class, pre-norm), blocks[0], ..., blocks[-2], then blocks[-1] with the final norm (and
-        the MAP head)."""
+        the MAP head); a factorised encoder's temporal blocks follow its spatial ones (the first with the
+        norm between the stages)."""
         embed = [self.patch_embed, self.norm_pre]
         embed_params = [p for p in (self.cls_token, self.pos_embed, self.temporal_embed) if p is not None]
-        last = [self.blocks[-1], self.norm, *([] if self.attn_pool is None else [self.attn_pool])]
-        groups = [[*embed, *embed_params], *([blk] for blk in self.blocks[:-1]), last]
+        layers = [[blk] for blk in self.blocks] + [[blk] for blk in self.temporal_blocks]
+        if self.spatial_norm is not None:
+            layers[len(self.blocks)].insert(0, self.spatial_norm)
+        layers[-1] += [self.norm, *([] if self.attn_pool is None else [self.attn_pool])]
+        groups = [[*embed, *embed_params], *layers]
         self.requires_grad_(False)
         for group in groups[len(groups) - unlocked_groups :] if unlocked_groups > 0 else []:
             for part in group:
                 part.requires_grad_(True)
 
     def named_temporal_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        """The temporal embedding and every block's temporal attention branch (norm included)."""
+        """The temporal embedding, every block's temporal attention branch (norm included) and a factorised
+        encoder's temporal blocks."""
         for name, p in self.named_parameters():
-            if name == "temporal_embed" or ".temporal_" in name:
+            if name == "temporal_embed" or ".temporal_" in name or name.startswith("temporal_blocks."):
                 yield name, p
 
     def temporal_parameters(self) -> Iterator[nn.Parameter]:

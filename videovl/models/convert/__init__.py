@@ -39,6 +39,7 @@ HF_VIT_LAYER = {
 # transformers' activation names -> videovl's (both tanh approximations are the same function)
 HF_ACTIVATIONS = {
     "gelu": "gelu",
+    "gelu_python": "gelu",  # the same erf GELU, written out in Python
     "quick_gelu": "quick_gelu",
     "gelu_new": "gelu_tanh",
     "gelu_pytorch_tanh": "gelu_tanh",

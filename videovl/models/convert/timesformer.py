@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from videovl.config import ConfigError
+from videovl.config import ConfigError, VisionConfig
 from videovl.models.convert import HF_VIT_LAYER, act_to_hf, hf_vit_fields, rename
 
 __all__ = ["timesformer_vision_fields", "timesformer_to_videovl", "videovl_to_timesformer"]
@@ -42,9 +42,10 @@ def timesformer_vision_fields(config: dict[str, Any], where: str) -> dict[str, A
     }
 
 
-def timesformer_to_videovl(state: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
+def timesformer_to_videovl(state: dict[str, Tensor], vision: VisionConfig) -> dict[str, Tensor]:
     """A ``TimesformerModel`` state dict -> a VisualEncoder state dict. Keys it does not use are left
     in ``state`` (the caller reports them)."""
+    depth = vision.depth
     out: dict[str, Tensor] = {}
     emb = "embeddings."
     out["patch_embed.proj.weight"] = state.pop(emb + "patch_embeddings.projection.weight").unsqueeze(2)

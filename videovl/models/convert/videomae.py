@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from videovl.config import VisionConfig
 from videovl.models.convert import HF_VIT_LAYER, hf_vit_fields, rename
 
 __all__ = ["videomae_vision_fields", "videomae_to_videovl"]
@@ -31,9 +32,10 @@ def videomae_vision_fields(config: dict[str, Any], where: str) -> dict[str, Any]
     }
 
 
-def videomae_to_videovl(state: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
+def videomae_to_videovl(state: dict[str, Tensor], vision: VisionConfig) -> dict[str, Tensor]:
     """A ``VideoMAEModel`` state dict (plus ``fc_norm.*`` when the checkpoint has a classifier) -> a
     VisualEncoder state dict. Keys it does not use are left in ``state`` (the caller reports them)."""
+    depth = vision.depth
     out: dict[str, Tensor] = {}
     rename(state, out, {"embeddings.patch_embeddings.projection": "patch_embed.proj"}, "", "")
     for i in range(depth):

@@ -2,15 +2,16 @@
 attention pooling, rotary positions."""
 
 from videovl.models.layers.attention import Attention
-from videovl.models.layers.blocks import Block, DropPath, LayerScale, SpaceTimeBlock
+from videovl.models.layers.blocks import BLOCK_MODES, Block, DropPath, LayerScale, SpaceTimeBlock
 from videovl.models.layers.masking import gather_kept, keep_indices, num_kept
 from videovl.models.layers.mlp import Mlp, QuickGELU, make_act
 from videovl.models.layers.patch_embed import PatchEmbed3D
 from videovl.models.layers.pooling import AttentionPool
 from videovl.models.layers.pos_embed import resample_spatial, resample_temporal
-from videovl.models.layers.rope import apply_rope, rope_tables
+from videovl.models.layers.rope import apply_rope, rope_tables, rope_tables_3d
 
 __all__ = [
+    "BLOCK_MODES",
     "Attention",
     "AttentionPool",
     "Block",
@@ -28,4 +29,5 @@ __all__ = [
     "resample_spatial",
     "resample_temporal",
     "rope_tables",
+    "rope_tables_3d",
 ]

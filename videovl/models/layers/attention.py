@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
@@ -12,7 +13,8 @@ __all__ = ["Attention"]
 
 
 class Attention(nn.Module):
-    """Fused qkv projection, optional per-head q/k LayerNorm, ``scaled_dot_product_attention``.
+    """Fused qkv projection, optional per-head q/k LayerNorm, ``scaled_dot_product_attention`` (or, with
+    ``softcap``, attention logits capped at +-softcap by a tanh, computed in the open).
 
     ``x`` is (..., L, D): every leading axis is a batch axis, so the same module attends over space
     (input ``b t n d``) or over time (input ``b n t d``, a permuted view) without its caller flattening.
@@ -20,9 +22,16 @@ class Attention(nn.Module):
     """
 
     def __init__(
-        self, dim: int, heads: int, qkv_bias: bool = True, qk_norm: bool = False, norm_eps: float = 1e-6
+        self,
+        dim: int,
+        heads: int,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
+        softcap: float | None = None,
     ) -> None:
         super().__init__()
+        self.softcap = softcap
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by heads {heads}; pick heads that divide it")
         self.heads = heads
@@ -44,6 +53,11 @@ class Attention(nn.Module):
         if rope is not None:  # (L, e) broadcasts over (b, h); per-sample tables get a head axis
             cos, sin = (r if r.ndim == 2 else r.reshape(-1, 1, length, r.shape[-1]) for r in rope)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v)  # (b, h, l, e)
+        if self.softcap is None:
+            out = F.scaled_dot_product_attention(q, k, v)  # (b, h, l, e)
+        else:  # logits capped smoothly at +-softcap before the softmax (Gemma 2, VideoPrism); no SDPA kernel
+            scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+            scores = self.softcap * torch.tanh(scores / self.softcap)
+            out = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype) @ v
         out = self.proj(rearrange(out, "b h l e -> b l (h e)"))
         return out.reshape(*lead, length, dim)

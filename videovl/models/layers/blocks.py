@@ -13,9 +13,10 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from videovl.config import ATTENTION_MODES
+__all__ = ["LayerScale", "DropPath", "Block", "SpaceTimeBlock", "BLOCK_MODES"]
 
-__all__ = ["LayerScale", "DropPath", "Block", "SpaceTimeBlock"]
+# divided and joint: model.vision.attention's; space and time: the two stages of attention: factorised
+BLOCK_MODES = ("divided", "joint", "space", "time")
 
 
 class LayerScale(nn.Module):
@@ -106,8 +107,12 @@ class SpaceTimeBlock(Block):
 
     ``mode="joint"``: one attention over all T*N patch tokens and the class token.
 
-    ``rope``: rotary (cos, sin) tables of the patch tokens, each (1 or B, T, N, head_dim), for the attention
-    over space (both modes; the class token is not rotated); the temporal attention takes none.
+    ``mode="space"`` and ``mode="time"``: the two stages of a factorised encoder (VideoPrism), blocks
+    without a class token that attend within each frame, or over time at each spatial position.
+
+    ``rope``: rotary (cos, sin) tables of the patch tokens, each (1 or B, 1 or T, N, head_dim), for the
+    attention over space (divided, joint and space; the class token is not rotated); the temporal attention
+    takes none.
     """
 
     def __init__(
@@ -122,8 +127,8 @@ class SpaceTimeBlock(Block):
         temporal_attn: nn.Module | None = None,
     ) -> None:
         super().__init__(dim, attn, mlp, norm_layer, layer_scale, drop_path)
-        if mode not in ATTENTION_MODES:
-            raise ValueError(f"attention mode '{mode}' is not one of {ATTENTION_MODES}")
+        if mode not in BLOCK_MODES:
+            raise ValueError(f"attention mode '{mode}' is not one of {BLOCK_MODES}")
         self.mode = mode
         if mode == "divided":
             if temporal_attn is None:
@@ -141,6 +146,16 @@ class SpaceTimeBlock(Block):
         self, x: Tensor, cls: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, Tensor | None]:
         b, t, n, d = x.shape
+        if self.mode in ("space", "time"):
+            if cls is not None:
+                raise ValueError("a factorised encoder's blocks take no class token")
+            if self.mode == "space":
+                rope = None if rope is None else tuple(r.expand(b, t, -1, -1) for r in rope)
+                x = x + self.drop_path(self.attn_branch(x, rope))  # attention over n within each (b, t)
+            else:
+                h = rearrange(x, "b t n d -> b n t d")  # a view: time is the sequence
+                x = x + self.drop_path(rearrange(self.attn_branch(h), "b n t d -> b t n d"))
+            return x + self.drop_path(self.mlp_branch(x)), None
         if self.mode == "divided":
             if t > 1:
                 h = rearrange(self.temporal_norm(x), "b t n d -> b n t d")  # a view: time is the sequence
