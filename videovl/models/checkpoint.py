@@ -172,8 +172,11 @@ def _heads(cfg: ModelConfig) -> dict[str, Any]:
         "caption.": cfg.caption.enabled,
         "qa.question_proj.": cfg.qa.enabled,
         "qa.clip_proj.": cfg.qa.enabled,
+        "qa.clip_norm.": cfg.qa.enabled,
         # a classifier over other answers (another count, or another run's list) is another classifier
         "qa.classifier.": (cfg.qa.enabled, cfg.qa.num_answers),
+        "qa.classifier_q.": (cfg.qa.enabled, cfg.qa.num_answers),
+        "qa.classifier_v.": (cfg.qa.enabled, cfg.qa.num_answers),
         "action_head.": cfg.num_classes,
         "ordered_proj": cfg.clip_pool,
     }

@@ -236,7 +236,7 @@ class VideoLanguageModel(nn.Module):
         the clip's tokens, its embedding and the fused question (see :mod:`videovl.models.qa` for why)."""
         qa, decoder = self._require_qa(), self.caption
         tokens = decoder.visual_proj(video.tokens)
-        clip = qa.clip_proj(video.clip.to(tokens.dtype)).unsqueeze(1)
+        clip = qa.clip_memory(video.clip)
         memory = torch.cat([tokens, clip.to(tokens.dtype), qa.question_proj(fused).to(tokens.dtype)], 1)
         visual_mask = question_mask.new_ones(video.tokens.shape[0], video.tokens.shape[1] + 1)
         return memory, torch.cat([visual_mask, question_mask], 1)

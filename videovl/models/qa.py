@@ -14,8 +14,9 @@ pool it holds the order of the clip's frames (which direction came first), which
 carry in a form the decoders read (every temporal position attends alike), so the answers can use what
 retrieval learnt.
 
-``classifier`` (optional) scores the top-N training answers from the fused first-token state beside the
-clip embedding (ClipBERT / ALPRO's head, as the alignment decoder's match head reads the same state).
+``classifier`` (optional) scores the top-N training answers from the fused first-token state (ClipBERT /
+ALPRO's head, as the alignment decoder's match head reads the same state) times the clip embedding, each
+through its own map.
 """
 
 from __future__ import annotations
@@ -34,11 +35,19 @@ class QAHead(nn.Module):
         if num_answers < 0:
             raise ValueError(f"num_answers={num_answers} must be >= 0 (0: no classifier)")
         self.question_proj = nn.Linear(fused_width, decoder_width)
+        # The clip embedding is unit-norm (about 1/sqrt(D) a channel): normalised to the scale of the other
+        # inputs, or the projections learn to read it far more slowly than the question's states.
+        self.clip_norm = nn.LayerNorm(embed_dim)
         self.clip_proj = nn.Linear(embed_dim, decoder_width)
-        self.classifier = None
+        self.classifier = self.classifier_q = self.classifier_v = None
         if num_answers:
+            # The question and the clip meet in a product (low-rank bilinear pooling, as in VQA models):
+            # "which way first?" must read another direction of the clip embedding than "which way
+            # second?", which a sum of the two would learn only slowly.
+            self.classifier_q = nn.Linear(fused_width, 2 * fused_width)
+            self.classifier_v = nn.Linear(embed_dim, 2 * fused_width)
             self.classifier = nn.Sequential(
-                nn.Linear(fused_width + embed_dim, 2 * fused_width),
+                nn.LayerNorm(2 * fused_width),
                 nn.GELU(),
                 nn.LayerNorm(2 * fused_width),
                 nn.Linear(2 * fused_width, num_answers),
@@ -50,4 +59,9 @@ class QAHead(nn.Module):
         from the first token and the clip."""
         if self.classifier is None:
             raise ValueError("this QA head has no classifier (model.qa.num_answers is 0)")
-        return self.classifier(torch.cat([fused[:, 0], clip.to(fused.dtype)], -1))
+        question = self.classifier_q(fused[:, 0])
+        return self.classifier(question * self.classifier_v(self.clip_norm(clip)).to(question.dtype))
+
+    def clip_memory(self, clip: Tensor) -> Tensor:
+        """Clip embeddings (B, D) -> one memory token each for the answer decoder, (B, 1, Wc)."""
+        return self.clip_proj(self.clip_norm(clip)).unsqueeze(1)
