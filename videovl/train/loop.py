@@ -110,6 +110,7 @@ def pretrain(
     model: VideoLanguageModel | None = None,
     make_task: Callable[[VideoLanguageModel, int, int], nn.Module] = PretrainTask,
     validate: Validator | None = None,
+    answers_questions: bool = False,
 ) -> dict[str, float]:
     """Run every stage of ``cfg``; returns the final metrics (test split if configured, else validation).
 
@@ -119,9 +120,11 @@ def pretrain(
     start). Fine-tuning passes a loaded ``model``, its own ``make_task(model, rank, world_size)`` (a
     module whose forward takes ``(batch, loss_weights, masking=None)`` and returns ``{"loss", ...}``) and
     ``validate(accelerator, model, cfg, tokenizer, stage) -> metrics`` (default: retrieval on the
-    configured validation manifests).
+    configured validation manifests); ``answers_questions``: ``make_task`` trains question answering, so
+    its stages may read question files and weight the QA losses (any other run is stopped before step one
+    if one does).
     """
-    run = set_up(cfg, accelerator, model, make_task, validate)
+    run = set_up(cfg, accelerator, model, make_task, validate, answers_questions)
     run.neighbours = resume_run(run, resume)
     state = run.state
     while state.stage < len(cfg.stages):
@@ -147,6 +150,7 @@ def set_up(
     model: VideoLanguageModel | None,
     make_task: Callable[[VideoLanguageModel, int, int], nn.Module],
     validate: Validator | None,
+    answers_questions: bool = False,
 ) -> Run:
     """Data and model ready, the whole run checked, then task and optimizer through one ``prepare``."""
     out_dir, main = Path(cfg.train.output_dir), accelerator.is_main_process
@@ -159,7 +163,8 @@ def set_up(
     tokenizer = load_tokenizer(cfg.model.text)
     fill_token_ids(cfg.model.text, tokenizer)
     model = model if model is not None else create_model(cfg.model)
-    sources = check_run(cfg, model)  # every stage, before anything is written or trained
+    # every stage, before anything is written or trained
+    sources = check_run(cfg, model, answers_questions=answers_questions)
     if cfg.train.compile:  # in place: the state dict keeps its names
         model.visual.compile(backend=cfg.train.compile)
     if main:
