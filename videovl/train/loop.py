@@ -462,9 +462,17 @@ def _check_finite(accelerator: Accelerator, out: dict, step: int) -> None:
         )
 
 
+# The figures a summary line shows, of whichever validation ran: retrieval's ranks, action's top-k,
+# the caption loss, and QA's overall accuracy per protocol (not the per-type ones: qa/rank/acc/what).
+_HEADLINE = ("R@1", "R@5", "R@10", "MdR", "/top1", "/top5", "/caption_loss", "/acc")
+
+
 def _summary(metrics: dict[str, float], title: str) -> str:
-    keys = [k for k in metrics if k.endswith(("R@1", "R@5", "R@10", "MdR"))]
-    return f"{title}: " + ", ".join(f"{k}={metrics[k]:.1f}" for k in keys) if keys else f"{title}: no metrics"
+    keys = [k for k in metrics if k.endswith(_HEADLINE)]
+    if not keys:
+        return f"{title}: no metrics"
+    shown = [f"{k}={metrics[k]:.3f}" if k.endswith("_loss") else f"{k}={metrics[k]:.1f}" for k in keys]
+    return f"{title}: " + ", ".join(shown)
 
 
 def _report_bad(accelerator: Accelerator, state: TrainState) -> None:
