@@ -2,6 +2,8 @@
 (stopped and resumed), tools/evaluate.py --task qa with each protocol on the demo's question file, the
 activitynet-qa benchmark on the shared annotation files and a msrvtt-qa-layout folder, with videos missing."""
 
+import contextlib
+import io
 import json
 import re
 from pathlib import Path
@@ -48,17 +50,25 @@ def _args(ckpt: Path, demo: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def qa_run(ckpt, tiny_demo, tmp_path_factory):
-    """Fine-tuned for 2 steps: one, a stop, then --resume latest; returns (out_dir, metrics)."""
+    """Fine-tuned for 2 steps: one, a stop, then --resume latest; returns (out_dir, metrics, the step-1
+    weights, what the resumed run printed)."""
     out = tmp_path_factory.mktemp("finetune") / "qa"
     args = _args(ckpt, tiny_demo, out)
     tool.main([*args, "--stop-after-steps", "1"])
     step1 = load_file(str(out / "checkpoints" / "step_00000001" / "model.safetensors"))
-    metrics = tool.main([*args, "--resume", "latest"])
-    return out, metrics, step1
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        metrics = tool.main([*args, "--resume", "latest"])
+    return out, metrics, step1, printed.getvalue()
 
 
 def test_finetune_resumes_and_tests_every_protocol(qa_run, tiny_demo):
-    out, metrics, step1 = qa_run
+    out, metrics, step1, printed = qa_run
+    # the stage's summary line carries the validation figures (the overall accuracy of each protocol)
+    summary = next(line for line in printed.splitlines() if line.startswith("end of stage 'qa'"))
+    assert "no metrics" not in summary
+    assert re.search(r"val/qa/rank/acc=\d+\.\d", summary) and re.search(r"val/qa/classify/acc=\d", summary)
+    assert "/acc/" not in summary  # the per-type accuracies stay in the metrics, not on the line
     for p in ("rank", "generate", "classify"):
         keys = {f"test/qa/{p}/acc"} | {f"test/qa/{p}/acc/{t}" for t in ("digit", "first", "second", "order")}
         assert keys <= metrics.keys(), p
@@ -87,7 +97,7 @@ def _evaluate(model_dir: Path, *args: str) -> dict[str, float]:
 
 
 def test_evaluate_protocols_score_their_predictions(qa_run, tiny_demo, tmp_path):
-    out, metrics, _ = qa_run
+    out, metrics, _, _ = qa_run
     preds = tmp_path / "predictions.json"
     manifest = str(tiny_demo / "qa_test.jsonl")
     scored = _evaluate(

@@ -140,6 +140,23 @@ def test_a_stage_of_zero_steps_is_skipped_and_negative_steps_are_an_error(tiny_d
         ("data.test_manifest=demo:nope.jsonl", ["data.test_manifest: ", "nope.jsonl does not"]),
         ("eval.action_classes=demo:nope.txt", ["eval.action_classes: ", "nope.txt does not exist"]),
         ("eval.action_prompts=[the digit]", ["eval.action_prompts[0] is 'the digit'", "{label}"]),
+        # question answering is fine-tuning's: refused before step one, not by the task at step one
+        (
+            "stages.2.sources=[{manifest: demo:qa_train.jsonl, kind: video-qa}]",
+            ["stages.2.sources.0.kind is 'video-qa'", "trained by tools/finetune.py --task qa"],
+        ),
+        (
+            "stages.1.sources.1={manifest: demo:qa_train.jsonl, kind: video-qa}",
+            ["stages.1.sources.1.kind is 'video-qa'", "trained by tools/finetune.py --task qa"],
+        ),
+        (
+            "stages.2.losses.qa=1.0",
+            ["stages.2.losses.qa=1.0: question answering is trained by tools/finetune"],
+        ),
+        (
+            "stages.2.losses.qa_classify=0.5",
+            ["stages.2.losses.qa_classify=0.5", "set stages.2.losses.qa_classify to 0"],
+        ),
     ],
 )
 def test_a_mistake_in_the_last_stage_fails_before_step_one_naming_the_key(

@@ -1,18 +1,24 @@
 """The QA head on a tiny model: shapes and gradients of the task, the memory mask, closed-list ranking
-against a naive full-likelihood reference, and the QA dataset and collator."""
+against a naive full-likelihood reference, the QA dataset and collator, and evaluation (each clip encoded
+once) against answering each question alone."""
+
+import json
 
 import pytest
 import torch
 
 import videovl
 from videovl.config import ConfigError, LossWeights
-from videovl.data.answers import AnswerVocab
+from videovl.data import datasets
+from videovl.data.answers import AnswerVocab, normalize_answer
 from videovl.data.collate import Collator
-from videovl.data.datasets import QADataset
+from videovl.data.datasets import ClipDataset, QADataset
 from videovl.data.media.transforms import ClipTransform
-from videovl.data.sources import QASample
-from videovl.data.tokenizer import fill_token_ids, load_tokenizer
+from videovl.data.sources import QASample, Sample
+from videovl.data.tokenizer import decode, fill_token_ids, load_tokenizer
 from videovl.eval.answering import answer_logliks, first_token_logprobs, rank_answers
+from videovl.eval.benchmarks import QASet
+from videovl.eval.runner import Evaluator
 from videovl.models.factory import model_config
 from videovl.tasks.qa import QATask, answer_labels
 
@@ -167,3 +173,67 @@ def test_qa_dataset_and_collator(tiny_demo, parts):
     )
     with pytest.raises(ValueError, match="mixes question-answering items"):
         Collator(tokenizer, 16)([items[0], {k: v for k, v in items[1].items() if k != "answer"}])
+
+
+def test_evaluation_encodes_each_clip_once_and_answers_as_one_question_at_a_time(
+    tiny_demo, parts, tmp_path, monkeypatch
+):
+    """Questions of one clip share its embedding: every clip is read and encoded once (questions of a
+    clip scattered through the file, more of them than a batch), and each question gets the answers of a
+    naive reference that decodes, encodes and answers it alone."""
+    model, tokenizer = parts
+    v = model.cfg.vision
+    video = lambda n: str(tiny_demo / f"videos/test/{n:06d}.mp4")  # noqa: E731
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    asked = [(0, "which digit is shown?"), (1, "which way first?"), (0, "which way first?"),
+             (2, "which digit is shown?"), (0, "which way second?"), (-1, "which digit is shown?"),
+             (2, "does it move left first?"), (0, "does it move up first?"), (0, "which digit?"),
+             (-1, "which way first?")]  # fmt: skip
+    questions = [
+        QASample(f"q{i}", video(n) if n >= 0 else str(tmp_path / "broken.mp4"), text, "left", "what")
+        for i, (n, text) in enumerate(asked)
+    ]
+    transform = ClipTransform(v.image_size, train=False)
+    reads = []
+    load = datasets.load_clip
+    monkeypatch.setattr(
+        datasets, "load_clip", lambda media, **kw: reads.append(kw["name"]) or load(media, **kw)
+    )
+    evaluator = Evaluator(model, tokenizer, transform, torch.device("cpu"), num_frames=v.num_frames,
+                          batch_size=3, text_length=16, show_progress=False)  # fmt: skip
+    out = tmp_path / "predictions.json"
+    model.eval()
+    try:
+        metrics = evaluator.qa(QASet("scattered", questions), ANSWERS, k=3,
+                               protocols=("rank", "generate", "classify"), classifier_answers=ANSWERS,
+                               predictions_out=out)  # fmt: skip
+        # one read per distinct clip, the broken one included (its questions are left out and counted)
+        assert sorted(reads) == sorted({q.video for q in questions})
+        assert metrics["data/questions"] == 8 and metrics["data/unreadable"] == 1
+        got = {row["question_id"]: row for row in json.loads(out.read_text())}
+        assert list(got) == [q.question_id for q in questions if "broken" not in q.video]  # file order
+
+        # the reference: each question alone, from its own decode and encode
+        clips = ClipDataset([Sample(q.video, "video") for q in questions], num_frames=v.num_frames,
+                            transform=transform, train=False, text="none")  # fmt: skip
+        answer_tokens = tokenizer([normalize_answer(a) for a in ANSWERS], padding=True, return_tensors="pt")
+        length = model.cfg.caption.max_length
+        with torch.no_grad():
+            for i, q in enumerate(questions):
+                if q.question_id not in got:
+                    continue
+                clip = model.encode_video(clips[i]["pixels"][None])
+                t = tokenizer([q.question], truncation=True, max_length=16, return_tensors="pt")
+                question = model.encode_text(t["input_ids"], t["attention_mask"])
+                fused = model.fuse_question(question.hidden, question.mask, clip.tokens)
+                memory, mask = model.answer_memory(fused, question.mask, clip)
+                ranked = rank_answers(
+                    model, memory, mask, answer_tokens["input_ids"], answer_tokens["attention_mask"], 3
+                )
+                written = decode(tokenizer, model.caption.generate_from_memory(memory, mask, length, 1))
+                classified = model.classify_answer(fused, clip).argmax(-1)
+                assert got[q.question_id]["rank"] == normalize_answer(ANSWERS[int(ranked)]), q
+                assert got[q.question_id]["generate"] == written[0], q
+                assert got[q.question_id]["classify"] == ANSWERS[int(classified)], q
+    finally:
+        model.train()

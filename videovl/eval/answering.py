@@ -6,6 +6,9 @@ question). Ranking is VindLU / UMT's: each answer's first token is scored once f
 answer whose whole token sequence (its tokens and the end token) is likeliest is chosen
 (:func:`~videovl.eval.qa.choose_answers`). Answers are token sequences ``[bos] a1 ... an [eos] [pad]...``
 as the data layer's collator writes them.
+
+Benchmarks ask many questions about one clip (ActivityNet-QA ten, MSRVTT-QA a few): evaluation encodes
+each distinct clip once and answers all its questions from that embedding (:func:`questions_by_clip`).
 """
 
 from __future__ import annotations
@@ -14,9 +17,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from videovl.data.sources import QASample
 from videovl.eval.qa import choose_answers, shortlist_answers
 
-__all__ = ["first_token_logprobs", "answer_logliks", "rank_answers"]
+__all__ = ["first_token_logprobs", "answer_logliks", "rank_answers", "questions_by_clip"]
+
+
+def questions_by_clip(questions: list[QASample]) -> tuple[list[str], list[list[int]]]:
+    """The distinct clips of ``questions`` in order of first appearance, and for each the indices of its
+    questions in ``questions`` order. A question names its clip by the video's path alone (a QA record
+    has no start or end time: its clip is the whole video)."""
+    asked: dict[str, list[int]] = {}
+    for i, q in enumerate(questions):
+        asked.setdefault(q.video, []).append(i)
+    return list(asked), list(asked.values())
 
 
 def first_token_logprobs(model, memory: Tensor, memory_mask: Tensor, first_tokens: Tensor) -> Tensor:

@@ -34,10 +34,11 @@ from torch.utils.data import Dataset
 
 from videovl.data.answers import normalize_answer
 from videovl.data.collate import Collator
-from videovl.data.datasets import DEFAULT_PROMPTS, ClipDataset, MultiViewDataset, QADataset
+from videovl.data.datasets import DEFAULT_PROMPTS, ClipDataset, MultiViewDataset
+from videovl.data.sources import Sample
 from videovl.data.tokenizer import decode
 from videovl.distributed import get_rank, get_world_size
-from videovl.eval.answering import rank_answers
+from videovl.eval.answering import questions_by_clip, rank_answers
 from videovl.eval.benchmarks import EvalSet, QASet
 from videovl.eval.captioning import score_captions
 from videovl.eval.classification import average_views, classification_metrics, order_pair_accuracy
@@ -54,6 +55,7 @@ from videovl.eval.retrieval import (
 from videovl.losses.caption import caption_loss
 from videovl.models.action import class_embeddings_from_prompts, zero_shot_logits
 from videovl.models.matching import frame_similarity
+from videovl.models.model import VideoEmbedding
 
 __all__ = ["Evaluator", "ACTION_MODES", "format_metrics"]
 
@@ -443,7 +445,9 @@ class Evaluator:
         :mod:`videovl.eval.qa`): ``rank`` the closed list ``answers`` (first-token shortlist of ``k``, then
         full likelihood), ``generate`` (greedy, or beam search of ``num_beams``; exact match after
         normalisation), ``classify`` (the classifier head, whose outputs are ``classifier_answers`` in
-        order). Questions whose video is unreadable are left out and counted, as absent ones are.
+        order). Each distinct video is read and encoded once, and its questions answered ``batch_size`` at
+        a time from that embedding; only a batch's embeddings are held. Questions whose video is
+        unreadable are left out and counted, as absent ones are.
         ``blank_video``: every clip replaced by zeros (the question-only baseline). ``predictions_out``:
         each question's answers as JSON."""
         model = self.model
@@ -472,10 +476,9 @@ class Evaluator:
                                     return_tensors="pt").to(self.device)  # fmt: skip
         questions = data.questions
 
-        def answer(batch: dict[str, Any]) -> dict[str, Tensor]:
-            pixels = torch.zeros_like(batch["pixels"]) if blank_video else batch["pixels"]
-            video = model.encode_video(pixels)
-            question = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        def respond(video: VideoEmbedding, question_ids: Tensor, question_mask: Tensor) -> dict[str, Tensor]:
+            """Each question's answers (Q rows) from its clip's embedding (Q rows) and its tokens."""
+            question = model.encode_text(question_ids, question_mask)
             fused = model.fuse_question(question.hidden, question.mask, video.tokens)
             memory, memory_mask = model.answer_memory(fused, question.mask, video)
             rows = {}
@@ -489,23 +492,51 @@ class Evaluator:
                 rows["classify"] = model.classify_answer(fused, video).argmax(-1)
             return rows
 
+        # One item per distinct clip: it is decoded and encoded once, then its questions are answered
+        # batch_size at a time from its embedding; a batch's clip embeddings are dropped after its questions.
+        clips, asked = questions_by_clip(questions)
+        most = max((len(a) for a in asked), default=0)  # a clip's rows hold this many answers, padded
+
+        def answer(batch: dict[str, Any]) -> dict[str, Tensor]:
+            pixels = torch.zeros_like(batch["pixels"]) if blank_video else batch["pixels"]
+            video = model.encode_video(pixels)  # one row per clip
+            # (row of the clip in the batch, place among its questions, question) of every question asked
+            owner = [(b, j, i) for b, c in enumerate(batch["index"].tolist()) for j, i in enumerate(asked[c])]
+            texts = [questions[i].question for _, _, i in owner]
+            size, dev = self.batch_size, pixels.device
+            rows: dict[str, Tensor] = {}
+            batches = tokenized_batches(self.tokenizer, texts, size, self.text_length)
+            for start, text in zip(range(0, len(owner), size), batches, strict=True):
+                clip_rows = torch.tensor([b for b, _, _ in owner[start : start + size]], device=dev)
+                places = torch.tensor([j for _, j, _ in owner[start : start + size]], device=dev)
+                video_rows = VideoEmbedding(*(x[clip_rows] for x in video))
+                got = respond(video_rows, text["input_ids"].to(dev), text["attention_mask"].to(dev))
+                for key, value in got.items():
+                    if key not in rows:  # padding where a clip has fewer questions than ``most``
+                        fill = model.caption.pad_id if key == "generate" else -1
+                        rows[key] = value.new_full((len(pixels), most, *value.shape[1:]), fill)
+                    rows[key][clip_rows, places] = value
+            return rows
+
         predictions: dict[str, dict[str, str]] = {p: {} for p in protocols}
         read = torch.zeros(0, dtype=torch.bool)
         if questions:
-            dataset = QADataset(
-                questions, train=False, **{k: v for k, v in self._clip_args().items() if k != "text"}
-            )
-            collate = Collator(self.tokenizer, self.text_length)
-            out = self._map_videos(dataset, answer, "qa: answering", collate_fn=collate)
-            read = out["valid"]
-            kept = read.nonzero().squeeze(1).tolist()
+            dataset = self._clips([Sample(path, "video", id=path) for path in clips])
+            out = self._map_videos(dataset, answer, "qa: answering")
+            clip_of = torch.empty(len(questions), dtype=torch.long)  # each question's clip and place
+            place = torch.empty(len(questions), dtype=torch.long)
+            for c, indices in enumerate(asked):
+                clip_of[indices], place[indices] = c, torch.arange(len(indices))
+            read = out["valid"][clip_of]
+            kept = read.nonzero().squeeze(1)
             for p in protocols:
+                got = out[p][clip_of[kept], place[kept]]
                 if p == "generate":
-                    texts = decode(self.tokenizer, out["generate"][kept])
+                    texts = decode(self.tokenizer, got)
                 else:
                     names = answers if p == "rank" else classifier_answers
-                    texts = [names[int(i)] for i in out[p][kept]]
-                ids = [questions[i].question_id for i in kept]
+                    texts = [names[int(i)] for i in got]
+                ids = [questions[i].question_id for i in kept.tolist()]
                 predictions[p] = dict(zip(ids, texts, strict=True))
         scored = [q for q, ok in zip(questions, read.tolist(), strict=True) if ok]
         metrics: dict[str, float] = {}

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from videovl.config import ConfigError, LossWeights
+from videovl.config import ConfigError, LossWeights, StageConfig
 from videovl.distributed import gather_no_grad, gather_with_grad
 from videovl.losses.caption import caption_loss
 from videovl.losses.contrastive import ContrastiveLoss, FrameContrastiveLoss, positive_mask
@@ -19,7 +19,9 @@ from videovl.losses.sigmoid import SigmoidContrastiveLoss
 from videovl.models.caption import target_positions
 from videovl.models.model import VideoLanguageModel
 
-__all__ = ["PretrainTask", "check_loss_heads"]
+__all__ = ["PretrainTask", "check_loss_heads", "check_no_questions"]
+
+_QA_FIX = "question answering is trained by tools/finetune.py --task qa, not by pretraining"
 
 
 def check_loss_heads(model: VideoLanguageModel, weights: LossWeights, where: str = "losses") -> None:
@@ -39,6 +41,22 @@ def check_loss_heads(model: VideoLanguageModel, weights: LossWeights, where: str
         )
 
 
+def check_no_questions(stage: StageConfig, where: str = "stages[]") -> None:
+    """Raise a ConfigError naming the key under ``where`` (``stages.1.sources.0.kind``,
+    ``stages.1.losses.qa``) when a stage of this task reads question files or weights a QA loss: the
+    pretraining task would only refuse its first batch, after the earlier stages had trained."""
+    for j, source in enumerate(stage.sources):
+        if source.kind == "video-qa":
+            raise ConfigError(
+                f"{where}.sources.{j}.kind is 'video-qa': {_QA_FIX}; pretrain on video-text, video-label, "
+                "image-text or image-label sources"
+            )
+    for loss in ("qa", "qa_classify"):
+        weight = getattr(stage.losses, loss)
+        if weight > 0:
+            raise ConfigError(f"{where}.losses.{loss}={weight}: {_QA_FIX}; set {where}.losses.{loss} to 0")
+
+
 class PretrainTask(nn.Module):
     def __init__(self, model: VideoLanguageModel, rank: int = 0, world_size: int = 1):
         super().__init__()
@@ -53,10 +71,7 @@ class PretrainTask(nn.Module):
         model = self.model
         check_loss_heads(model, weights)  # the loop checked every stage already; a direct caller has not
         if weights.qa > 0 or weights.qa_classify > 0 or "answer" in batch:
-            raise ConfigError(
-                "question answering (losses.qa, losses.qa_classify, video-qa sources) is trained by "
-                "tools/finetune.py --task qa, not by pretraining"
-            )
+            raise ConfigError(f"losses.qa, losses.qa_classify and video-qa sources: {_QA_FIX}")
         video = model.encode_video(batch["pixels"], **(masking or {}))
         text = model.encode_text(batch["input_ids"], batch["attention_mask"])
         scale = model.scale()

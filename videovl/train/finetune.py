@@ -310,6 +310,7 @@ def finetune(
         model=model,
         make_task=make_task,
         validate=make_validator(task, val, classes),
+        answers_questions=task == "qa",
     )
     finished = stop_after is None or stop_after >= sum(s.steps for s in cfg.stages)
     # The loop ends the process group when training ends, so the test pass runs on the main process alone.

@@ -110,6 +110,7 @@ def pretrain(
     model: VideoLanguageModel | None = None,
     make_task: Callable[[VideoLanguageModel, int, int], nn.Module] = PretrainTask,
     validate: Validator | None = None,
+    answers_questions: bool = False,
 ) -> dict[str, float]:
     """Run every stage of ``cfg``; returns the final metrics (test split if configured, else validation).
 
@@ -119,9 +120,11 @@ def pretrain(
     start). Fine-tuning passes a loaded ``model``, its own ``make_task(model, rank, world_size)`` (a
     module whose forward takes ``(batch, loss_weights, masking=None)`` and returns ``{"loss", ...}``) and
     ``validate(accelerator, model, cfg, tokenizer, stage) -> metrics`` (default: retrieval on the
-    configured validation manifests).
+    configured validation manifests); ``answers_questions``: ``make_task`` trains question answering, so
+    its stages may read question files and weight the QA losses (any other run is stopped before step one
+    if one does).
     """
-    run = set_up(cfg, accelerator, model, make_task, validate)
+    run = set_up(cfg, accelerator, model, make_task, validate, answers_questions)
     run.neighbours = resume_run(run, resume)
     state = run.state
     while state.stage < len(cfg.stages):
@@ -147,6 +150,7 @@ def set_up(
     model: VideoLanguageModel | None,
     make_task: Callable[[VideoLanguageModel, int, int], nn.Module],
     validate: Validator | None,
+    answers_questions: bool = False,
 ) -> Run:
     """Data and model ready, the whole run checked, then task and optimizer through one ``prepare``."""
     out_dir, main = Path(cfg.train.output_dir), accelerator.is_main_process
@@ -159,7 +163,8 @@ def set_up(
     tokenizer = load_tokenizer(cfg.model.text)
     fill_token_ids(cfg.model.text, tokenizer)
     model = model if model is not None else create_model(cfg.model)
-    sources = check_run(cfg, model)  # every stage, before anything is written or trained
+    # every stage, before anything is written or trained
+    sources = check_run(cfg, model, answers_questions=answers_questions)
     if cfg.train.compile:  # in place: the state dict keeps its names
         model.visual.compile(backend=cfg.train.compile)
     if main:
@@ -457,9 +462,17 @@ def _check_finite(accelerator: Accelerator, out: dict, step: int) -> None:
         )
 
 
+# The figures a summary line shows, of whichever validation ran: retrieval's ranks, action's top-k,
+# the caption loss, and QA's overall accuracy per protocol (not the per-type ones: qa/rank/acc/what).
+_HEADLINE = ("R@1", "R@5", "R@10", "MdR", "/top1", "/top5", "/caption_loss", "/acc")
+
+
 def _summary(metrics: dict[str, float], title: str) -> str:
-    keys = [k for k in metrics if k.endswith(("R@1", "R@5", "R@10", "MdR"))]
-    return f"{title}: " + ", ".join(f"{k}={metrics[k]:.1f}" for k in keys) if keys else f"{title}: no metrics"
+    keys = [k for k in metrics if k.endswith(_HEADLINE)]
+    if not keys:
+        return f"{title}: no metrics"
+    shown = [f"{k}={metrics[k]:.3f}" if k.endswith("_loss") else f"{k}={metrics[k]:.1f}" for k in keys]
+    return f"{title}: " + ", ".join(shown)
 
 
 def _report_bad(accelerator: Accelerator, state: TrainState) -> None:
