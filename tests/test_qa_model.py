@@ -70,7 +70,8 @@ def test_task_losses_and_gradients(parts):
     assert torch.isfinite(out["loss"])
     model.zero_grad()
     out["loss"].backward()
-    names = ("qa.question_proj.weight", "qa.clip_proj.weight", "qa.classifier.3.weight",
+    names = ("qa.question_proj.weight", "qa.clip_proj.weight", "qa.joint_q.weight", "qa.joint_v.weight",
+             "qa.classifier.3.weight",
              "alignment.blocks.0.cross_attn.q.weight", "caption.blocks.0.cross_attn.kv.weight",
              "visual.patch_embed.proj.weight")  # fmt: skip
     for name in names:
@@ -113,7 +114,7 @@ def test_answers_read_the_clip_embedding(parts):
         out = []
         for v in (video, other):
             memory, mask = model.answer_memory(fused, text.mask, v)
-            assert memory.shape[1] == video.tokens.shape[1] + 1 + text.hidden.shape[1] == mask.shape[1]
+            assert memory.shape[1] == video.tokens.shape[1] + 2 + text.hidden.shape[1] == mask.shape[1]
             out.append(model.answer_logits(b["answer_ids"], b["answer_mask"], memory, mask))
     assert (out[0] - out[1]).abs().max() > 1e-4
 

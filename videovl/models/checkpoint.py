@@ -173,6 +173,8 @@ def _heads(cfg: ModelConfig) -> dict[str, Any]:
         "qa.question_proj.": cfg.qa.enabled,
         "qa.clip_proj.": cfg.qa.enabled,
         "qa.clip_norm.": cfg.qa.enabled,
+        "qa.joint_q.": cfg.qa.enabled,
+        "qa.joint_v.": cfg.qa.enabled,
         # a classifier over other answers (another count, or another run's list) is another classifier
         "qa.classifier.": (cfg.qa.enabled, cfg.qa.num_answers),
         "qa.classifier_q.": (cfg.qa.enabled, cfg.qa.num_answers),

@@ -232,13 +232,14 @@ class VideoLanguageModel(nn.Module):
     def answer_memory(
         self, fused: Tensor, question_mask: Tensor, video: VideoEmbedding
     ) -> tuple[Tensor, Tensor]:
-        """What the caption decoder reads to answer, ``(memory (B, N + 1 + L, Wc), mask (B, N + 1 + L))``:
-        the clip's tokens, its embedding and the fused question (see :mod:`videovl.models.qa` for why)."""
+        """What the caption decoder reads to answer, ``(memory (B, N + 2 + L, Wc), mask (B, N + 2 + L))``:
+        the clip's tokens, its embedding alone and times the question, and the fused question (see
+        :mod:`videovl.models.qa` for why)."""
         qa, decoder = self._require_qa(), self.caption
         tokens = decoder.visual_proj(video.tokens)
-        clip = qa.clip_memory(video.clip)
+        clip = qa.clip_memory(fused, video.clip)
         memory = torch.cat([tokens, clip.to(tokens.dtype), qa.question_proj(fused).to(tokens.dtype)], 1)
-        visual_mask = question_mask.new_ones(video.tokens.shape[0], video.tokens.shape[1] + 1)
+        visual_mask = question_mask.new_ones(video.tokens.shape[0], video.tokens.shape[1] + clip.shape[1])
         return memory, torch.cat([visual_mask, question_mask], 1)
 
     def classify_answer(self, fused: Tensor, video: VideoEmbedding) -> Tensor:

@@ -9,10 +9,12 @@ captions (on the demo it names digits and directions), and the fused question te
 facts is asked. Conditioning on the question states alone (BLIP's VQA) would throw that view away and make
 a new projection learn the whole memory from the answers.
 
-One more memory token is the clip's embedding in the joint space (through ``clip_proj``): with the ordered
-pool it holds the order of the clip's frames (which direction came first), which the visual tokens do not
-carry in a form the decoders read (every temporal position attends alike), so the answers can use what
-retrieval learnt.
+Two more memory tokens carry the clip's embedding in the joint space: itself (through ``clip_proj``) and
+times the fused question's first state (``joint_q`` and ``joint_v``: low-rank bilinear pooling, as in VQA
+models, so that "which way first?" and "which way second?" read other directions of the same
+embedding). With the ordered pool that embedding holds the order of the clip's frames (which direction
+came first), which the visual tokens do not carry in a form the decoders read (every temporal position
+attends alike), so the answers can use what retrieval learnt.
 
 ``classifier`` (optional) scores the top-N training answers from the fused first-token state (ClipBERT /
 ALPRO's head, as the alignment decoder's match head reads the same state) times the clip embedding, each
@@ -39,6 +41,9 @@ class QAHead(nn.Module):
         # inputs, or the projections learn to read it far more slowly than the question's states.
         self.clip_norm = nn.LayerNorm(embed_dim)
         self.clip_proj = nn.Linear(embed_dim, decoder_width)
+        # and one token of the question times the clip, for the answer decoder (as the classifier below)
+        self.joint_q = nn.Linear(fused_width, decoder_width)
+        self.joint_v = nn.Linear(embed_dim, decoder_width)
         self.classifier = self.classifier_q = self.classifier_v = None
         if num_answers:
             # The question and the clip meet in a product (low-rank bilinear pooling, as in VQA models):
@@ -62,6 +67,9 @@ class QAHead(nn.Module):
         question = self.classifier_q(fused[:, 0])
         return self.classifier(question * self.classifier_v(self.clip_norm(clip)).to(question.dtype))
 
-    def clip_memory(self, clip: Tensor) -> Tensor:
-        """Clip embeddings (B, D) -> one memory token each for the answer decoder, (B, 1, Wc)."""
-        return self.clip_proj(self.clip_norm(clip)).unsqueeze(1)
+    def clip_memory(self, fused: Tensor, clip: Tensor) -> Tensor:
+        """Fused question states (B, L, W) and clip embeddings (B, D) -> two memory tokens each for the
+        answer decoder, (B, 2, Wc): the clip, and the question's first state times the clip."""
+        clip = self.clip_norm(clip)
+        joint = self.joint_q(fused[:, 0]) * self.joint_v(clip).to(fused.dtype)
+        return torch.stack([self.clip_proj(clip).to(joint.dtype), joint], 1)
