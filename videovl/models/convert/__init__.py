@@ -17,6 +17,7 @@ from videovl.config import ConfigError
 __all__ = [
     "HF_ACTIVATIONS",
     "HF_VIT_LAYER",
+    "PLAIN_TOWER",
     "act_from_hf",
     "act_to_hf",
     "add_temporal_branch",
@@ -55,6 +56,21 @@ def act_from_hf(name: str, where: str) -> str:
     return HF_ACTIVATIONS[name]
 
 
+# What a plain ViT tower leaves off: a family's fields start from these and name what differs.
+PLAIN_TOWER: dict[str, Any] = {
+    "qk_norm": False,
+    "layer_scale": None,
+    "pos_embed": "learned",
+    "final_norm": "tokens",
+    "rope": "none",
+    "map_heads": None,
+    "map_mlp_ratio": None,
+    "map_class_token": False,
+    "timm_model": None,
+    "timm_checkpoint": None,
+}
+
+
 def hf_vit_fields(config: dict[str, Any], where: str) -> dict[str, Any]:
     """The VisionConfig fields that transformers' BERT-style video ViTs (TimeSformer, VideoMAE) name alike;
     each family adds its own (attention, tubelets, class token, positions, pooling)."""
@@ -90,16 +106,7 @@ def image_tower_fields(v: dict[str, Any], where: str, **family: Any) -> dict[str
         "qkv_bias": True,
         "norm_eps": v["layer_norm_eps"],
         "act": act_from_hf(v["hidden_act"], f"{where} vision_config.hidden_act"),
-        "qk_norm": False,
-        "layer_scale": None,
-        "pos_embed": "learned",
-        "final_norm": "tokens",
-        "rope": "none",
-        "map_heads": None,
-        "map_mlp_ratio": None,
-        "map_class_token": False,
-        "timm_model": None,
-        "timm_checkpoint": None,
+        **PLAIN_TOWER,
         **family,
     }
 

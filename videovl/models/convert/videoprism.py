@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from videovl.config import ConfigError, VisionConfig
-from videovl.models.convert import act_from_hf, rename
+from videovl.models.convert import PLAIN_TOWER, act_from_hf, rename
 
 __all__ = ["videoprism_vision_fields", "videoprism_to_videovl"]
 
@@ -71,16 +71,7 @@ def videoprism_vision_fields(config: dict[str, Any], where: str) -> dict[str, An
         "pre_norm": False,
         "norm_eps": config["layer_norm_eps"],
         "act": act_from_hf(config["hidden_act"], f"{where} hidden_act"),
-        "qk_norm": False,
-        "layer_scale": None,
-        "pos_embed": "learned",
-        "final_norm": "tokens",
-        "rope": "none",
-        "map_heads": None,
-        "map_mlp_ratio": None,
-        "map_class_token": False,
-        "timm_model": None,
-        "timm_checkpoint": None,
+        **PLAIN_TOWER,
     }
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from videovl.config import ConfigError, VisionConfig
-from videovl.models.convert import act_from_hf, rename
+from videovl.models.convert import PLAIN_TOWER, act_from_hf, rename
 
 __all__ = ["vjepa2_vision_fields", "vjepa2_to_videovl"]
 
@@ -59,20 +59,13 @@ def vjepa2_vision_fields(config: dict[str, Any], where: str) -> dict[str, Any]:
         "pre_norm": False,
         "norm_eps": config["layer_norm_eps"],
         "act": act_from_hf(config["hidden_act"], f"{where} hidden_act"),
-        "qk_norm": False,
-        "layer_scale": None,
+        **PLAIN_TOWER,
         "pos_embed": "none",
-        "final_norm": "tokens",
         "rope": "3d",
         "rope_temperature": 10000.0,
         "rope_grid": None,
         "rope_offset": 0.0,
         "rope_axes": "yx",
-        "map_heads": None,
-        "map_mlp_ratio": None,
-        "map_class_token": False,
-        "timm_model": None,
-        "timm_checkpoint": None,
     }
 
 
