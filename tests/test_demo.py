@@ -203,7 +203,7 @@ def test_deterministic_by_seed(corpus, tmp_path):
     assert files == sorted(p.relative_to(again.root) for p in again.root.rglob("*") if p.is_file())
     # Every manifest, clip and image is byte-identical (the marker holds a timing, so it may differ).
     changed = [f for f in files if (again.root / f).read_bytes() != (corpus.root / f).read_bytes()]
-    assert changed == [Path("demo.json")]
+    assert set(changed) <= {Path("demo.json")}  # the same timing twice is rare, not wrong
     assert other.video_test.read_bytes() != corpus.video_test.read_bytes()
     a, b = (
         decode(str(again.root / "videos/val/000001.mp4")),
