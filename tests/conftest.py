@@ -82,3 +82,21 @@ def tiny_pretrain_args(demo_root: Path, out: Path, *extra: str) -> list[str]:
         "stages.2.warmup_steps=1",
         *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """A random test-size pretraining checkpoint reading 4-frame clips (both decoders, no QA head)."""
+    import videovl
+    from videovl.config import Config
+    from videovl.data.tokenizer import fill_token_ids, load_tokenizer
+    from videovl.models.factory import model_config
+
+    torch.manual_seed(0)
+    cfg = Config(model=model_config("test"))
+    cfg.data.num_frames = 4
+    tokenizer = load_tokenizer(cfg.model.text)
+    fill_token_ids(cfg.model.text, tokenizer)
+    model = videovl.create_model(cfg.model)
+    path = tmp_path_factory.mktemp("pretrained") / "model"
+    return videovl.save_checkpoint(model, cfg, path, extra_files=tokenizer.save_pretrained)

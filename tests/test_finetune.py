@@ -16,11 +16,9 @@ from safetensors.torch import load_file
 import videovl
 from tools import evaluate as evaluate_tool
 from tools import finetune as tool
-from videovl.config import Config, ConfigError, LossWeights
+from videovl.config import ConfigError, LossWeights
 from videovl.data.sources import read_manifest
-from videovl.data.tokenizer import fill_token_ids, load_tokenizer
 from videovl.eval import runner
-from videovl.models.factory import model_config
 from videovl.tasks.recognition import RecognitionTask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,16 +28,8 @@ ACTION_OVERRIDES = {"alignment": {"enabled": False}, "caption": {"enabled": Fals
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    """A random test-size pretraining checkpoint reading 4-frame clips."""
-    torch.manual_seed(0)
-    cfg = Config(model=model_config("test"))
-    cfg.data.num_frames = 4
-    tokenizer = load_tokenizer(cfg.model.text)
-    fill_token_ids(cfg.model.text, tokenizer)
-    model = videovl.create_model(cfg.model)
-    path = tmp_path_factory.mktemp("pretrained") / "model"
-    return videovl.save_checkpoint(model, cfg, path, extra_files=tokenizer.save_pretrained)
+def ckpt(random_checkpoint) -> Path:
+    return random_checkpoint
 
 
 def _args(task: str, ckpt: Path, demo: Path, out: Path, *extra: str) -> list[str]:

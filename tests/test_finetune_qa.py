@@ -19,24 +19,15 @@ from tools import finetune as tool
 from videovl.config import Config, ConfigError
 from videovl.data.annotations.msrvtt_qa import read_msrvtt_qa
 from videovl.data.answers import AnswerVocab, normalize_answer
-from videovl.data.tokenizer import fill_token_ids, load_tokenizer
+from videovl.data.tokenizer import load_tokenizer
 from videovl.eval.qa import qa_accuracy
-from videovl.models.factory import model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    """A random test-size pretraining checkpoint reading 4-frame clips (both decoders, no QA head)."""
-    torch.manual_seed(0)
-    cfg = Config(model=model_config("test"))
-    cfg.data.num_frames = 4
-    tokenizer = load_tokenizer(cfg.model.text)
-    fill_token_ids(cfg.model.text, tokenizer)
-    model = videovl.create_model(cfg.model)
-    path = tmp_path_factory.mktemp("pretrained") / "model"
-    return videovl.save_checkpoint(model, cfg, path, extra_files=tokenizer.save_pretrained)
+def ckpt(random_checkpoint) -> Path:
+    return random_checkpoint
 
 
 def _args(ckpt: Path, demo: Path, out: Path, *extra: str) -> list[str]:
