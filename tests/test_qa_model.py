@@ -165,7 +165,7 @@ def test_qa_dataset_and_collator(tiny_demo, parts):
     assert [x["answer"] for x in items] == ["left", "3", "2"]  # normalised
     assert [x["text"] for x in items] == ["which way first?", "which digit?", "which digit?"]
     assert [x["valid"] for x in items] == [True, True, False]
-    assert torch.equal(items[0]["pixels"], items[1]["pixels"])  # one video, decoded once
+    assert torch.equal(items[0]["pixels"], items[1]["pixels"])  # one video: the same evaluation frames
     batch = Collator(tokenizer, 16)(items)
     assert batch["answer"] == ["left", "3", "2"]
     assert (

@@ -292,22 +292,13 @@ class QADataset(ClipDataset):
     """One item per question: its video's clip, the question as ``text`` and, beside the usual keys,
     ``answer`` (the annotated answer, normalised: what training targets and scoring compares). Indexing
     and robustness are :class:`ClipDataset`'s (a training draw whose video is unreadable takes another
-    question, answer and all). In evaluation the questions of one video usually follow each other, so the
-    last decoded clip is kept and reused (evaluation frames do not depend on the item)."""
+    question, answer and all). Evaluation reads each distinct clip once through a plain
+    :class:`ClipDataset` instead (:meth:`videovl.eval.runner.Evaluator.qa`)."""
 
     def __init__(self, questions: Sequence[QASample], **kwargs: Any):
         samples = [Sample(q.video, "video", [q.question], id=q.question_id) for q in questions]
         super().__init__(samples, text="caption", **kwargs)
         self.answers = [normalize_answer(q.answer) for q in questions]
-        self._cache: tuple[str, np.ndarray] | None = None
-
-    def _frames(self, i: int, view: int, key: tuple[int, ...]) -> np.ndarray:
-        if self.train:
-            return super()._frames(i, view, key)
-        path = self.samples[i].path
-        if self._cache is None or self._cache[0] != path:
-            self._cache = (path, super()._frames(i, view, key))
-        return self._cache[1]
 
     def _item(self, i: int, key: tuple[int, ...], view: int = 0, crop: int | None = None) -> dict[str, Any]:
         return super()._item(i, key, view, crop) | {"answer": self.answers[i]}
