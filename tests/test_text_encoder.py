@@ -214,6 +214,32 @@ def test_a_locked_tower_remembers_each_caption_and_gives_the_same_outputs(tokens
         assert (out.hidden[~real] == 0).all()
 
 
+def test_a_remembered_caption_does_not_depend_on_the_batch_that_first_held_it(tokens):
+    """A resumed run fills its memo from other batches than the straight run did; each caption must read
+    the values it would have read there, bit for bit: it runs unpadded, with captions of its length."""
+    enc = tiny(pool="mean")
+    enc.requires_grad_(False)
+    enc.eval()
+    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    lengths = mask.sum(1)
+    short = int(lengths.argmin())
+    alone = []
+    for i in range(len(ids)):  # each caption alone, at its own length
+        n = int(lengths[i])
+        alone.append(enc(ids[i : i + 1, :n], mask[i : i + 1, :n]))
+    enc.remember_outputs(capacity=8)
+    # the shortest caption first arrives padded beside longer ones; then alone, in a fresh memo
+    padded = enc(ids, mask)
+    assert enc.memo.misses == len(ids)
+    enc.remember_outputs(capacity=8)
+    n = int(lengths[short])
+    single = enc(ids[short : short + 1, :n], mask[short : short + 1, :n])
+    assert torch.equal(padded.pooled[short], single.pooled[0])
+    assert torch.equal(padded.hidden[short, :n], single.hidden[0])
+    for i, out in enumerate(alone):
+        assert torch.equal(padded.pooled[i], out.pooled[0])
+
+
 def test_the_memo_is_off_while_the_tower_trains_and_bounded_when_on(tokens):
     ids, mask = tokens["input_ids"], tokens["attention_mask"]
     enc = tiny()

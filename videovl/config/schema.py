@@ -319,12 +319,13 @@ class TrainConfig:
     pretrained_lr_scale: float = 1.0
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
-    # A stage that locks the whole text tower may compute each distinct caption's tower outputs once and
-    # keep them (up to this many captions, least recently used dropped; each holds its token states, about
-    # 10 KB for MiniLM at 12 tokens in bf16): the same features up to float rounding, without the tower's
-    # forward on every step. Off by default: a caption's features then depend on the batch that first ran
-    # it, so a resumed run no longer matches a straight one bit for bit. 0: run the tower every step.
-    locked_text_cache: int = 0
+    # A stage that locks the whole text tower computes each distinct caption's tower outputs once and
+    # keeps them (up to this many captions, least recently used dropped; each holds its token states,
+    # about 18 KB for MiniLM at 12 tokens): the same features up to float rounding, without the tower's
+    # forward on every step. Each new caption runs unpadded, among captions of its own length, so its
+    # outputs do not depend on the batch that first held it and --resume stays exact. 0: run the tower on
+    # every caption of every step.
+    locked_text_cache: int = 8192
     # Compile the visual tower with torch.compile and this backend ("inductor": GPUs and CPUs) for training
     # and the run's evaluations; null: eager. Each input shape (images, videos, masked clips) compiles once.
     compile: str | None = None

@@ -122,11 +122,14 @@ class TextEncoder(nn.Module):
 
 class OutputMemo:
     """A locked text tower's outputs by caption (its token ids and the autocast dtype they ran under),
-    least recently used dropped first. Rows seen before are read back; the rest run in one batch."""
+    least recently used dropped first. Rows seen before are read back. The rest run in groups of one
+    length each, without padding, so a caption's outputs do not depend on the batch that first held it:
+    a run that fills the memo in another order (a resumed one) reads the same values (padded into a
+    batch, a caption's features move in the last bits with the batch's longest caption)."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self.rows: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
+        self.rows: OrderedDict[tuple, tuple[Tensor, Tensor] | None] = OrderedDict()
         self.hits = self.misses = 0
 
     def outputs(self, input_ids: Tensor, attention_mask: Tensor, compute) -> TextOutput:
@@ -140,13 +143,15 @@ class OutputMemo:
         missing = [i for i, k in enumerate(keys) if k not in self.rows]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        if missing:
-            new = compute(input_ids[missing], attention_mask[missing])
-            for j, i in enumerate(missing):
-                self.rows[keys[i]] = (
-                    new.pooled[j].detach().clone(),
-                    new.hidden[j, : lengths[i]].detach().clone(),
-                )
+        by_length: dict[int, list[int]] = {}
+        for i in missing:
+            if keys[i] not in self.rows:  # a caption twice in one batch runs once
+                by_length.setdefault(lengths[i], []).append(i)
+                self.rows[keys[i]] = None
+        for length, group in by_length.items():
+            new = compute(input_ids[group, :length], attention_mask[group, :length])
+            for j, i in enumerate(group):
+                self.rows[keys[i]] = (new.pooled[j].detach().clone(), new.hidden[j].detach().clone())
         rows = [self.rows[k] for k in keys]
         for k in keys:
             self.rows.move_to_end(k)
