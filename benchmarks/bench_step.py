@@ -3,6 +3,7 @@
     python benchmarks/bench_step.py                       # the demo config's joint stage
     python benchmarks/bench_step.py --size vit-b16        # ViT-B/16, 8 frames of 224 px, batch --batch
     python benchmarks/bench_step.py --steps 20 stages.1.losses.caption=0   # any config override
+    python benchmarks/bench_step.py --compile inductor    # and the step with the visual tower compiled
 
 The run is the real one: the config's stage (``--stage``, default the joint stage) is set up by the
 training loop's own phases (``set_up``, ``start_stage``, ``train_step``) on the config's data, in the
@@ -123,6 +124,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--output-dir", default="runs/bench_step")
+    parser.add_argument(
+        "--compile",
+        metavar="BACKEND",
+        help="also time the step with the visual tower compiled (train.compile=BACKEND, e.g. inductor) "
+        "against the eager step, their steps taking turns",
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     overrides = list(args.overrides) + [f"train.output_dir={args.output_dir}", "train.tracker=null"]
@@ -198,8 +205,42 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"{achieved / peak:.0%} of this machine's {dtype} matmul peak ({peak / 1e9:.0f} GFLOP/s)"
     )
     figures = {f"{k}_s": med[k] for k in ("step", "data", "visual", "optimizer")}
-    return figures | {"text_s": text_in_step, "text_every_caption_s": med["text"], "losses_s": losses,
-                      "visual_flops_per_s": achieved, "peak_flops_per_s": peak}  # fmt: skip
+    figures |= {"text_s": text_in_step, "text_every_caption_s": med["text"], "losses_s": losses,
+                "visual_flops_per_s": achieved, "peak_flops_per_s": peak}  # fmt: skip
+    if args.compile:
+        compiled_cfg = load_config(args.config, [*overrides, f"train.compile={args.compile}"])
+        compiled_cfg.train.output_dir = f"{args.output_dir}_compiled"
+        figures |= compiled_against_eager((run, sr), compiled_cfg, accelerator, args)
+    return figures
+
+
+def compiled_against_eager(eager, cfg, accelerator, args) -> dict[str, float]:
+    """The step of a run whose visual tower is compiled against the eager one, their steps taking turns
+    (so load on the machine falls on both alike), after ``--warmup`` steps each; the compiled run's first
+    warm-up step holds the compilation, timed apart."""
+    run = set_up(cfg, accelerator, None, PretrainTask, None)
+    run.state.stage = args.stage
+    sr = start_stage(run)
+    start = time.perf_counter()
+    train_step(run, sr)
+    first = time.perf_counter() - start
+    for _ in range(args.warmup):
+        train_step(run, sr)
+        train_step(*eager)
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for _ in range(args.steps):
+        for name, pair in (("eager", eager), ("compiled", (run, sr))):
+            start = time.perf_counter()
+            train_step(*pair)
+            times[name].append(time.perf_counter() - start)
+    sr.bar.close()
+    eager_s, compiled_s = (statistics.median(times[k]) for k in ("eager", "compiled"))
+    print(
+        f"compiled visual tower (train.compile={cfg.train.compile}): step {compiled_s * 1000:.1f} ms against "
+        f"{eager_s * 1000:.1f} ms eager, {eager_s / compiled_s:.2f}x (medians of {args.steps} steps each, "
+        f"taking turns); its first step, with the compilation, {first:.1f} s"
+    )
+    return {"eager_step_s": eager_s, "compiled_step_s": compiled_s, "compile_first_step_s": first}
 
 
 if __name__ == "__main__":

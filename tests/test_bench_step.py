@@ -34,3 +34,13 @@ def test_the_step_profile_splits_a_real_step_into_parts_that_add_up(tiny_demo, t
     printed = capsys.readouterr().out
     for row in ("data wait", "visual fwd+bwd", "text fwd", "losses, heads", "optimizer", "matmul peak"):
         assert row in printed
+
+
+def test_the_compiled_step_is_timed_against_the_eager_one(tiny_demo, tmp_path, capsys):
+    bench = load_bench()
+    out = tmp_path / "run"
+    figures = bench.main(["--steps", "1", "--warmup", "1", "--output-dir", str(out), "--compile", "aot_eager",
+                          *tiny_pretrain_args(tiny_demo, out)])  # fmt: skip
+    assert figures["compiled_step_s"] > 0 and figures["eager_step_s"] > 0
+    assert figures["compile_first_step_s"] > 0
+    assert "train.compile=aot_eager" in capsys.readouterr().out

@@ -35,9 +35,26 @@ def encode(model, x, kw):
     return out.clip.detach(), grad
 
 
-def test_the_visual_tower_compiles_whole_once_per_shape_and_computes_what_eager_does():
+TOWERS = {
+    "divided": {},
+    "2d rotary (PE-Core)": {"rope": "2d"},
+    "3d rotary, joint, no class token (V-JEPA 2)": {
+        "rope": "3d", "attention": "joint", "pos_embed": "none", "class_token": False, "pool": "mean",
+    },
+    "factorised, capped logits (VideoPrism)": {
+        "attention": "factorised", "temporal_depth": 1, "class_token": False, "pool": "mean",
+        "tubelet_size": 1, "attn_softcap": 50.0,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("vision", TOWERS.values(), ids=TOWERS.keys())
+def test_the_visual_tower_compiles_whole_once_per_shape_and_computes_what_eager_does(vision):
+    # dynamo keeps compiled entries per code object, across models: the earlier cases' would count
+    # against this one's recompile limit
+    torch._dynamo.reset()
     torch.manual_seed(0)
-    eager = create_model({"name": "test"}).train()
+    eager = create_model({"name": "test", "vision": vision}).train()
     graphs = []
 
     def counting(gm, example_inputs):  # a backend that records each graph dynamo hands over

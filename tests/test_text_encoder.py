@@ -198,13 +198,9 @@ def test_a_locked_tower_remembers_each_caption_and_gives_the_same_outputs(tokens
     want = enc(ids, mask)
     enc.remember_outputs(capacity=8)
     first = enc(ids, mask)  # all new: computed, then kept
-    # the same captions again, reordered, one repeated, in a batch padded to another length
+    # the same captions again, reordered, one repeated, in a batch of the same width
     order = torch.tensor([2, 0, 2, 1])
-    width = int(mask.sum(1).max()) + 3
-    ids2 = torch.zeros(4, width, dtype=ids.dtype)
-    mask2 = torch.zeros(4, width, dtype=mask.dtype)
-    ids2[:, : ids.shape[1]], mask2[:, : ids.shape[1]] = ids[order], mask[order]
-    again = enc(ids2, mask2)
+    again = enc(ids[order], mask[order])
     assert (enc.memo.hits, enc.memo.misses) == (4, 3)
     for out, rows in ((first, torch.arange(3)), (again, order)):
         torch.testing.assert_close(out.pooled, want.pooled[rows], rtol=1e-5, atol=1e-6)
@@ -216,28 +212,29 @@ def test_a_locked_tower_remembers_each_caption_and_gives_the_same_outputs(tokens
 
 def test_a_remembered_caption_does_not_depend_on_the_batch_that_first_held_it(tokens):
     """A resumed run fills its memo from other batches than the straight run did; each caption must read
-    the values it would have read there, bit for bit: it runs unpadded, with captions of its length."""
+    the values it would have read there, bit for bit: it runs at its batch's width, among captions of its
+    own length, whichever they are."""
     enc = tiny(pool="mean")
     enc.requires_grad_(False)
     enc.eval()
     ids, mask = tokens["input_ids"], tokens["attention_mask"]
     lengths = mask.sum(1)
     short = int(lengths.argmin())
-    alone = []
-    for i in range(len(ids)):  # each caption alone, at its own length
-        n = int(lengths[i])
-        alone.append(enc(ids[i : i + 1, :n], mask[i : i + 1, :n]))
-    enc.remember_outputs(capacity=8)
-    # the shortest caption first arrives padded beside longer ones; then alone, in a fresh memo
-    padded = enc(ids, mask)
-    assert enc.memo.misses == len(ids)
-    enc.remember_outputs(capacity=8)
     n = int(lengths[short])
-    single = enc(ids[short : short + 1, :n], mask[short : short + 1, :n])
-    assert torch.equal(padded.pooled[short], single.pooled[0])
-    assert torch.equal(padded.hidden[short, :n], single.hidden[0])
-    for i, out in enumerate(alone):
-        assert torch.equal(padded.pooled[i], out.pooled[0])
+    enc.remember_outputs(capacity=8)
+    together = enc(ids, mask)  # the shortest caption first arrives beside longer ones
+    assert enc.memo.misses == len(ids)
+    enc.remember_outputs(capacity=8)  # a fresh memo: it arrives alone, at the same width
+    alone = enc(ids[short : short + 1], mask[short : short + 1])
+    assert torch.equal(together.pooled[short], alone.pooled[0])
+    assert torch.equal(together.hidden[short, :n], alone.hidden[0, :n])
+    # padded to another width it is another row: a tower may read its padding (SigLIP pools the last)
+    wider = (
+        torch.nn.functional.pad(ids[short : short + 1], (0, 2)),
+        torch.nn.functional.pad(mask[short : short + 1], (0, 2)),
+    )
+    enc(*wider)
+    assert enc.memo.misses == 2
 
 
 def test_the_memo_is_off_while_the_tower_trains_and_bounded_when_on(tokens):

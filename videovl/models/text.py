@@ -121,11 +121,12 @@ class TextEncoder(nn.Module):
 
 
 class OutputMemo:
-    """A locked text tower's outputs by caption (its token ids and the autocast dtype they ran under),
-    least recently used dropped first. Rows seen before are read back. The rest run in groups of one
-    length each, without padding, so a caption's outputs do not depend on the batch that first held it:
-    a run that fills the memo in another order (a resumed one) reads the same values (padded into a
-    batch, a caption's features move in the last bits with the batch's longest caption)."""
+    """A locked text tower's outputs by caption: its token ids, the width of the batch it came padded to
+    (a tower may pool a padding position: SigLIP's last token) and the autocast dtype. Rows seen before are
+    read back. The rest run at the batch's width in groups of one caption length each, so a row's
+    outputs do not depend on which other captions first shared its batch: a run that fills the memo in
+    another order (a resumed one) reads the same values, and they are the values of running the tower on
+    the whole batch (a row's padding is the same)."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
@@ -139,7 +140,8 @@ class OutputMemo:
         if not bool((attention_mask.cumprod(1).sum(1) == lengths).all()):  # padded on the left
             return compute(input_ids, attention_mask)
         lengths = lengths.tolist()  # right padding: a caption is its first `length` ids
-        keys = [(dtype, *ids[:n]) for ids, n in zip(input_ids.tolist(), lengths)]
+        width = input_ids.shape[1]
+        keys = [(dtype, width, *ids[:n]) for ids, n in zip(input_ids.tolist(), lengths)]
         missing = [i for i, k in enumerate(keys) if k not in self.rows]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
@@ -149,9 +151,9 @@ class OutputMemo:
                 by_length.setdefault(lengths[i], []).append(i)
                 self.rows[keys[i]] = None
         for length, group in by_length.items():
-            new = compute(input_ids[group, :length], attention_mask[group, :length])
+            new = compute(input_ids[group], attention_mask[group])
             for j, i in enumerate(group):
-                self.rows[keys[i]] = (new.pooled[j].detach().clone(), new.hidden[j].detach().clone())
+                self.rows[keys[i]] = (new.pooled[j].detach().clone(), new.hidden[j, :length].detach().clone())
         rows = [self.rows[k] for k in keys]
         for k in keys:
             self.rows.move_to_end(k)

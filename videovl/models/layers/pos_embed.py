@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor
 
 __all__ = ["resample_spatial", "resample_temporal"]
@@ -20,15 +19,16 @@ def resample_spatial(pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[int
     h, w = old_grid
     if pos.shape[1] != h * w:
         raise ValueError(f"position embedding has {pos.shape[1]} entries, not {h}x{w} = {h * w} for its grid")
-    grid = rearrange(pos.float(), "1 (h w) d -> 1 d h w", h=h, w=w)
+    # Plain reshapes rather than einops: ``pos`` is often a Parameter, and einops would register that type
+    # as a new backend while a compiled tower runs, which its guards see as a change (a recompilation).
+    grid = pos.float().reshape(1, h, w, -1).permute(0, 3, 1, 2)  # (1, D, h, w)
     grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", align_corners=False, antialias=True)
-    return rearrange(grid, "1 d h w -> 1 (h w) d").to(pos.dtype)
+    return grid.flatten(2).transpose(1, 2).to(pos.dtype)
 
 
 def resample_temporal(pos: Tensor, length: int) -> Tensor:
     """(1, T, D) temporal position embeddings -> (1, length, D) by linear interpolation over time."""
     if pos.shape[1] == length:
         return pos
-    line = rearrange(pos.float(), "1 t d -> 1 d t")
-    line = F.interpolate(line, size=length, mode="linear", align_corners=False)
-    return rearrange(line, "1 d t -> 1 t d").to(pos.dtype)
+    line = F.interpolate(pos.float().transpose(1, 2), size=length, mode="linear", align_corners=False)
+    return line.transpose(1, 2).to(pos.dtype)  # (see resample_spatial for why not einops)
