@@ -85,6 +85,16 @@ def test_videoprism_clip_folder_equals_transformers(folder, reference, batch):
 
 
 @torch.no_grad()
+def test_padding_does_not_change_the_text_embedding(folder, batch):
+    _, ids, mask = batch
+    model = _model(folder)
+    n = int(mask[1].sum())  # "two dogs": padded to the batch's longest caption, and alone
+    assert n < ids.shape[1]
+    alone = model.encode_text(ids[1:2, :n], mask[1:2, :n]).sentence
+    torch.testing.assert_close(model.encode_text(ids, mask).sentence[1:2], alone, rtol=0, atol=1e-6)
+
+
+@torch.no_grad()
 def test_frames_pool_each_frame_through_the_head(folder, batch):
     videos = batch[0]
     model = _model(folder)
