@@ -151,19 +151,32 @@ VIDEOPRISM_VISION = {"image_size": 16, "num_frames": 4, "tubelet_size": [1, 8, 8
                      "num_temporal_layers": 2, "num_auxiliary_layers": 1}  # fmt: skip
 
 
+def videoprism_tokenizer():
+    """VideoPrism's own tokenizer class (T5's SentencePiece unigram, no begin token, pad 0) on a vocabulary
+    of lower-case letters and digits, each alone or starting a word."""
+    from transformers import VideoPrismTokenizer
+
+    chars = string.ascii_lowercase + string.digits
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [(c, -3.0) for c in chars] + [("\u2581" + c, -2.5) for c in chars]
+    return VideoPrismTokenizer(vocab=pieces, extra_ids=0)
+
+
 def write_tiny_videoprism(path: Path, kind: str = "vision", seed: int = 0, **vision):
     """A transformers VideoPrism folder: ``kind`` vision (VideoPrismVisionModel), video
     (VideoPrismVideoModel), classifier (VideoPrismForVideoClassification) or clip (VideoPrismClipModel, with
-    a tiny text tower)."""
+    a tiny text tower and VideoPrism's tokenizer class)."""
     import transformers
     from transformers import VideoPrismConfig, VideoPrismVisionConfig
 
     vision = {**VIDEOPRISM_VISION, **vision}
     torch.manual_seed(seed)
     if kind == "clip":
-        text = {"vocab_size": 100, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                "num_attention_heads": 2, "max_position_embeddings": 16}  # fmt: skip
+        tokenizer = videoprism_tokenizer()
+        text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
+                "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 16}  # fmt: skip
         model = transformers.VideoPrismClipModel(VideoPrismConfig(text_config=text, vision_config=vision))
+        tokenizer.save_pretrained(path)
     else:
         names = {"vision": "VideoPrismVisionModel", "video": "VideoPrismVideoModel"}
         name = names.get(kind, "VideoPrismForVideoClassification")

@@ -2,8 +2,9 @@
 ``get_tokenizer``.
 
 Each takes a model size name (``list_models()``), a checkpoint (a folder written by ``save_checkpoint`` or
-a training run, or a CLIP / open_clip, TimeSformer or VideoMAE checkpoint, as ``load_checkpoint`` reads
-them), a :class:`~videovl.config.ModelConfig` or a mapping. The model and its preprocessing stay apart, as
+a training run, or another library's checkpoint as ``load_checkpoint`` reads them: CLIP / open_clip,
+SigLIP, MetaCLIP 2, VideoPrism video-text, TimeSformer, VideoMAE, V-JEPA 2, VideoPrism video), a
+:class:`~videovl.config.ModelConfig` or a mapping. The model and its preprocessing stay apart, as
 everywhere in videovl: the model takes tensors, and this module hands out the data layer's preprocessing
 (decoding, frame sampling, transforms, tokenizer) configured for that model.
 

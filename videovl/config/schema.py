@@ -64,6 +64,10 @@ class VisionConfig:
     # factorised (VideoPrism): the depth blocks attend within each frame; then a LayerNorm, the temporal
     # embedding, and temporal_depth blocks that attend over time at each spatial position (no class token)
     temporal_depth: int = 0
+    # factorised: joint_depth blocks of joint space-time attention after the temporal stage's norm, over
+    # all the clip's tokens (VideoPrism's auxiliary layers in its video-text model); the encoder's tokens
+    # are then theirs, with no norm after them
+    joint_depth: int = 0
     # attention logits capped smoothly at +-attn_softcap (softcap * tanh(logit / softcap): VideoPrism's 50)
     attn_softcap: float | None = None
     # the class token, the mean of the patch tokens, or map: a learnt probe attends over the patch tokens,
@@ -107,6 +111,13 @@ class VisionConfig:
     map_heads: int | None = None
     map_mlp_ratio: float | None = None
     map_class_token: bool = False
+    # The MAP head's attention width (queries, keys and values; None: the encoder's width; VideoPrism's: its
+    # MLP width), whether a residual MLP follows the attention (false: the head's norm applies to the pooled
+    # token, VideoPrism's head), and a learnt per-channel scale of the probe's query (softplus(s) / ln 2,
+    # 1 at s = 0: VideoPrism's per_dim_scale)
+    map_width: int | None = None
+    map_mlp: bool = True
+    map_query_scale: bool = False
 
 
 @dataclass
@@ -174,6 +185,8 @@ class ModelConfig:
     contrastive_loss: ContrastiveKind = "softmax"
     # The learnt temperature's start (1 / scale); None: 0.07 for softmax (CLIP), 0.1 for sigmoid (SigLIP)
     init_temperature: float | None = None
+    # false: the scale stays 1 / init_temperature, never trained (VideoPrism's scores have no temperature)
+    learn_temperature: bool = True
     init_logit_bias: float = -10.0  # the sigmoid objective's learnt bias at the start (SigLIP's)
     max_logit_scale: float = 100.0
     frame_agg: Aggregation = "softmax"  # how frame scores become one clip score

@@ -28,12 +28,12 @@ def load_tokenizer(cfg: TextConfig) -> PreTrainedTokenizerBase:
 def fill_token_ids(cfg: TextConfig, tokenizer: PreTrainedTokenizerBase) -> TextConfig:
     """Record the ids the caption decoder needs (begin, end, pad, vocabulary size) in the config.
 
-    BERT-style tokenizers frame a sentence as [CLS] ... [SEP]: those serve as begin and end.
+    BERT-style tokenizers frame a sentence as [CLS] ... [SEP]: those serve as begin and end. A tokenizer
+    without either (VideoPrism's T5 one has no begin token) leaves that id None: only a caption decoder
+    needs it, and the model says so when it is built with one.
     """
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    if bos is None or eos is None:
-        raise ConfigError(f"tokenizer {tokenizer.name_or_path} has neither bos/eos nor cls/sep tokens")
     cfg.vocab_size = len(tokenizer)
     cfg.bos_token_id, cfg.eos_token_id = bos, eos
     cfg.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos

@@ -53,10 +53,16 @@ def timm_state_dict(model: VideoLanguageModel) -> tuple[dict[str, Tensor], list[
         raise ConfigError(
             "a visual tower without a learned position table (sinusoidal or none) has no timm ViT equivalent"
         )
-    if model.visual.cfg.rope != "none" or model.visual.cfg.map_class_token:
+    v = model.visual.cfg
+    if v.rope != "none" or v.map_class_token:
         raise ConfigError(
             "a visual tower with rotary positions or a MAP head over the class token (Perception Encoder's) "
             "has no timm VisionTransformer equivalent"
+        )
+    if v.joint_depth or v.map_width is not None or not v.map_mlp or v.map_query_scale:
+        raise ConfigError(
+            "a visual tower with joint blocks after its norm or VideoPrism's pooling head (joint_depth, "
+            "map_width, map_mlp: false, map_query_scale) has no timm VisionTransformer equivalent"
         )
     state["patch_embed.proj.weight"] = deflate_patch_kernel(state["patch_embed.proj.weight"])
     return state, sorted(f"visual.{k}" for k in temporal)

@@ -76,7 +76,11 @@ class VideoLanguageModel(nn.Module):
         temperature = cfg.init_temperature
         if temperature is None:
             temperature = 0.1 if sigmoid else 0.07  # SigLIP starts at scale 10, CLIP at 1 / 0.07
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+        scale = torch.tensor(math.log(1.0 / temperature))
+        if cfg.learn_temperature:
+            self.logit_scale = nn.Parameter(scale)
+        else:  # a fixed scale: a buffer, which checkpoints keep and no optimizer or stage can train
+            self.register_buffer("logit_scale", scale)
         # SigLIP's learnt bias (-10 at the start: most pairs of a batch are negatives)
         self.logit_bias = nn.Parameter(torch.tensor(cfg.init_logit_bias)) if sigmoid else None
         # The decoder fuses the two token sequences in the joint space: see ``match_logits``.
@@ -91,7 +95,9 @@ class VideoLanguageModel(nn.Module):
             if missing:
                 raise ConfigError(
                     f"model.caption is enabled but model.text lacks {missing}: call "
-                    "videovl.data.tokenizer.fill_token_ids(cfg.text, tokenizer) first, or set them in config"
+                    "videovl.data.tokenizer.fill_token_ids(cfg.text, tokenizer) first, or set them in config "
+                    "(a tokenizer without begin or end tokens, such as VideoPrism's, has none to give: "
+                    "set model.caption.enabled: false)"
                 )
             pad = t.pad_token_id if t.pad_token_id is not None else 0
             self.caption = CaptionDecoder(

@@ -239,7 +239,17 @@ JOINT_FAMILIES = {
         for kind, (model_class, _) in clip_convert.CLIP_LAYOUT_FAMILIES.items()
     },
     "siglip": ("SiglipModel", siglip.siglip_model_fields, siglip.siglip_to_videovl),
+    # VideoPrism's video-text model (the LVT checkpoints); as model.vision.pretrained, its backbone alone
+    "videoprism": (
+        "VideoPrismClipModel",
+        videoprism.videoprism_model_fields,
+        videoprism.videoprism_clip_to_videovl,
+    ),
 }
+
+# model.pretrained families of video models: their checkpoints hold the temporal weights, which count as
+# loaded (an image model's temporal branch is built from its image weights: new)
+VIDEO_JOINT_FAMILIES = ("videoprism",)
 
 
 # model.pretrained files outside CLIP's layout: model_type -> (its fields, its state dict -> videovl's)
@@ -262,8 +272,8 @@ def _joint_kind(path: Path) -> str:
 
 
 def read_clip_config(cfg: ModelConfig) -> tuple[dict[str, Any], Path]:
-    """The ``CLIPConfig``, ``MetaClip2Config`` or ``SiglipConfig`` (as a dict, ``model_type`` included) of
-    ``cfg.pretrained``."""
+    """The ``CLIPConfig``, ``MetaClip2Config``, ``SiglipConfig`` or ``VideoPrismConfig`` (as a dict,
+    ``model_type`` included) of ``cfg.pretrained``."""
     path = local_path(cfg.pretrained, "model.pretrained")
     if path.is_dir():
         from transformers import AutoConfig
@@ -274,9 +284,8 @@ def read_clip_config(cfg: ModelConfig) -> tuple[dict[str, Any], Path]:
 
 
 def read_clip(cfg: ModelConfig) -> tuple[dict[str, Tensor], Path, str]:
-    """The state dict of ``cfg.pretrained`` in transformers' layout (``CLIPModel``, ``MetaClip2Model`` or
-    ``SiglipModel``),
-    the file it came from and the family (``model_type``)."""
+    """The state dict of ``cfg.pretrained`` in transformers' layout (``CLIPModel``, ``MetaClip2Model``,
+    ``SiglipModel`` or ``VideoPrismClipModel``), the file it came from and the family (``model_type``)."""
     path = local_path(cfg.pretrained, "model.pretrained")
     if not path.is_dir():
         state, config = _read_openclip(path, cfg)
@@ -390,8 +399,8 @@ def _from_pretrained(cls: Any, path: Path, field: str, heads_ok: bool = False) -
 
 def foreign_model_config(path: str | Path) -> dict[str, Any] | None:
     """The model section that starts from checkpoint ``path`` when it is a CLIP (a transformers folder or
-    an open_clip state-dict file), a MetaCLIP 2, a SigLIP, a TimeSformer, a VideoMAE, a V-JEPA 2 or a
-    VideoPrism folder; None when it is none."""
+    an open_clip state-dict file), a MetaCLIP 2, a SigLIP or a VideoPrism video-text model (both towers),
+    or a TimeSformer, a VideoMAE, a V-JEPA 2 or a VideoPrism video folder; None when it is none."""
     path = Path(path)
     if path.is_file() and path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
         return {"name": "clip", "pretrained": str(path)}
@@ -439,8 +448,8 @@ def resolve_pretrained(cfg: ModelConfig) -> ModelConfig:
     if cfg.name == "clip" and not cfg.pretrained:
         raise ConfigError(
             "model.name is 'clip' but model.pretrained is not set: name a local CLIP (a transformers "
-            "CLIPModel folder or an open_clip / OpenAI state-dict file), a MetaClip2Model or a SiglipModel "
-            "folder"
+            "CLIPModel folder or an open_clip / OpenAI state-dict file), a MetaClip2Model, a SiglipModel "
+            "or a VideoPrismClipModel folder"
         )
     if (cfg.pretrained or cfg.vision.pretrained) and (cfg.vision.timm_model or cfg.vision.timm_checkpoint):
         raise ConfigError(
@@ -520,8 +529,10 @@ def load_pretrained(model: nn.Module) -> frozenset[str]:
         except KeyError as e:
             raise ConfigError(f"model.pretrained: {path} lacks {e} of its family's layout ({kind})") from e
         loaded = fit_state(model, state, path, NEW_HEADS)
-        # the temporal branch is built from the image weights, not loaded: it counts as new
+        # an image model's temporal branch is built from the image weights, not loaded: it counts as new
         temporal = {f"visual.{n}" for n, _ in model.visual.named_temporal_parameters()}
+        if kind in VIDEO_JOINT_FAMILIES:
+            temporal = set()
         return frozenset(n for n in loaded - temporal if n in params) | text
     if cfg.vision.pretrained:
         state, path = read_video_encoder(cfg.vision.pretrained, cfg.vision)

@@ -73,7 +73,9 @@ class TextEncoder(nn.Module):
 
     def _forward(self, input_ids: Tensor, attention_mask: Tensor) -> TextOutput:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
-        hidden = out.last_hidden_state
+        # the states of the input's tokens: a model that appends tokens of its own (VideoPrism's class
+        # token, last) gives them through its pooled output (pool: eot), not as words
+        hidden = out.last_hidden_state[:, : input_ids.shape[1]]
         if self.cfg.pool == "eot":
             pooled = getattr(out, "pooler_output", None)
             if pooled is None:
@@ -168,7 +170,8 @@ class OutputMemo:
 
 def _from_config(config) -> nn.Module:
     """A random model of ``config``: AutoModel's, or for a tower config AutoModel does not map (SigLIP's
-    ``SiglipTextConfig``) the class transformers names after it (``SiglipTextModel``)."""
+    ``SiglipTextConfig``, VideoPrism's ``VideoPrismTextConfig``) the class transformers names after it
+    (``SiglipTextModel``, ``VideoPrismTextModel``)."""
     try:
         return AutoModel.from_config(config)
     except ValueError:

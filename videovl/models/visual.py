@@ -105,6 +105,28 @@ def check_vision_config(cfg: VisionConfig) -> None:
             f"model.vision.temporal_depth is {cfg.temporal_depth}, but temporal blocks after the spatial "
             f"ones belong to attention: factorised (attention is '{cfg.attention}'); set temporal_depth: 0"
         )
+    if cfg.joint_depth and (cfg.attention != "factorised" or cfg.final_norm != "tokens"):
+        raise ConfigError(
+            f"model.vision.joint_depth is {cfg.joint_depth}: joint blocks after the temporal stage's norm "
+            f"belong to attention: factorised with final_norm: tokens (attention is '{cfg.attention}', "
+            f"final_norm '{cfg.final_norm}'); set joint_depth: 0"
+        )
+    if cfg.joint_depth < 0 or cfg.temporal_depth < 0:
+        raise ConfigError(
+            f"model.vision.temporal_depth ({cfg.temporal_depth}) and joint_depth ({cfg.joint_depth}) are "
+            "counts of blocks: 0 or more"
+        )
+    map_switches = cfg.map_width is not None or not cfg.map_mlp or cfg.map_query_scale
+    if map_switches and cfg.pool != "map":
+        raise ConfigError(
+            f"model.vision.map_width / map_mlp / map_query_scale shape the MAP head, but pool is "
+            f"'{cfg.pool}'; set pool: map or leave them at null / true / false"
+        )
+    if cfg.map_width is not None and cfg.map_width % (cfg.map_heads or cfg.heads):
+        raise ConfigError(
+            f"model.vision.map_width {cfg.map_width} is not divisible by the MAP head's "
+            f"{cfg.map_heads or cfg.heads} heads (map_heads, else heads)"
+        )
     if cfg.attn_softcap is not None and cfg.attn_softcap <= 0:
         raise ConfigError(f"model.vision.attn_softcap must be positive or null, got {cfg.attn_softcap}")
     if cfg.map_class_token and not (cfg.pool == "map" and cfg.class_token):
@@ -112,7 +134,7 @@ def check_vision_config(cfg: VisionConfig) -> None:
             "model.vision.map_class_token needs pool: map and class_token: true (the MAP head attends over "
             "the class token too); set it false otherwise"
         )
-    if cfg.map_heads is not None and cfg.width % cfg.map_heads:
+    if cfg.map_heads is not None and cfg.map_width is None and cfg.width % cfg.map_heads:
         raise ConfigError(f"model.vision: width {cfg.width} is not divisible by map_heads {cfg.map_heads}")
 
 
@@ -163,20 +185,26 @@ class VisualEncoder(nn.Module):
                 temporal_attn=attn() if mode == "divided" else None,
             )
 
-        rates = torch.linspace(0, cfg.drop_path, cfg.depth + cfg.temporal_depth).tolist()
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth + cfg.temporal_depth + cfg.joint_depth).tolist()
         first = "space" if factorised else cfg.attention
         self.blocks = nn.ModuleList(block(r, first) for r in rates[: cfg.depth])
         # factorised: a norm after the spatial stage, then the temporal stage (VideoPrism's layernorm1)
         self.spatial_norm = norm(w) if factorised else None
-        self.temporal_blocks = nn.ModuleList(block(r, "time") for r in rates[cfg.depth :])
+        stages = cfg.depth + cfg.temporal_depth
+        self.temporal_blocks = nn.ModuleList(block(r, "time") for r in rates[cfg.depth : stages])
         self.norm = norm(w)
+        # after the norm: joint space-time blocks (VideoPrism's auxiliary layers), no norm after them
+        self.joint_blocks = nn.ModuleList(block(r, "joint") for r in rates[stages:])
         # MAP: pools the patch tokens (a class token, if any, is not among them)
         hidden = round(w * cfg.mlp_ratio)
         if cfg.map_mlp_ratio is not None:
             hidden = round(w * cfg.map_mlp_ratio)
         self.attn_pool = None
         if cfg.pool == "map":
-            self.attn_pool = AttentionPool(w, cfg.map_heads or cfg.heads, hidden, cfg.act, cfg.norm_eps)
+            self.attn_pool = AttentionPool(
+                w, cfg.map_heads or cfg.heads, hidden, cfg.act, cfg.norm_eps,
+                width=cfg.map_width, mlp=cfg.map_mlp, query_scale=cfg.map_query_scale,
+            )  # fmt: skip
         self.grad_checkpointing = cfg.grad_checkpointing
         self.init_weights()
 
@@ -286,7 +314,8 @@ class VisualEncoder(nn.Module):
 
     def _encode(self, x: Tensor, kept: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Patch tokens (B, T', N or K, D) and class token (B, 1, D) or None; final-normed unless the norm
-        comes after pooling (``final_norm: pooled``). ``kept``: the patch tokens to keep (draw_kept)."""
+        comes after pooling (``final_norm: pooled``) or joint blocks follow it (``joint_depth``). ``kept``:
+        the patch tokens to keep (draw_kept)."""
         x, cls, rope = self._embed(x, kept)
         x, cls = self._run(self.blocks, x, cls, rope)
         if self.spatial_norm is not None:  # factorised: the temporal stage over each spatial position
@@ -296,7 +325,8 @@ class VisualEncoder(nn.Module):
             x, cls = self._run(self.temporal_blocks, x, cls, None)
         if self.cfg.final_norm == "pooled":
             return x, cls
-        return self.norm(x), (self.norm(cls) if cls is not None else None)
+        x, cls = self.norm(x), (self.norm(cls) if cls is not None else None)
+        return self._run(self.joint_blocks, x, cls, rope)  # (B, T', N or K, D): one attention over the clip
 
     def _run(self, blocks: nn.ModuleList, x: Tensor, cls: Tensor | None, rope: tuple | None) -> tuple:
         for blk in blocks:
@@ -356,13 +386,17 @@ class VisualEncoder(nn.Module):
         """Freeze the encoder except its last ``unlocked_groups`` groups, in order: embeddings (patch,
         position, class, pre-norm), blocks[0], ..., blocks[-2], then blocks[-1] with the final norm (and
         the MAP head); a factorised encoder's temporal blocks follow its spatial ones (the first with the
-        norm between the stages)."""
+        norm between the stages), and its joint blocks follow those (the first with the final norm)."""
         embed = [self.patch_embed, self.norm_pre]
         embed_params = [p for p in (self.cls_token, self.pos_embed, self.temporal_embed) if p is not None]
-        layers = [[blk] for blk in self.blocks] + [[blk] for blk in self.temporal_blocks]
+        layers = [[blk] for blk in (*self.blocks, *self.temporal_blocks, *self.joint_blocks)]
         if self.spatial_norm is not None:
             layers[len(self.blocks)].insert(0, self.spatial_norm)
-        layers[-1] += [self.norm, *([] if self.attn_pool is None else [self.attn_pool])]
+        if len(self.joint_blocks):
+            layers[-len(self.joint_blocks)].insert(0, self.norm)
+        else:
+            layers[-1].append(self.norm)
+        layers[-1] += [] if self.attn_pool is None else [self.attn_pool]
         groups = [[*embed, *embed_params], *layers]
         self.requires_grad_(False)
         for group in groups[len(groups) - unlocked_groups :] if unlocked_groups > 0 else []:

@@ -66,6 +66,10 @@ PLAIN_TOWER: dict[str, Any] = {
     "map_heads": None,
     "map_mlp_ratio": None,
     "map_class_token": False,
+    "map_width": None,
+    "map_mlp": True,
+    "map_query_scale": False,
+    "joint_depth": 0,
     "timm_model": None,
     "timm_checkpoint": None,
 }

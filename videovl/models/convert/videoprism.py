@@ -10,6 +10,15 @@ the 1, so videovl's plain LayerNorm computes the same.
 A ``VideoPrismVideoModel``, ``VideoPrismForVideoClassification`` or ``VideoPrismClipModel`` folder gives
 the same backbone (the caller loads it as ``VideoPrismVisionModel`` or takes ``video_model.vision_model``).
 
+A ``VideoPrismClipModel`` (the LVT checkpoints) as ``model.pretrained`` gives the whole joint space. Its
+video embedding adds, after the backbone's final norm, joint space-time layers over all the clip's tokens
+(``joint_depth``) and an attention-pooling head (``pool: map``) whose attention runs in the MLP's width
+(``map_width``) with a learnt per-channel query scale (``map_query_scale``) and a norm on the pooled token
+instead of a residual MLP (``map_mlp: false``). The text tower stays transformers' own
+``VideoPrismTextModel`` (its class token appended last; its pooled output is that token, normalised). Both
+embeddings are compared unit-normalised with no temperature: videovl's projections start as the identity
+and its scale stays 1 (``learn_temperature: false``).
+
 =====================================================  =========================================
 transformers ``VideoPrismVisionModel``                  videovl ``VisualEncoder``
 =====================================================  =========================================
@@ -24,6 +33,22 @@ layernorm1                                              spatial_norm (weight + 1
 temporal_layers.i.*                                     temporal_blocks.i.* (as the spatial layers)
 layernorm2                                              norm (weight + 1)
 =====================================================  =========================================
+
+=====================================================  =========================================
+transformers ``VideoPrismClipModel``                    videovl ``VideoLanguageModel``
+=====================================================  =========================================
+video_model.vision_model.*                              visual.* (the table above)
+video_model.auxiliary_layers.i.*                        visual.joint_blocks.i.* (as the spatial layers)
+video_model.head.pooling_attention_query (1, 1, D)      visual.attn_pool.latent
+video_model.head.{q_proj; k_proj, v_proj; o_proj}       visual.attn_pool.{q; kv (concatenated); proj}
+video_model.head.per_dim_scale                          visual.attn_pool.query_scale
+video_model.head_layernorm                              visual.attn_pool.norm (weight + 1)
+text_model.*                                            text.model.*
+(none)                                                  visual_proj, text_proj: identity; logit_scale 0
+=====================================================  =========================================
+
+No export back: a trained model's projections are no longer the identity, and VideoPrism has no place for
+them.
 """
 
 from __future__ import annotations
@@ -34,9 +59,14 @@ import torch
 from torch import Tensor
 
 from videovl.config import ConfigError, VisionConfig
-from videovl.models.convert import PLAIN_TOWER, act_from_hf, rename
+from videovl.models.convert import PLAIN_TOWER, act_from_hf, rename, text_tower_fields
 
-__all__ = ["videoprism_vision_fields", "videoprism_to_videovl"]
+__all__ = [
+    "videoprism_vision_fields",
+    "videoprism_to_videovl",
+    "videoprism_model_fields",
+    "videoprism_clip_to_videovl",
+]
 
 _LAYER = {"attention.o_proj": "attn.proj", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
 _NORMS = {"layernorm_before": "norm1", "layernorm_after": "norm2"}
@@ -106,3 +136,85 @@ def videoprism_to_videovl(state: dict[str, Tensor], vision: VisionConfig) -> dic
     _norm(state, out, "layernorm1", "spatial_norm")
     _norm(state, out, "layernorm2", "norm")
     return out
+
+
+def videoprism_model_fields(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """The ModelConfig fields a ``VideoPrismConfig`` (as a dict) fixes: the backbone with its joint layers
+    and pooling head, the joint width (the towers' own: no projection), the text tower's config, and a
+    softmax over unit-normalised embeddings with no temperature."""
+    v, t = config["vision_config"], config["text_config"]
+    if v["hidden_size"] != t["hidden_size"]:
+        raise ConfigError(
+            f"{where}: the vision width {v['hidden_size']} and text width {t['hidden_size']} differ; "
+            "videovl reads VideoPrism video-text models whose towers share one width (the joint space)"
+        )
+    unnormalised = [f"{part}.apply_l2norm" for part in ("vision_config", "text_config")
+                    if not config[part].get("apply_l2norm", True)]  # fmt: skip
+    if unnormalised:
+        raise ConfigError(
+            f"{where}: {' and '.join(unnormalised)} is false; videovl's joint space compares unit-normalised "
+            "embeddings (as VideoPrism's LVT checkpoints do)"
+        )
+    vision = videoprism_vision_fields(v, where) | {
+        "joint_depth": v["num_auxiliary_layers"],
+        "pool": "map",
+        "map_width": v["intermediate_size"],
+        "map_mlp": False,
+        "map_query_scale": True,
+    }
+    return {
+        "embed_dim": v["hidden_size"],
+        "contrastive_loss": "softmax",
+        "init_temperature": 1.0,  # transformers' scores without their optional temperature
+        "learn_temperature": False,
+        "vision": vision,
+        "text": text_tower_fields(t, "videoprism_text_model"),  # pooled as it pools: its class token
+    }
+
+
+def videoprism_clip_to_videovl(
+    state: dict[str, Tensor], vision: VisionConfig, text_prefix: str = "text.model."
+) -> dict[str, Tensor]:
+    """A ``VideoPrismClipModel`` state dict -> a videovl state dict for a model built with ``vision`` (the
+    resolved vision config)."""
+    rest = dict(state)
+    out: dict[str, Tensor] = {}
+    for k in [k for k in rest if k.startswith("text_model.")]:
+        out[text_prefix + k[len("text_model.") :]] = rest.pop(k)
+    video = "video_model."
+    backbone = {k[len(video + "vision_model.") :]: rest.pop(k) for k in list(rest)
+                if k.startswith(video + "vision_model.")}  # fmt: skip
+    out |= {f"visual.{k}": v for k, v in videoprism_to_videovl(backbone, vision).items()}
+    if backbone:
+        raise ConfigError(f"VideoPrism backbone weights videovl has no place for: {sorted(backbone)[:5]}")
+    joint: dict[str, Tensor] = {}
+    aux = {k[len(video) :]: rest.pop(k) for k in list(rest) if k.startswith(video + "auxiliary_layers.")}
+    _layers(aux, joint, "auxiliary_layers", "joint_blocks", vision.joint_depth)
+    rest |= {video + k: v for k, v in aux.items()}  # any layer beyond joint_depth: reported below
+    out |= {f"visual.{k}": v for k, v in joint.items()}
+    head, pool = video + "head.", "visual.attn_pool."
+    out[pool + "latent"] = rest.pop(head + "pooling_attention_query")
+    out[pool + "query_scale"] = rest.pop(head + "per_dim_scale")
+    for part in ("weight", "bias"):
+        width = vision.map_width or vision.width
+        out[f"{pool}q.{part}"] = _bias_or_zeros(rest, f"{head}q_proj", part, width)
+        k, v = (_bias_or_zeros(rest, f"{head}{x}_proj", part, width) for x in "kv")
+        out[f"{pool}kv.{part}"] = torch.cat([k, v])
+        out[f"{pool}proj.{part}"] = rest.pop(f"{head}o_proj.{part}")
+    _norm(rest, out, video + "head_layernorm", pool + "norm")
+    out["visual_proj.weight"] = torch.eye(vision.width)
+    out["text_proj.weight"] = torch.eye(out[f"{text_prefix}embeddings.token_embedding.weight"].shape[1])
+    out["logit_scale"] = torch.zeros(())  # scale 1: VideoPrism compares the embeddings as they are
+    if rest:
+        raise ConfigError(
+            f"VideoPrism weights videovl has no place for: {sorted(rest)[:5]} ({len(rest)} in all)"
+        )
+    return out
+
+
+def _bias_or_zeros(state: dict[str, Tensor], name: str, part: str, size: int) -> Tensor:
+    """``name.part``; a missing bias (qkv_bias false) as ``size`` zeros, since videovl's projections keep
+    one."""
+    if part == "bias" and f"{name}.bias" not in state:
+        return torch.zeros(size)
+    return state.pop(f"{name}.{part}")

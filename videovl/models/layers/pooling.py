@@ -5,6 +5,8 @@ Parameter names follow timm's ``AttentionPoolLatent``: latent, q, kv, proj, norm
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -22,26 +24,50 @@ class AttentionPool(nn.Module):
     ``x`` is (..., L, D) and the result (..., D): every leading axis is a batch axis, so the same head
     pools a whole clip (B, T*N, D) or each of its frames (B, T, N, D). ``heads`` need not be the
     encoder's (PE pools in 8 heads), nor ``hidden`` its MLP width.
+
+    Three switches give VideoPrism's head: ``width``, the attention's own width (queries, keys and values
+    in ``width`` channels, ``proj`` back to ``dim``; None: ``dim``); ``mlp=False``, no residual MLP, the
+    norm on the attention output instead: ``y = norm(a)``; ``query_scale``, a learnt per-channel scale of
+    each head's query, ``softplus(s) / ln 2`` (1 at the start, s = 0).
     """
 
-    def __init__(self, dim: int, heads: int, hidden: int, act: str = "gelu", norm_eps: float = 1e-6) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        hidden: int,
+        act: str = "gelu",
+        norm_eps: float = 1e-6,
+        width: int | None = None,
+        mlp: bool = True,
+        query_scale: bool = False,
+    ) -> None:
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"width {dim} is not divisible by heads {heads}; pick heads that divide it")
+        width = width or dim
+        if width % heads:
+            raise ValueError(
+                f"attention width {width} is not divisible by heads {heads}; pick heads that divide it"
+            )
         self.heads = heads
         self.latent = nn.Parameter(torch.zeros(1, 1, dim))
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.q = nn.Linear(dim, width)
+        self.kv = nn.Linear(dim, 2 * width)
+        self.proj = nn.Linear(width, dim)
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, hidden, act)
+        self.mlp = Mlp(dim, hidden, act) if mlp else None
+        self.query_scale = nn.Parameter(torch.zeros(width // heads)) if query_scale else None
 
     def forward(self, x: Tensor) -> Tensor:
         lead, (length, dim) = x.shape[:-2], x.shape[-2:]
         x = x.reshape(-1, length, dim)
         q = rearrange(self.q(self.latent), "1 1 (h e) -> 1 h 1 e", h=self.heads)
+        if self.query_scale is not None:  # softplus(0) = ln 2: the scale starts at 1
+            q = q * (F.softplus(self.query_scale) / math.log(2.0))
         q = q.expand(x.shape[0], -1, -1, -1)
         k, v = rearrange(self.kv(x), "b l (two h e) -> two b h l e", two=2, h=self.heads).unbind(0)
         pooled = self.proj(rearrange(F.scaled_dot_product_attention(q, k, v), "b h 1 e -> b (h e)"))  # (B, D)
-        pooled = pooled + self.mlp(self.norm(pooled))
+        if self.mlp is None:
+            pooled = self.norm(pooled)
+        else:
+            pooled = pooled + self.mlp(self.norm(pooled))
         return pooled.reshape(*lead, dim)
