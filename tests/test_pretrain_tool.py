@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,9 @@ def test_every_stage_runs_and_the_run_reports_test_metrics(tiny_demo, tmp_path, 
     err = captured.err
     assert "\r" not in err
     assert "image: 1/2 (50%) step" in err and "image: 2/2 (100%) step" in err and "loss=" in err
+    # each rate line gives the share of the step spent waiting for data
+    shares = [int(m) for m in re.findall(r"data=(\d+)%", err)]
+    assert len(shares) >= 4 and all(0 <= v <= 100 for v in shares)
     for key in ("test/t2v/R@1", "test/v2t/R@5", "test/t2v/MdR", "test/frame/t2v/R@1"):
         assert key in metrics
     # the demo config's zero-shot motion on the test split, with the prompt it names, at the end of the run

@@ -1,6 +1,7 @@
 """SigLIP checkpoints in (a transformers SiglipModel folder) against transformers' own model on a tiny random
 config: image features through the MAP head, text features, sigmoid logits with the learnt bias; and a
-2-step pretraining from the folder with the sigmoid loss, whose first logits are SigLIP's own."""
+2-step pretraining and a 2-step retrieval fine-tuning from the folder with the sigmoid loss, whose first
+logits are SigLIP's own."""
 
 import pytest
 import torch
@@ -90,12 +91,8 @@ def test_a_siglip2_naflex_folder_is_an_error_that_says_which_siglip2_fits(tmp_pa
         videovl.create_model({"name": "clip", "pretrained": str(tmp_path / "s2")})
 
 
-def test_pretraining_from_siglip_with_the_sigmoid_loss_starts_from_siglips_logits(
-    siglip_dir, tiny_demo, tmp_path, monkeypatch
-):
-    from transformers import SiglipModel
-
-    from tools import pretrain
+def _record_first_step(monkeypatch) -> dict:
+    """Patches the task and the sigmoid loss to keep the first batch and the first logits they see."""
     from videovl.losses.sigmoid import SigmoidContrastiveLoss
     from videovl.tasks.pretrain import PretrainTask
 
@@ -113,28 +110,15 @@ def test_pretraining_from_siglip_with_the_sigmoid_loss_starts_from_siglips_logit
 
     monkeypatch.setattr(PretrainTask, "forward", record_batch)
     monkeypatch.setattr(SigmoidContrastiveLoss, "forward", record_logits)
-    metrics = pretrain.main(
-        [
-            "model.name=clip",
-            f"model.pretrained={siglip_dir}",
-            "data.demo=false",
-            f"data.demo_root={tiny_demo}",
-            f"train.output_dir={tmp_path / 'run'}",
-            "data.num_workers=0",
-            "data.batch_size=8",
-            "train.tracker=null",
-            "train.mixed_precision=no",
-            "eval.batch_size=16",
-            "stages.0.steps=2",
-            "stages.1.steps=0",
-            "stages.2.steps=0",
-            "stages.0.warmup_steps=1",
-        ]
-    )
-    assert "test/t2v/R@1" in metrics
+    return seen
+
+
+def _assert_siglips_logits(siglip_dir, seen) -> None:
+    from transformers import SiglipModel
+
     reference = SiglipModel.from_pretrained(siglip_dir).eval()
     batch = seen["batch"]
-    assert batch["pixels"].shape[2] == 1  # stage 0 trains on images: SigLIP's own input
+    assert batch["pixels"].shape[2] == 1  # images: SigLIP's own input
     with torch.no_grad():
         out = reference(
             pixel_values=batch["pixels"][:, :, 0],
@@ -143,3 +127,60 @@ def test_pretraining_from_siglip_with_the_sigmoid_loss_starts_from_siglips_logit
         )
     # as the CLIP recipe's check: a training-mode forward of logits ~30 (scale ~121) agrees to ~2.5e-5
     torch.testing.assert_close(seen["logits"], out.logits_per_text, rtol=0, atol=1e-4)
+
+
+TINY_RUN = [
+    "data.num_workers=0",
+    "data.batch_size=8",
+    "train.tracker=null",
+    "train.mixed_precision=no",
+    "eval.batch_size=16",
+]
+
+
+def test_pretraining_from_siglip_with_the_sigmoid_loss_starts_from_siglips_logits(
+    siglip_dir, tiny_demo, tmp_path, monkeypatch
+):
+    from tools import pretrain
+
+    seen = _record_first_step(monkeypatch)
+    metrics = pretrain.main(
+        [
+            "model.name=clip",
+            f"model.pretrained={siglip_dir}",
+            "data.demo=false",
+            f"data.demo_root={tiny_demo}",
+            f"train.output_dir={tmp_path / 'run'}",
+            *TINY_RUN,
+            "stages.0.steps=2",
+            "stages.1.steps=0",
+            "stages.2.steps=0",
+            "stages.0.warmup_steps=1",
+        ]
+    )
+    assert "test/t2v/R@1" in metrics
+    _assert_siglips_logits(siglip_dir, seen)
+
+
+def test_retrieval_fine_tuning_from_siglip_with_the_sigmoid_loss_starts_from_siglips_logits(
+    siglip_dir, tiny_demo, tmp_path, monkeypatch
+):
+    """tools/finetune.py --checkpoint on the folder itself: the fine-tune trains with SigLIP's loss, and its
+    first step (on image-text pairs, so that SigLIP's own model takes the same batch) scores as SigLIP."""
+    from tools import finetune
+
+    seen = _record_first_step(monkeypatch)
+    metrics = finetune.main(
+        [
+            "--task", "retrieval", "--checkpoint", str(siglip_dir),
+            "--config", "configs/finetune_retrieval.yaml",
+            "data.demo=false", f"data.demo_root={tiny_demo}", f"train.output_dir={tmp_path / 'ft'}",
+            *TINY_RUN,
+            "stages.0.steps=2", "stages.0.warmup_steps=1",
+            "stages.0.sources=[{manifest: 'demo:image_train.jsonl', kind: image-text}]",
+            "stages.0.losses={contrastive: 1.0}",
+        ]
+    )  # fmt: skip
+    assert "test/t2v/R@1" in metrics
+    assert (tmp_path / "ft" / "model").is_dir()
+    _assert_siglips_logits(siglip_dir, seen)

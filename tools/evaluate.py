@@ -69,8 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--checkpoint",
         required=True,
-        help="a model folder written by save_checkpoint, or a local CLIP (transformers folder or open_clip "
-        "state dict) for a zero-shot baseline",
+        help="a model folder written by save_checkpoint, or for a zero-shot baseline another library's "
+        "local video-text checkpoint: CLIP (transformers folder or open_clip state dict, PE-Core's "
+        "included), SigLIP, MetaCLIP 2 or VideoPrism video-text folder",
     )
     p.add_argument("--task", required=True, choices=TASKS)
     source = p.add_mutually_exclusive_group(required=True)

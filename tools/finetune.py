@@ -27,8 +27,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--checkpoint",
         required=True,
-        help="a model folder written by pretraining (save_checkpoint), or a local CLIP (transformers "
-        "folder or open_clip state dict), TimeSformer or VideoMAE folder",
+        help="a model folder written by pretraining (save_checkpoint), or another library's local "
+        "checkpoint: CLIP (transformers folder or open_clip state dict, PE-Core's included), SigLIP, "
+        "MetaCLIP 2 or VideoPrism video-text folder (both towers), TimeSformer, VideoMAE, V-JEPA 2 or "
+        "VideoPrism video folder (the visual tower)",
     )
     p.add_argument("--config", help="YAML config (default: configs/finetune_TASK.yaml)")
     p.add_argument(

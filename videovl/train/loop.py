@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,9 @@ class StageRun:
     mining: bool
     batches: Iterator
     bar: Any
+    # seconds waited for batches and spent in steps since the last log line: the rate line's data share
+    waited: float = 0.0
+    stepped: float = 0.0
 
 
 # ----------------------------------------------------------------------------------------------- phases
@@ -274,6 +278,7 @@ def train_step(run: Run, sr: StageRun) -> tuple[dict, str, float]:
     """One optimizer step: the learning rate, a fresh mining pass when due, then ``grad_accum``
     micro-batches through the task. Returns the last micro-batch's outputs, its modality and the lr."""
     cfg, accelerator, state, task, optimizer = run.cfg, run.accelerator, run.state, run.task, run.optimizer
+    started = time.perf_counter()
     lr = run.lr_at(state.step)
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
@@ -282,7 +287,9 @@ def train_step(run: Run, sr: StageRun) -> tuple[dict, str, float]:
         run.neighbours = _mine(run, sr.data, sr.stage)
         sr.batches = _open(run, sr)
     for micro in range(cfg.train.grad_accum):
+        asked = time.perf_counter()
         modality, batch = next(sr.batches)
+        sr.waited += time.perf_counter() - asked
         state.bad_samples.extend(batch.pop("bad"))
         if "stream" in batch:  # where this lane's shard streams stand now
             where = batch.pop("stream")
@@ -300,6 +307,7 @@ def train_step(run: Run, sr: StageRun) -> tuple[dict, str, float]:
             optimizer.zero_grad(set_to_none=True)
     state.step += 1
     state.stage_step += 1
+    sr.stepped += time.perf_counter() - started
     return out, modality, lr
 
 
@@ -310,10 +318,15 @@ def after_step(
     (stage done, stop now)."""
     cfg, accelerator, state = run.cfg, run.accelerator, run.state
     logs = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
-    sr.bar.set_postfix(loss=f"{logs['loss']:.3f}", mod=modality[0])
+    # data: the share of the step time spent waiting for the batch (since the last log line); a loader
+    # that keeps up leaves it near 0 %
+    waiting = sr.waited / sr.stepped if sr.stepped > 0 else 0.0
+    sr.bar.set_postfix(loss=f"{logs['loss']:.3f}", mod=modality[0], data=f"{waiting:.0%}")
     sr.bar.update(1)
     if state.step % cfg.train.log_every == 0:
+        logs["data_wait_share"] = waiting
         accelerator.log({f"train/{k}": v for k, v in logs.items()} | {"train/lr": lr}, step=state.step)
+        sr.waited = sr.stepped = 0.0
     last = state.stage_step == sr.stage.steps
     if (cfg.train.eval_every and state.step % cfg.train.eval_every == 0) or last:
         state.metrics = run.validate(accelerator, run.model, cfg, run.tokenizer, sr.stage)
