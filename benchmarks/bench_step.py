@@ -4,6 +4,7 @@
     python benchmarks/bench_step.py --size vit-b16        # ViT-B/16, 8 frames of 224 px, batch --batch
     python benchmarks/bench_step.py --steps 20 stages.1.losses.caption=0   # any config override
     python benchmarks/bench_step.py --compile inductor    # and the step with the visual tower compiled
+    python benchmarks/bench_step.py --against stages.1.losses.caption=0   # and a step with an override
 
 The run is the real one: the config's stage (``--stage``, default the joint stage) is set up by the
 training loop's own phases (``set_up``, ``start_stage``, ``train_step``) on the config's data, in the
@@ -128,7 +129,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "--compile",
         metavar="BACKEND",
         help="also time the step with the visual tower compiled (train.compile=BACKEND, e.g. inductor) "
-        "against the eager step, their steps taking turns",
+        "against the eager step, their steps taking turns (--against train.compile=BACKEND)",
+    )
+    parser.add_argument(
+        "--against",
+        metavar="KEY=VALUE",
+        help="also time the step of a run with this override against the profiled run's, their steps "
+        "taking turns (e.g. stages.1.losses.caption=0); not the precision, which is one per process",
     )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
@@ -207,17 +214,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     figures = {f"{k}_s": med[k] for k in ("step", "data", "visual", "optimizer")}
     figures |= {"text_s": text_in_step, "text_every_caption_s": med["text"], "losses_s": losses,
                 "visual_flops_per_s": achieved, "peak_flops_per_s": peak}  # fmt: skip
-    if args.compile:
-        compiled_cfg = load_config(args.config, [*overrides, f"train.compile={args.compile}"])
-        compiled_cfg.train.output_dir = f"{args.output_dir}_compiled"
-        figures |= compiled_against_eager((run, sr), compiled_cfg, accelerator, args)
+    against = args.against or (f"train.compile={args.compile}" if args.compile else None)
+    if against:
+        other = load_config(args.config, [*overrides, against])
+        other.train.output_dir = f"{args.output_dir}_against"
+        figures |= step_against((run, sr), other, against, accelerator, args)
     return figures
 
 
-def compiled_against_eager(eager, cfg, accelerator, args) -> dict[str, float]:
-    """The step of a run whose visual tower is compiled against the eager one, their steps taking turns
-    (so load on the machine falls on both alike), after ``--warmup`` steps each; the compiled run's first
-    warm-up step holds the compilation, timed apart."""
+def step_against(base, cfg, override: str, accelerator, args) -> dict[str, float]:
+    """The step of a run with ``override`` against the profiled run's, their steps taking turns (so load
+    on the machine falls on both alike), after ``--warmup`` steps each; the other run's first step (a
+    compilation, where the override compiles) is timed apart. Both share the process's one Accelerator,
+    so the precision cannot differ: time another precision with a run of its own."""
+    if "mixed_precision" in override:
+        raise SystemExit(
+            f"--against {override}: Accelerate fixes one precision per process; run bench_step.py "
+            "once with each precision instead"
+        )
     run = set_up(cfg, accelerator, None, PretrainTask, None)
     run.state.stage = args.stage
     sr = start_stage(run)
@@ -226,21 +240,20 @@ def compiled_against_eager(eager, cfg, accelerator, args) -> dict[str, float]:
     first = time.perf_counter() - start
     for _ in range(args.warmup):
         train_step(run, sr)
-        train_step(*eager)
-    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+        train_step(*base)
+    times: dict[str, list[float]] = {"base": [], "other": []}
     for _ in range(args.steps):
-        for name, pair in (("eager", eager), ("compiled", (run, sr))):
+        for name, pair in (("base", base), ("other", (run, sr))):
             start = time.perf_counter()
             train_step(*pair)
             times[name].append(time.perf_counter() - start)
     sr.bar.close()
-    eager_s, compiled_s = (statistics.median(times[k]) for k in ("eager", "compiled"))
+    base_s, other_s = (statistics.median(times[k]) for k in ("base", "other"))
     print(
-        f"compiled visual tower (train.compile={cfg.train.compile}): step {compiled_s * 1000:.1f} ms against "
-        f"{eager_s * 1000:.1f} ms eager, {eager_s / compiled_s:.2f}x (medians of {args.steps} steps each, "
-        f"taking turns); its first step, with the compilation, {first:.1f} s"
+        f"{override}: step {other_s * 1000:.1f} ms against {base_s * 1000:.1f} ms, {base_s / other_s:.2f}x "
+        f"(medians of {args.steps} steps each, taking turns); its first step {first:.1f} s"
     )
-    return {"eager_step_s": eager_s, "compiled_step_s": compiled_s, "compile_first_step_s": first}
+    return {"base_step_s": base_s, "other_step_s": other_s, "other_first_step_s": first}
 
 
 if __name__ == "__main__":
