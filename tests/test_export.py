@@ -1,14 +1,21 @@
-"""Export a videovl model back to CLIP, timm and TimeSformer; reload with the other library, same outputs."""
+"""Export a videovl model back to CLIP, SigLIP, timm and TimeSformer; reload with the other library, same
+outputs."""
 
 import pytest
 import torch
 from einops import rearrange
-from tiny_checkpoints import clip_tokenizer, perturb, write_tiny_clip, write_tiny_video_model
+from tiny_checkpoints import (
+    clip_tokenizer,
+    perturb,
+    write_tiny_clip,
+    write_tiny_siglip,
+    write_tiny_video_model,
+)
 
 import videovl
 from tools import export as tool
 from videovl.config import ConfigError
-from videovl.models.export import export_clip, export_timesformer, export_timm
+from videovl.models.export import export_clip, export_siglip, export_timesformer, export_timm
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +118,83 @@ def test_export_tool_writes_a_clip_folder_with_its_tokenizer(clip_dir, tmp_path,
     assert AutoTokenizer.from_pretrained(tmp_path / "clip")("a cat") == clip_tokenizer()("a cat")
     with pytest.raises(ConfigError, match="CLIP's layout.*pre_norm.*text tower 'bert'"):
         export_clip(videovl.create_model("test", caption={"enabled": False}), tmp_path / "nope")
+
+
+@pytest.fixture(scope="module")
+def siglip_dir(tmp_path_factory):
+    return write_tiny_siglip(tmp_path_factory.mktemp("siglip") / "siglip")
+
+
+def _trained_siglip(siglip_dir, tmp_path, **model):
+    """A model started from the SigLIP folder and trained with its visual projection frozen (every other
+    weight, the text projection included, moved), saved as a checkpoint."""
+    cfg = videovl.load_config(
+        overrides=[
+            "model.name=clip",
+            f"model.pretrained={siglip_dir}",
+            "model.vision.tubelet_size=2",
+            "model.vision.num_frames=4",
+            *(f"model.{k}={v}" for k, v in model.items()),
+        ]
+    )
+    model = videovl.create_model(cfg.model)
+    perturb(model, seed=3)
+    with torch.no_grad():
+        model.visual_proj.weight.copy_(torch.eye(model.cfg.embed_dim))
+        if model.ordered_proj is not None:
+            model.ordered_proj.zero_()
+    videovl.save_checkpoint(model, cfg, tmp_path / "ckpt")
+    return model.eval(), tmp_path / "ckpt"
+
+
+@torch.no_grad()
+def test_siglip_round_trip_through_the_tool(siglip_dir, tmp_path, capsys):
+    from transformers import AutoTokenizer, SiglipModel
+
+    model, ckpt = _trained_siglip(siglip_dir, tmp_path)
+    assert not torch.equal(model.text_proj.weight, torch.eye(32))  # folded into the text head
+    out = tool.main(["--checkpoint", str(ckpt), "--format", "siglip", "--out", str(tmp_path / "out")])
+    assert out["left_out"] and all(".temporal_" in k or k == "visual.temporal_embed" for k in out["left_out"])
+    assert "left out" in capsys.readouterr().out
+    siglip = SiglipModel.from_pretrained(tmp_path / "out").eval()
+    images = torch.randn(3, 3, 32, 32)
+    tokens = clip_tokenizer()(["a cat", "dogs run", "the digit 3"], padding=True, return_tensors="pt")
+    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    video = model.encode_video(images, normalize=False).clip
+    text = model.encode_text(ids, mask, normalize=False).sentence
+    torch.testing.assert_close(
+        siglip.get_image_features(pixel_values=images).pooler_output, video, rtol=0, atol=1e-5
+    )
+    torch.testing.assert_close(
+        siglip.get_text_features(input_ids=ids, attention_mask=mask).pooler_output, text, rtol=0, atol=1e-5
+    )
+    ours = model(images, ids, mask)
+    logits = ours.logit_scale * ours.text_features.sentence @ ours.video_features.clip.T + ours.logit_bias
+    theirs = siglip(pixel_values=images, input_ids=ids, attention_mask=mask).logits_per_text
+    # logits of ~10 after a scale of ~120: float32 rounds them ~1e-6 apart relative, as in test_siglip
+    torch.testing.assert_close(theirs, logits, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(siglip.logit_scale.exp()[0], ours.logit_scale, rtol=0, atol=0)
+    assert AutoTokenizer.from_pretrained(tmp_path / "out")("a cat") == clip_tokenizer()("a cat")
+
+
+def test_siglip_export_refuses_a_visual_projection_moved_off_the_identity(siglip_dir, tmp_path):
+    model, _ = _trained_siglip(siglip_dir, tmp_path)
+    with torch.no_grad():
+        model.visual_proj.weight[0, 1] += 1e-3
+    with pytest.raises(ConfigError, match=r"visual projection \(visual_proj\).*largest difference 0.001"):
+        export_siglip(model, tmp_path / "out")
+    # the ordered pooling's maps reach an image too: summed over time, they count as the projection
+    model, _ = _trained_siglip(siglip_dir, tmp_path / "ordered", clip_pool="ordered")
+    export_siglip(model, tmp_path / "zero")  # zero maps: the identity still
+    with torch.no_grad():
+        model.ordered_proj[0, 0, 0] = 0.5
+    with pytest.raises(ConfigError, match="ordered_proj"):
+        export_siglip(model, tmp_path / "moved")
+
+
+def test_siglip_export_refuses_a_model_of_another_layout(clip_dir, tmp_path):
+    clip = videovl.create_model({"name": "clip", "pretrained": str(clip_dir)})
+    with pytest.raises(
+        ConfigError, match="SigLIP's layout.*'class_token': True.*'pool': 'cls'.*clip_text_model"
+    ):
+        export_siglip(clip, tmp_path / "nope")

@@ -1,12 +1,16 @@
 """Export a checkpoint's towers to the format they came from.
 
 python tools/export.py --checkpoint runs/clip4clip_msrvtt/model --format clip --out exported/clip
+python tools/export.py --checkpoint runs/siglip_msrvtt/model --format siglip --out exported/siglip
 python tools/export.py --checkpoint runs/finetune/model --format timm --out exported/vit.safetensors
 python tools/export.py --checkpoint runs/finetune/model --format timesformer --out exported/timesformer
 
-clip: a transformers CLIPModel folder with the tokenizer beside it; timm: the visual tower as a timm ViT
-state dict (safetensors); timesformer: a transformers TimesformerModel folder of a divided visual tower.
-CLIP and timm hold image models: the temporal branch is left out, and the tool lists what it left out.
+clip: a transformers CLIPModel folder with the tokenizer beside it; siglip: a transformers SiglipModel
+folder with the tokenizer beside it (the text projection folded into the text head; the visual projection
+must still be the identity, as training with stages[].freeze: [projections] keeps it); timm: the visual
+tower as a timm ViT state dict (safetensors); timesformer: a transformers TimesformerModel folder of a
+divided visual tower. CLIP, SigLIP and timm hold image models: the temporal branch is left out, and the
+tool lists what it left out.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a model folder written by save_checkpoint")
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
-    p.add_argument("--out", required=True, help="the folder (clip, timesformer) or file (timm) to write")
+    p.add_argument(
+        "--out", required=True, help="the folder (clip, siglip, timesformer) or file (timm) to write"
+    )
     return p.parse_args(argv)
 
 
@@ -32,7 +38,7 @@ def main(argv=None) -> dict:
     require_checkpoint(args.checkpoint, "--checkpoint")  # a mistyped path says so, first
     model, cfg = load_checkpoint(args.checkpoint)
     left_out = export(model, args.format, args.out)
-    if args.format == "clip":
+    if args.format in ("clip", "siglip"):
         load_tokenizer(cfg.model.text).save_pretrained(args.out)
     print(f"wrote {args.format} weights to {args.out}")
     if left_out:

@@ -2,12 +2,14 @@
 
 - ``clip``: a transformers ``CLIPModel`` folder (both towers, projections, temperature), or a
   ``MetaClip2Model`` one when the text tower is MetaCLIP 2's (the same layout, its own text pooling);
+- ``siglip``: a transformers ``SiglipModel`` folder (both towers, scale and bias; the text projection
+  folded into the text head, the visual one must be the identity);
 - ``timm``: a timm ``VisionTransformer`` state dict of the visual tower;
 - ``timesformer``: a transformers ``TimesformerModel`` folder of a divided (or joint) visual tower.
 
-CLIP and timm hold image models: the tubelet kernel is summed over time (what the encoder applies to an
-image) and the temporal branch is left out; each export returns the keys it left out, so callers can say
-so. The weights go through the pure converters of ``videovl.models.convert`` and are loaded strictly into
+CLIP, SigLIP and timm hold image models: the tubelet kernel is summed over time (what the encoder applies
+to an image) and the temporal branch is left out; each export returns the keys it left out, so callers can
+say so. The weights go through the pure converters of ``videovl.models.convert`` and are loaded strictly into
 the other library's model before it saves them.
 """
 
@@ -20,13 +22,14 @@ from torch import Tensor
 from videovl.config import ConfigError
 from videovl.models.convert import deflate_patch_kernel
 from videovl.models.convert.clip import CLIP_LAYOUT_FAMILIES, videovl_to_clip
+from videovl.models.convert.siglip import videovl_to_siglip
 from videovl.models.convert.timesformer import videovl_to_timesformer
 from videovl.models.model import VideoLanguageModel
 from videovl.models.pretrained import text_prefix
 
-__all__ = ["EXPORT_FORMATS", "export_clip", "export_timm", "export_timesformer", "export"]
+__all__ = ["EXPORT_FORMATS", "export_clip", "export_siglip", "export_timm", "export_timesformer", "export"]
 
-EXPORT_FORMATS = ("clip", "timm", "timesformer")
+EXPORT_FORMATS = ("clip", "siglip", "timm", "timesformer")
 
 
 def export_clip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
@@ -42,6 +45,24 @@ def export_clip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     clip = getattr(transformers, name)(config_class(**config))
     clip.load_state_dict(state, strict=True)
     clip.save_pretrained(folder)
+    return left_out
+
+
+def export_siglip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
+    """Write ``folder`` as a ``SiglipModel`` (config.json, model.safetensors); returns the keys left out."""
+    from transformers import SiglipConfig, SiglipModel
+
+    state, config, left_out = videovl_to_siglip(
+        model.state_dict(),
+        model.visual.cfg,
+        model.text.hf_config(),
+        model.cfg.embed_dim,
+        text_prefix(model),
+        model.cfg.max_logit_scale,
+    )
+    siglip = SiglipModel(SiglipConfig(**config))
+    siglip.load_state_dict(state, strict=True)
+    siglip.save_pretrained(folder)
     return left_out
 
 
@@ -92,4 +113,10 @@ def export_timesformer(model: VideoLanguageModel, folder: str | Path) -> list[st
 def export(model: VideoLanguageModel, fmt: str, out: str | Path) -> list[str]:
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"export format '{fmt}' is not one of {EXPORT_FORMATS}")
-    return {"clip": export_clip, "timm": export_timm, "timesformer": export_timesformer}[fmt](model, out)
+    writers = {
+        "clip": export_clip,
+        "siglip": export_siglip,
+        "timm": export_timm,
+        "timesformer": export_timesformer,
+    }
+    return writers[fmt](model, out)

@@ -21,8 +21,13 @@ logit_scale (1,), logit_bias (1,)                          logit_scale (), logit
 text_model.*                                               text.model.*
 =========================================================  =================================================
 
-Export back to ``SiglipModel`` is left out: a trained model's projections are no longer the identity, and
-SigLIP has no place for them.
+Back to ``SiglipModel`` (:func:`videovl_to_siglip`): the image path as above, read in reverse (the
+tubelet kernel summed over time; the temporal branch left out). SigLIP has no projections, so videovl's
+have to disappear into its towers. The text projection folds into the text tower's ``head`` (a linear
+layer with bias: ``P (W x + b) = (P W) x + P b``, exact). The visual one cannot: the MAP head ends in a
+residual MLP, ``y = a + mlp(norm(a))``, and ``P y`` would need ``P a`` on the residual path while the
+norm still reads ``a``; so the export needs the visual projection (with its bias and the ordered pooling's
+maps, as an image sees them) to be the identity, and says so where it is not.
 """
 
 from __future__ import annotations
@@ -34,10 +39,16 @@ import torch
 from torch import Tensor
 
 from videovl.config import ConfigError, VisionConfig
-from videovl.models.convert import add_temporal_branch, image_tower_fields, text_tower_fields
+from videovl.models.convert import (
+    act_to_hf,
+    add_temporal_branch,
+    deflate_patch_kernel,
+    image_tower_fields,
+    text_tower_fields,
+)
 from videovl.models.layers import resample_spatial
 
-__all__ = ["siglip_model_fields", "siglip_to_videovl"]
+__all__ = ["siglip_model_fields", "siglip_to_videovl", "videovl_to_siglip"]
 
 _BLOCK = {  # SigLIP encoder layer -> videovl block, the plain renames (as CLIP's)
     "self_attn.out_proj": "attn.proj",
@@ -119,3 +130,141 @@ def siglip_to_videovl(
     if vision.attention == "divided":
         out = add_temporal_branch(out, vision.depth, prefix="visual.")
     return out
+
+
+# What SigLIP's vision tower is, in videovl's fields (a field absent here may take any value)
+_SIGLIP_VISION = {
+    "class_token": False,
+    "pool": "map",
+    "pre_norm": False,
+    "qkv_bias": True,
+    "qk_norm": False,
+    "layer_scale": None,
+    "pos_embed": "learned",
+    "final_norm": "tokens",
+    "rope": "none",
+    "map_class_token": False,
+    "map_width": None,
+    "map_mlp": True,
+    "map_query_scale": False,
+    "temporal_depth": 0,
+    "joint_depth": 0,
+    "attn_softcap": None,
+}
+
+
+def _check_fits(vision: VisionConfig, text_config: dict[str, Any]) -> None:
+    wrong = {k: getattr(vision, k) for k, v in _SIGLIP_VISION.items() if getattr(vision, k) != v}
+    if vision.attention == "factorised":
+        wrong["attention"] = vision.attention
+    # the head shares the encoder's heads and MLP width in SigLIP: None (the encoder's) or the same value
+    for field, same in (("map_heads", vision.heads), ("map_mlp_ratio", vision.mlp_ratio)):
+        if getattr(vision, field) not in (None, same):
+            wrong[field] = getattr(vision, field)
+    text = text_config.get("model_type")
+    if wrong or text != "siglip_text_model":
+        fits = {k: _SIGLIP_VISION.get(k, "the encoder's (None)") for k in wrong}
+        if "attention" in wrong:
+            fits["attention"] = "divided or joint"
+        raise ConfigError(
+            f"this model does not fit SigLIP's layout: vision fields {wrong} (SigLIP needs {fits}), text "
+            f"tower '{text}' (SigLIP needs 'siglip_text_model'); export a model started from a SiglipModel "
+            "folder"
+        )
+
+
+def _image_projection(state: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+    """The visual projection an image sees: the linear map, plus the ordered pooling's maps summed over
+    time (an image is a still clip), and its bias if any."""
+    weight = state["visual_proj.weight"]
+    if "ordered_proj" in state:  # (T', Wv, D)
+        weight = weight + state["ordered_proj"].sum(0).t()
+    return weight, state.get("visual_proj.bias")
+
+
+def videovl_to_siglip(
+    state: dict[str, Tensor],
+    vision: VisionConfig,
+    text_config: dict[str, Any],
+    embed_dim: int,
+    text_prefix: str = "text.model.",
+    max_logit_scale: float = math.inf,
+) -> tuple[dict[str, Tensor], dict[str, Any], list[str]]:
+    """A videovl state dict -> (``SiglipModel`` state dict, ``SiglipConfig`` kwargs, the keys left out).
+
+    SigLIP holds the image path only: the temporal branch and embedding are left out (and listed), as are
+    the heads. The text projection folds into the text head; the visual projection must be the identity
+    (see the module's docstring), else a ConfigError says how far it moved. The scale is written clamped
+    at ``max_logit_scale`` (SigLIP does not clamp), so SigLIP's logits are videovl's."""
+    _check_fits(vision, text_config)
+    weight, bias = _image_projection(state)
+    moved = (weight - torch.eye(*weight.shape, dtype=weight.dtype)).abs().max().item()
+    if bias is not None:
+        moved = max(moved, bias.abs().max().item())
+    if moved > 0:
+        parts = "visual_proj" + (", its bias" if bias is not None else "")
+        parts += " and ordered_proj" if "ordered_proj" in state else ""
+        raise ConfigError(
+            f"the visual projection ({parts}) of shape {tuple(weight.shape)} is not the identity (largest "
+            f"difference {moved:.3g}): SigLIP's image embedding is its MAP head's output, whose residual MLP "
+            "leaves no place to fold a projection into; train with the projections frozen "
+            "(stages[].freeze: [projections]) to export to SigLIP"
+        )
+    used: set[str] = {"visual_proj.weight", "visual_proj.bias", "ordered_proj", "text_proj.weight"}
+    used |= {"logit_scale", "logit_bias"}
+
+    def take(key: str) -> Tensor:
+        used.add(key)
+        return state[key]
+
+    out: dict[str, Tensor] = {}
+    for k in state:
+        if k.startswith(text_prefix):
+            out["text_model." + k[len(text_prefix) :]] = take(k)
+    proj = state["text_proj.weight"]  # (D, text width): P (W x + b) = (P W) x + P b
+    out["text_model.head.weight"] = proj @ out["text_model.head.weight"]
+    out["text_model.head.bias"] = proj @ out["text_model.head.bias"]
+    emb = "vision_model.embeddings."
+    out[emb + "patch_embedding.weight"] = deflate_patch_kernel(take("visual.patch_embed.proj.weight"))
+    out[emb + "patch_embedding.bias"] = take("visual.patch_embed.proj.bias")
+    out[emb + "position_embedding.weight"] = take("visual.pos_embed")[0]
+    for part in ("weight", "bias"):
+        out[f"vision_model.post_layernorm.{part}"] = take(f"visual.norm.{part}")
+    for i in range(vision.depth):
+        src, dst = f"visual.blocks.{i}.", f"vision_model.encoder.layers.{i}."
+        for part in ("weight", "bias"):
+            for x, w in zip("qkv", take(f"{src}attn.qkv.{part}").chunk(3, dim=0)):
+                out[f"{dst}self_attn.{x}_proj.{part}"] = w
+            for theirs, ours in _BLOCK.items():
+                out[f"{dst}{theirs}.{part}"] = take(f"{src}{ours}.{part}")
+    head = "vision_model.head."
+    out[head + "probe"] = take("visual.attn_pool.latent")
+    for part in ("weight", "bias"):
+        q, kv = take(f"visual.attn_pool.q.{part}"), take(f"visual.attn_pool.kv.{part}")
+        out[f"{head}attention.in_proj_{part}"] = torch.cat([q, kv], dim=0)
+        for theirs, ours in _HEAD.items():
+            out[f"{head}{theirs}.{part}"] = take(f"visual.attn_pool.{ours}.{part}")
+    scale = state["logit_scale"].clamp(max=math.log(max_logit_scale))
+    out["logit_scale"] = scale.reshape(1)
+    # a softmax-trained model has no bias: 0 keeps SigLIP's logits its scaled cosines
+    out["logit_bias"] = state.get("logit_bias", torch.zeros(())).reshape(1).to(scale.dtype)
+    left_out = sorted(k for k in state if k not in used)
+    config = {
+        "text_config": {
+            **{k: v for k, v in text_config.items() if k != "model_type"},
+            "projection_size": embed_dim,
+        },
+        "vision_config": {
+            "hidden_size": vision.width,
+            "intermediate_size": round(vision.width * vision.mlp_ratio),
+            "num_hidden_layers": vision.depth,
+            "num_attention_heads": vision.heads,
+            "num_channels": vision.in_chans,
+            "image_size": vision.image_size,
+            "patch_size": vision.patch_size,
+            "hidden_act": act_to_hf(vision.act),
+            "layer_norm_eps": vision.norm_eps,
+            "vision_use_head": True,
+        },
+    }
+    return out, config, left_out
