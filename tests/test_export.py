@@ -1,5 +1,5 @@
-"""Export a videovl model back to CLIP, SigLIP, timm and TimeSformer; reload with the other library, same
-outputs."""
+"""Export a videovl model back to CLIP, SigLIP, timm, TimeSformer and V-JEPA 2; reload with the other
+library, same outputs."""
 
 import pytest
 import torch
@@ -10,12 +10,13 @@ from tiny_checkpoints import (
     write_tiny_clip,
     write_tiny_siglip,
     write_tiny_video_model,
+    write_tiny_vjepa2,
 )
 
 import videovl
 from tools import export as tool
 from videovl.config import ConfigError
-from videovl.models.export import export_clip, export_siglip, export_timesformer, export_timm
+from videovl.models.export import export_clip, export_siglip, export_timesformer, export_timm, export_vjepa2
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +199,34 @@ def test_siglip_export_refuses_a_model_of_another_layout(clip_dir, tmp_path):
         ConfigError, match="SigLIP's layout.*'class_token': True.*'pool': 'cls'.*clip_text_model"
     ):
         export_siglip(clip, tmp_path / "nope")
+
+
+@torch.no_grad()
+def test_vjepa2_round_trip_through_the_tool(tmp_path, capsys):
+    from transformers import VJEPA2Model
+
+    folder = write_tiny_vjepa2(tmp_path / "vjepa2")
+    cfg = videovl.load_config(
+        overrides=["model.name=test", f"model.vision.pretrained={folder}", "model.caption.enabled=false"]
+    )
+    model = videovl.create_model(cfg.model)
+    perturb(model, seed=4)  # trained further
+    videovl.save_checkpoint(model, cfg, tmp_path / "ckpt")
+    out = tool.main(
+        ["--checkpoint", str(tmp_path / "ckpt"), "--format", "vjepa2", "--out", str(tmp_path / "out")]
+    )
+    assert out["left_out"] == [] and "encoder only" in capsys.readouterr().out
+    # the folder holds the encoder alone: transformers names the predictor's keys as missing and starts it
+    vjepa2, info = VJEPA2Model.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert info["missing_keys"] and all(k.startswith("predictor.") for k in info["missing_keys"])
+    assert not info["unexpected_keys"]
+    vjepa2.eval()
+    x = torch.randn(2, 3, 4, 16, 16)
+    theirs = vjepa2(pixel_values_videos=rearrange(x, "b c t h w -> b t c h w"), skip_predictor=True)
+    torch.testing.assert_close(theirs.last_hidden_state, model.visual.eval()(x).tokens, rtol=0, atol=1e-5)
+
+
+def test_vjepa2_export_refuses_a_tower_of_another_layout(tmp_path):
+    model = videovl.create_model("test", caption={"enabled": False})
+    with pytest.raises(ConfigError, match="V-JEPA 2's layout.*'attention': 'divided'.*'rope': 'none'"):
+        export_vjepa2(model, tmp_path / "nope")

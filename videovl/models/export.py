@@ -5,7 +5,9 @@
 - ``siglip``: a transformers ``SiglipModel`` folder (both towers, scale and bias; the text projection
   folded into the text head, the visual one must be the identity);
 - ``timm``: a timm ``VisionTransformer`` state dict of the visual tower;
-- ``timesformer``: a transformers ``TimesformerModel`` folder of a divided (or joint) visual tower.
+- ``timesformer``: a transformers ``TimesformerModel`` folder of a divided (or joint) visual tower;
+- ``vjepa2``: a transformers ``VJEPA2Model`` folder of a V-JEPA 2 tower, its encoder alone (videovl keeps
+  no predictor: transformers starts one afresh when it loads the folder).
 
 CLIP, SigLIP and timm hold image models: the tubelet kernel is summed over time (what the encoder applies
 to an image) and the temporal branch is left out; each export returns the keys it left out, so callers can
@@ -24,12 +26,21 @@ from videovl.models.convert import deflate_patch_kernel
 from videovl.models.convert.clip import CLIP_LAYOUT_FAMILIES, videovl_to_clip
 from videovl.models.convert.siglip import videovl_to_siglip
 from videovl.models.convert.timesformer import videovl_to_timesformer
+from videovl.models.convert.vjepa2 import videovl_to_vjepa2
 from videovl.models.model import VideoLanguageModel
 from videovl.models.pretrained import text_prefix
 
-__all__ = ["EXPORT_FORMATS", "export_clip", "export_siglip", "export_timm", "export_timesformer", "export"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "export_clip",
+    "export_siglip",
+    "export_timm",
+    "export_timesformer",
+    "export_vjepa2",
+    "export",
+]
 
-EXPORT_FORMATS = ("clip", "siglip", "timm", "timesformer")
+EXPORT_FORMATS = ("clip", "siglip", "timm", "timesformer", "vjepa2")
 
 
 def export_clip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
@@ -110,6 +121,19 @@ def export_timesformer(model: VideoLanguageModel, folder: str | Path) -> list[st
     return []
 
 
+def export_vjepa2(model: VideoLanguageModel, folder: str | Path) -> list[str]:
+    """Write the visual tower as a ``VJEPA2Model`` folder holding the encoder's weights only (no predictor:
+    ``VJEPA2Model.from_pretrained`` reports its keys as missing and initialises them, as for any new head);
+    returns the keys left out (a MAP head's, videovl's own pooling)."""
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    state, config, left_out = videovl_to_vjepa2(model.visual.state_dict(), model.visual.cfg)
+    vjepa2 = VJEPA2Model(VJEPA2Config(**config))
+    vjepa2.encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in state.items()}, strict=True)
+    vjepa2.save_pretrained(folder, state_dict=vjepa2.encoder.state_dict(prefix="encoder."))
+    return [f"visual.{k}" for k in left_out]
+
+
 def export(model: VideoLanguageModel, fmt: str, out: str | Path) -> list[str]:
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"export format '{fmt}' is not one of {EXPORT_FORMATS}")
@@ -118,5 +142,6 @@ def export(model: VideoLanguageModel, fmt: str, out: str | Path) -> list[str]:
         "siglip": export_siglip,
         "timm": export_timm,
         "timesformer": export_timesformer,
+        "vjepa2": export_vjepa2,
     }
     return writers[fmt](model, out)

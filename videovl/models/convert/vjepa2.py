@@ -16,6 +16,10 @@ encoder.layer.i.{norm1,norm2,mlp.fc1,mlp.fc2}           blocks.i.{norm1,norm2,ml
 encoder.layernorm                                       norm
 predictor.*                                             (left out)
 =====================================================  =========================================
+
+Back (:func:`videovl_to_vjepa2`): the encoder's weights in transformers' names and the ``VJEPA2Config``
+of a tower that fits V-JEPA 2's layout. videovl keeps no predictor, so the state dict has none: the
+export writes the encoder alone, and transformers starts the predictor afresh when it loads the folder.
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ import torch
 from torch import Tensor
 
 from videovl.config import ConfigError, VisionConfig
-from videovl.models.convert import PLAIN_TOWER, act_from_hf, rename
+from videovl.models.convert import PLAIN_TOWER, act_from_hf, act_to_hf, rename
 
-__all__ = ["vjepa2_vision_fields", "vjepa2_to_videovl"]
+__all__ = ["vjepa2_vision_fields", "vjepa2_to_videovl", "videovl_to_vjepa2"]
 
 _LAYER = {"norm1": "norm1", "attention.proj": "attn.proj", "norm2": "norm2", "mlp.fc1": "mlp.fc1",
           "mlp.fc2": "mlp.fc2"}  # fmt: skip
@@ -88,3 +92,64 @@ def vjepa2_to_videovl(state: dict[str, Tensor], vision: VisionConfig) -> dict[st
         rename(state, out, _LAYER, src, dst)
     rename(state, out, {"encoder.layernorm": "norm"}, "", "")
     return out
+
+
+# What V-JEPA 2's encoder is, in videovl's fields (a field absent here may take any value; the pooling and
+# any MAP head are videovl's own, over V-JEPA 2's tokens, and are left out)
+_VJEPA2_VISION = {
+    "attention": "joint",
+    "class_token": False,
+    "pre_norm": False,
+    "qk_norm": False,
+    "layer_scale": None,
+    "pos_embed": "none",
+    "final_norm": "tokens",
+    "rope": "3d",
+    "rope_temperature": 10000.0,
+    "rope_grid": None,
+    "rope_offset": 0.0,
+    "rope_axes": "yx",
+    "attn_softcap": None,
+}
+
+
+def videovl_to_vjepa2(
+    state: dict[str, Tensor], vision: VisionConfig
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """A VisualEncoder state dict -> (the ``VJEPA2Model`` encoder's state dict, ``encoder.*`` keys only;
+    the ``VJEPA2Config`` kwargs). Keys of a MAP head are not V-JEPA 2's and are not read."""
+    wrong = {k: getattr(vision, k) for k, v in _VJEPA2_VISION.items() if getattr(vision, k) != v}
+    if wrong:
+        fits = {k: _VJEPA2_VISION[k] for k in wrong}
+        raise ConfigError(
+            f"this visual tower does not fit V-JEPA 2's layout: vision fields {wrong} (V-JEPA 2 needs "
+            f"{fits}); export a tower started from a VJEPA2Model folder"
+        )
+    out: dict[str, Tensor] = {}
+    src = dict(state)
+    rename(src, out, {"patch_embed.proj": "encoder.embeddings.patch_embeddings.proj"}, "", "")
+    has_bias = "blocks.0.attn.qkv.bias" in state
+    for i in range(vision.depth):
+        a, b = f"blocks.{i}.", f"encoder.layer.{i}."
+        for x, w in zip(("query", "key", "value"), src.pop(f"{a}attn.qkv.weight").chunk(3)):
+            out[f"{b}attention.{x}.weight"] = w
+        if has_bias:
+            for x, w in zip(("query", "key", "value"), src.pop(f"{a}attn.qkv.bias").chunk(3)):
+                out[f"{b}attention.{x}.bias"] = w
+        rename(src, out, {ours: theirs for theirs, ours in _LAYER.items()}, a, b)
+    rename(src, out, {"norm": "encoder.layernorm"}, "", "")
+    config = {
+        "crop_size": vision.image_size,
+        "patch_size": vision.patch_size,
+        "frames_per_clip": vision.num_frames,
+        "tubelet_size": vision.tubelet_size,
+        "in_chans": vision.in_chans,
+        "hidden_size": vision.width,
+        "num_hidden_layers": vision.depth,
+        "num_attention_heads": vision.heads,
+        "mlp_ratio": vision.mlp_ratio,
+        "qkv_bias": has_bias,
+        "layer_norm_eps": vision.norm_eps,
+        "hidden_act": act_to_hf(vision.act),
+    }
+    return out, config, sorted(src)
