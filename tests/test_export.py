@@ -1,5 +1,5 @@
-"""Export a videovl model back to CLIP, SigLIP, timm, TimeSformer and V-JEPA 2; reload with the other
-library, same outputs."""
+"""Export a videovl model back to CLIP, SigLIP, timm, TimeSformer, V-JEPA 2 and VideoPrism; reload with
+the other library, same outputs."""
 
 import pytest
 import torch
@@ -10,13 +10,21 @@ from tiny_checkpoints import (
     write_tiny_clip,
     write_tiny_siglip,
     write_tiny_video_model,
+    write_tiny_videoprism,
     write_tiny_vjepa2,
 )
 
 import videovl
 from tools import export as tool
 from videovl.config import ConfigError
-from videovl.models.export import export_clip, export_siglip, export_timesformer, export_timm, export_vjepa2
+from videovl.models.export import (
+    export_clip,
+    export_siglip,
+    export_timesformer,
+    export_timm,
+    export_videoprism,
+    export_vjepa2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +238,43 @@ def test_vjepa2_export_refuses_a_tower_of_another_layout(tmp_path):
     model = videovl.create_model("test", caption={"enabled": False})
     with pytest.raises(ConfigError, match="V-JEPA 2's layout.*'attention': 'divided'.*'rope': 'none'"):
         export_vjepa2(model, tmp_path / "nope")
+
+
+@torch.no_grad()
+def test_videoprism_round_trip(tmp_path):
+    from transformers import VideoPrismVisionModel
+
+    folder = write_tiny_videoprism(tmp_path / "vp")
+    model = videovl.create_model(
+        {"name": "test", "vision": {"pretrained": str(folder)}, "caption": {"enabled": False}}
+    )
+    perturb(model, seed=5)  # trained further: every norm off VideoPrism's weight + 1 as well
+    model.eval()
+    assert export_videoprism(model, tmp_path / "out") == []
+    backbone = VideoPrismVisionModel.from_pretrained(tmp_path / "out").eval()
+    x = torch.randn(2, 3, 4, 16, 16)
+    theirs = backbone(pixel_values_videos=rearrange(x, "b c t h w -> b t c h w")).last_hidden_state
+    torch.testing.assert_close(theirs, model.visual(x).tokens, rtol=0, atol=1e-5)
+
+
+def test_videoprism_tool_leaves_out_the_joint_blocks_and_head_of_a_video_text_model(tmp_path, capsys):
+    from transformers import VideoPrismClipModel, VideoPrismVisionModel
+
+    folder = write_tiny_videoprism(tmp_path / "vp", "clip")
+    cfg = videovl.load_config(overrides=["model.name=clip", f"model.pretrained={folder}"])
+    videovl.save_checkpoint(videovl.create_model(cfg.model), cfg, tmp_path / "ckpt")
+    argv = ["--checkpoint", str(tmp_path / "ckpt"), "--format", "videoprism", "--out", str(tmp_path / "out")]
+    left_out = tool.main(argv)["left_out"]
+    assert left_out and all(k.startswith(("visual.joint_blocks.", "visual.attn_pool.")) for k in left_out)
+    assert "left out" in capsys.readouterr().out
+    exported = VideoPrismVisionModel.from_pretrained(tmp_path / "out").state_dict()
+    original = VideoPrismClipModel.from_pretrained(folder).video_model.vision_model.state_dict()
+    assert exported.keys() == original.keys()
+    for k, v in original.items():  # the norms' weights go through + 1 and - 1: float32 rounding apart
+        torch.testing.assert_close(exported[k], v, rtol=0, atol=1e-6)
+
+
+def test_videoprism_export_refuses_a_tower_of_another_layout(tmp_path):
+    model = videovl.create_model("test", caption={"enabled": False})
+    with pytest.raises(ConfigError, match="VideoPrism's layout.*'attention': 'divided'.*'class_token': True"):
+        export_videoprism(model, tmp_path / "nope")

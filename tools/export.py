@@ -5,13 +5,15 @@ python tools/export.py --checkpoint runs/siglip_msrvtt/model --format siglip --o
 python tools/export.py --checkpoint runs/finetune/model --format timm --out exported/vit.safetensors
 python tools/export.py --checkpoint runs/finetune/model --format timesformer --out exported/timesformer
 python tools/export.py --checkpoint runs/vjepa2_ssv2/model --format vjepa2 --out exported/vjepa2
+python tools/export.py --checkpoint runs/videoprism_k400/model --format videoprism --out exported/videoprism
 
 clip: a transformers CLIPModel folder with the tokenizer beside it; siglip: a transformers SiglipModel
 folder with the tokenizer beside it (the text projection folded into the text head; the visual projection
 must still be the identity, as training with stages[].freeze: [projections] keeps it); timm: the visual
 tower as a timm ViT state dict (safetensors); timesformer: a transformers TimesformerModel folder of a
 divided visual tower; vjepa2: a transformers VJEPA2Model folder of a V-JEPA 2 visual tower, its encoder
-only (videovl keeps no predictor; transformers starts a new one when it loads the folder). CLIP, SigLIP
+only (videovl keeps no predictor; transformers starts a new one when it loads the folder); videoprism: a
+transformers VideoPrismVisionModel folder of a factorised visual tower (the backbone). CLIP, SigLIP
 and timm hold image models: the temporal branch is left out, and the tool lists what it left out.
 """
 
@@ -37,7 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="a model folder written by save_checkpoint")
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument(
-        "--out", required=True, help="the folder (clip, siglip, timesformer, vjepa2) or file (timm) to write"
+        "--out",
+        required=True,
+        help="the folder (clip, siglip, timesformer, vjepa2, videoprism) or file (timm) to write",
     )
     return p.parse_args(argv)
 

@@ -6,6 +6,8 @@
   folded into the text head, the visual one must be the identity);
 - ``timm``: a timm ``VisionTransformer`` state dict of the visual tower;
 - ``timesformer``: a transformers ``TimesformerModel`` folder of a divided (or joint) visual tower;
+- ``videoprism``: a transformers ``VideoPrismVisionModel`` folder of a factorised visual tower (the
+  backbone; joint blocks and pooling head left out);
 - ``vjepa2``: a transformers ``VJEPA2Model`` folder of a V-JEPA 2 tower, its encoder alone (videovl keeps
   no predictor: transformers starts one afresh when it loads the folder).
 
@@ -26,6 +28,7 @@ from videovl.models.convert import deflate_patch_kernel
 from videovl.models.convert.clip import CLIP_LAYOUT_FAMILIES, videovl_to_clip
 from videovl.models.convert.siglip import videovl_to_siglip
 from videovl.models.convert.timesformer import videovl_to_timesformer
+from videovl.models.convert.videoprism import videovl_to_videoprism
 from videovl.models.convert.vjepa2 import videovl_to_vjepa2
 from videovl.models.model import VideoLanguageModel
 from videovl.models.pretrained import text_prefix
@@ -40,7 +43,7 @@ __all__ = [
     "export",
 ]
 
-EXPORT_FORMATS = ("clip", "siglip", "timm", "timesformer", "vjepa2")
+EXPORT_FORMATS = ("clip", "siglip", "timm", "timesformer", "vjepa2", "videoprism")
 
 
 def export_clip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
@@ -134,6 +137,18 @@ def export_vjepa2(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     return [f"visual.{k}" for k in left_out]
 
 
+def export_videoprism(model: VideoLanguageModel, folder: str | Path) -> list[str]:
+    """Write the visual tower as a ``VideoPrismVisionModel`` folder; returns the keys left out (joint blocks
+    and pooling head, which the backbone does not hold)."""
+    from transformers import VideoPrismVisionConfig, VideoPrismVisionModel
+
+    state, config, left_out = videovl_to_videoprism(model.visual.state_dict(), model.visual.cfg)
+    backbone = VideoPrismVisionModel(VideoPrismVisionConfig(**config))
+    backbone.load_state_dict(state, strict=True)
+    backbone.save_pretrained(folder)
+    return [f"visual.{k}" for k in left_out]
+
+
 def export(model: VideoLanguageModel, fmt: str, out: str | Path) -> list[str]:
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"export format '{fmt}' is not one of {EXPORT_FORMATS}")
@@ -143,5 +158,6 @@ def export(model: VideoLanguageModel, fmt: str, out: str | Path) -> list[str]:
         "timm": export_timm,
         "timesformer": export_timesformer,
         "vjepa2": export_vjepa2,
+        "videoprism": export_videoprism,
     }
     return writers[fmt](model, out)

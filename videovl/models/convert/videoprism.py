@@ -47,8 +47,11 @@ text_model.*                                            text.model.*
 (none)                                                  visual_proj, text_proj: identity; logit_scale 0
 =====================================================  =========================================
 
-No export back: a trained model's projections are no longer the identity, and VideoPrism has no place for
-them.
+Back (:func:`videovl_to_videoprism`): a factorised visual tower as a ``VideoPrismVisionModel`` (the first
+table read in reverse, each LayerNorm's weight less 1). The joint blocks and pooling head of a tower read
+from a ``VideoPrismClipModel`` have no place in the backbone and are left out (and listed); no
+``VideoPrismClipModel`` is written back: a trained model's projections are no longer the identity, and
+VideoPrism has no place for them.
 """
 
 from __future__ import annotations
@@ -59,13 +62,14 @@ import torch
 from torch import Tensor
 
 from videovl.config import ConfigError, VisionConfig
-from videovl.models.convert import PLAIN_TOWER, act_from_hf, rename, text_tower_fields
+from videovl.models.convert import PLAIN_TOWER, act_from_hf, act_to_hf, rename, text_tower_fields
 
 __all__ = [
     "videoprism_vision_fields",
     "videoprism_to_videovl",
     "videoprism_model_fields",
     "videoprism_clip_to_videovl",
+    "videovl_to_videoprism",
 ]
 
 _LAYER = {"attention.o_proj": "attn.proj", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
@@ -218,3 +222,75 @@ def _bias_or_zeros(state: dict[str, Tensor], name: str, part: str, size: int) ->
     if part == "bias" and f"{name}.bias" not in state:
         return torch.zeros(size)
     return state.pop(f"{name}.{part}")
+
+
+# What VideoPrism's backbone is, in videovl's fields (a field absent here may take any value; the joint
+# blocks, the pooling and any MAP head are beyond the backbone and are left out)
+_VIDEOPRISM_VISION = {
+    "attention": "factorised",
+    "class_token": False,
+    "pre_norm": False,
+    "qk_norm": False,
+    "layer_scale": None,
+    "pos_embed": "learned",
+    "final_norm": "tokens",
+    "rope": "none",
+}
+
+
+def _unnorm(state: dict[str, Tensor], out: dict[str, Tensor], ours: str, theirs: str) -> None:
+    out[f"{theirs}.weight"] = state.pop(f"{ours}.weight") - 1.0  # VideoPrism scales by weight + 1
+    out[f"{theirs}.bias"] = state.pop(f"{ours}.bias")
+
+
+def _unlayers(state: dict[str, Tensor], out: dict[str, Tensor], ours: str, theirs: str, depth: int) -> bool:
+    """videovl blocks ``ours.i`` -> VideoPrism layers ``theirs.i``; whether their q, k, v have biases."""
+    bias = f"{ours}.0.attn.qkv.bias" in state
+    for i in range(depth):
+        src, dst = f"{ours}.{i}.", f"{theirs}.{i}."
+        for part in ("weight", "bias") if bias else ("weight",):
+            for x, w in zip("qkv", state.pop(f"{src}attn.qkv.{part}").chunk(3)):
+                out[f"{dst}attention.{x}_proj.{part}"] = w
+        rename(state, out, {ours: theirs for theirs, ours in _LAYER.items()}, src, dst)
+        for a, b in _NORMS.items():
+            _unnorm(state, out, src + b, dst + a)
+    return bias
+
+
+def videovl_to_videoprism(
+    state: dict[str, Tensor], vision: VisionConfig
+) -> tuple[dict[str, Tensor], dict[str, Any], list[str]]:
+    """A VisualEncoder state dict -> (a ``VideoPrismVisionModel`` state dict, its
+    ``VideoPrismVisionConfig`` kwargs, the keys left out: joint blocks, pooling head)."""
+    wrong = {k: getattr(vision, k) for k, v in _VIDEOPRISM_VISION.items() if getattr(vision, k) != v}
+    if wrong:
+        fits = {k: _VIDEOPRISM_VISION[k] for k in wrong}
+        raise ConfigError(
+            f"this visual tower does not fit VideoPrism's layout: vision fields {wrong} (VideoPrism needs "
+            f"{fits}); export a tower started from a VideoPrism folder"
+        )
+    rest = dict(state)
+    out: dict[str, Tensor] = {}
+    rename(rest, out, {"patch_embed.proj": "spatial_embeddings.patch_embeddings.projection"}, "", "")
+    out["spatial_embeddings.position_embeddings"] = rest.pop("pos_embed")
+    out["temporal_embeddings.position_embeddings"] = rest.pop("temporal_embed")
+    bias = _unlayers(rest, out, "blocks", "spatial_layers", vision.depth)
+    _unlayers(rest, out, "temporal_blocks", "temporal_layers", vision.temporal_depth)
+    _unnorm(rest, out, "spatial_norm", "layernorm1")
+    _unnorm(rest, out, "norm", "layernorm2")
+    config = {
+        "image_size": vision.image_size,
+        "num_frames": vision.num_frames,
+        "tubelet_size": [vision.tubelet_size, vision.patch_size, vision.patch_size],
+        "num_channels": vision.in_chans,
+        "hidden_size": vision.width,
+        "num_attention_heads": vision.heads,
+        "intermediate_size": round(vision.width * vision.mlp_ratio),
+        "hidden_act": act_to_hf(vision.act),
+        "layer_norm_eps": vision.norm_eps,
+        "qkv_bias": bias,
+        "num_spatial_layers": vision.depth,
+        "num_temporal_layers": vision.temporal_depth,
+        "attn_logit_softcapping": vision.attn_softcap,
+    }
+    return out, config, sorted(rest)
