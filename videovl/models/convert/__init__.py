@@ -22,6 +22,7 @@ __all__ = [
     "act_to_hf",
     "add_temporal_branch",
     "hf_vit_fields",
+    "image_tower_config",
     "image_tower_fields",
     "text_tower_fields",
     "deflate_patch_kernel",
@@ -112,6 +113,21 @@ def image_tower_fields(v: dict[str, Any], where: str, **family: Any) -> dict[str
         "act": act_from_hf(v["hidden_act"], f"{where} vision_config.hidden_act"),
         **PLAIN_TOWER,
         **family,
+    }
+
+
+def image_tower_config(v: Any) -> dict[str, Any]:
+    """The other way: a transformers image-text ``vision_config`` (CLIP's, SigLIP's) of VisionConfig ``v``."""
+    return {
+        "hidden_size": v.width,
+        "intermediate_size": round(v.width * v.mlp_ratio),
+        "num_hidden_layers": v.depth,
+        "num_attention_heads": v.heads,
+        "num_channels": v.in_chans,
+        "image_size": v.image_size,
+        "patch_size": v.patch_size,
+        "hidden_act": act_to_hf(v.act),
+        "layer_norm_eps": v.norm_eps,
     }
 
 

@@ -41,6 +41,7 @@ from videovl.models.convert import (
     act_to_hf,
     add_temporal_branch,
     deflate_patch_kernel,
+    image_tower_config,
     image_tower_fields,
     text_tower_fields,
 )
@@ -220,15 +221,7 @@ def videovl_to_clip(
         "projection_dim": embed_dim,
         "text_config": {k: v for k, v in text_config.items() if k != "model_type"},
         "vision_config": {
-            "hidden_size": vision.width,
-            "intermediate_size": round(vision.width * vision.mlp_ratio),
-            "num_hidden_layers": vision.depth,
-            "num_attention_heads": vision.heads,
-            "num_channels": vision.in_chans,
-            "image_size": vision.image_size,
-            "patch_size": vision.patch_size,
-            "hidden_act": act_to_hf(vision.act),
-            "layer_norm_eps": vision.norm_eps,
+            **image_tower_config(vision),
         },
         "logit_scale_init_value": float(state["logit_scale"]),
     }

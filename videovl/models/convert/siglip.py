@@ -40,9 +40,9 @@ from torch import Tensor
 
 from videovl.config import ConfigError, VisionConfig
 from videovl.models.convert import (
-    act_to_hf,
     add_temporal_branch,
     deflate_patch_kernel,
+    image_tower_config,
     image_tower_fields,
     text_tower_fields,
 )
@@ -255,15 +255,7 @@ def videovl_to_siglip(
             "projection_size": embed_dim,
         },
         "vision_config": {
-            "hidden_size": vision.width,
-            "intermediate_size": round(vision.width * vision.mlp_ratio),
-            "num_hidden_layers": vision.depth,
-            "num_attention_heads": vision.heads,
-            "num_channels": vision.in_chans,
-            "image_size": vision.image_size,
-            "patch_size": vision.patch_size,
-            "hidden_act": act_to_hf(vision.act),
-            "layer_norm_eps": vision.norm_eps,
+            **image_tower_config(vision),
             "vision_use_head": True,
         },
     }
