@@ -21,6 +21,7 @@ __all__ = [
     "act_from_hf",
     "act_to_hf",
     "add_temporal_branch",
+    "check_tower_layout",
     "hf_vit_fields",
     "image_tower_config",
     "image_tower_fields",
@@ -129,6 +130,18 @@ def image_tower_config(v: Any) -> dict[str, Any]:
         "hidden_act": act_to_hf(v.act),
         "layer_norm_eps": v.norm_eps,
     }
+
+
+def check_tower_layout(vision: Any, needs: dict[str, Any], family: str, start: str) -> None:
+    """Before an export: every field of ``needs`` must hold in VisionConfig ``vision``, else an error naming
+    the fields that differ, what ``family``'s format needs, and where a tower that fits starts (``start``)."""
+    wrong = {k: getattr(vision, k) for k, v in needs.items() if getattr(vision, k) != v}
+    if wrong:
+        fits = {k: needs[k] for k in wrong}
+        raise ConfigError(
+            f"this visual tower does not fit {family}'s layout: vision fields {wrong} ({family} needs "
+            f"{fits}); export a tower started from {start}"
+        )
 
 
 def text_tower_fields(t: dict[str, Any], model_type: str) -> dict[str, Any]:

@@ -62,7 +62,14 @@ import torch
 from torch import Tensor
 
 from videovl.config import ConfigError, VisionConfig
-from videovl.models.convert import PLAIN_TOWER, act_from_hf, act_to_hf, rename, text_tower_fields
+from videovl.models.convert import (
+    PLAIN_TOWER,
+    act_from_hf,
+    act_to_hf,
+    check_tower_layout,
+    rename,
+    text_tower_fields,
+)
 
 __all__ = [
     "videoprism_vision_fields",
@@ -262,13 +269,7 @@ def videovl_to_videoprism(
 ) -> tuple[dict[str, Tensor], dict[str, Any], list[str]]:
     """A VisualEncoder state dict -> (a ``VideoPrismVisionModel`` state dict, its
     ``VideoPrismVisionConfig`` kwargs, the keys left out: joint blocks, pooling head)."""
-    wrong = {k: getattr(vision, k) for k, v in _VIDEOPRISM_VISION.items() if getattr(vision, k) != v}
-    if wrong:
-        fits = {k: _VIDEOPRISM_VISION[k] for k in wrong}
-        raise ConfigError(
-            f"this visual tower does not fit VideoPrism's layout: vision fields {wrong} (VideoPrism needs "
-            f"{fits}); export a tower started from a VideoPrism folder"
-        )
+    check_tower_layout(vision, _VIDEOPRISM_VISION, "VideoPrism", "a VideoPrism folder")
     rest = dict(state)
     out: dict[str, Tensor] = {}
     rename(rest, out, {"patch_embed.proj": "spatial_embeddings.patch_embeddings.projection"}, "", "")

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from videovl.config import ConfigError, VisionConfig
-from videovl.models.convert import PLAIN_TOWER, act_from_hf, act_to_hf, rename
+from videovl.models.convert import PLAIN_TOWER, act_from_hf, act_to_hf, check_tower_layout, rename
 
 __all__ = ["vjepa2_vision_fields", "vjepa2_to_videovl", "videovl_to_vjepa2"]
 
@@ -118,13 +118,7 @@ def videovl_to_vjepa2(
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """A VisualEncoder state dict -> (the ``VJEPA2Model`` encoder's state dict, ``encoder.*`` keys only;
     the ``VJEPA2Config`` kwargs). Keys of a MAP head are not V-JEPA 2's and are not read."""
-    wrong = {k: getattr(vision, k) for k, v in _VJEPA2_VISION.items() if getattr(vision, k) != v}
-    if wrong:
-        fits = {k: _VJEPA2_VISION[k] for k in wrong}
-        raise ConfigError(
-            f"this visual tower does not fit V-JEPA 2's layout: vision fields {wrong} (V-JEPA 2 needs "
-            f"{fits}); export a tower started from a VJEPA2Model folder"
-        )
+    check_tower_layout(vision, _VJEPA2_VISION, "V-JEPA 2", "a VJEPA2Model folder")
     out: dict[str, Tensor] = {}
     src = dict(state)
     rename(src, out, {"patch_embed.proj": "encoder.embeddings.patch_embeddings.proj"}, "", "")
