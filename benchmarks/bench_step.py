@@ -125,13 +125,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--output-dir", default="runs/bench_step")
-    parser.add_argument(
+    other = parser.add_mutually_exclusive_group()  # one run to time against the profiled one
+    other.add_argument(
         "--compile",
         metavar="BACKEND",
         help="also time the step with the visual tower compiled (train.compile=BACKEND, e.g. inductor) "
         "against the eager step, their steps taking turns (--against train.compile=BACKEND)",
     )
-    parser.add_argument(
+    other.add_argument(
         "--against",
         metavar="KEY=VALUE",
         help="also time the step of a run with this override against the profiled run's, their steps "
