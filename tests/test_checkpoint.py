@@ -151,8 +151,9 @@ def test_loading_runs_no_pickle(saved, monkeypatch):
     (n,) = struct.unpack("<Q", raw[:8])
     table = json.loads(raw[8 : 8 + n])
     assert "visual.pos_embed" in table and all(
-        v["dtype"] == "F32" for k, v in table.items() if k != "__metadata__"
+        v["dtype"] == "F32" for k, v in table.items() if k not in ("__metadata__", "caption.vocab_mask")
     )
+    assert table["caption.vocab_mask"]["dtype"] == "BOOL"  # the tokens the caption decoder speaks
     assert isinstance(yaml.safe_load((path / CONFIG_NAME).read_text()), dict)
 
 

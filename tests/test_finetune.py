@@ -14,10 +14,13 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file
 
 import videovl
+from tests.conftest import tiny_pretrain_args
 from tools import evaluate as evaluate_tool
 from tools import finetune as tool
+from tools import make_shards, pretrain
 from videovl.config import ConfigError, LossWeights
 from videovl.data.sources import read_manifest
+from videovl.data.tokenizer import load_tokenizer
 from videovl.eval import runner
 from videovl.tasks.recognition import RecognitionTask
 
@@ -210,3 +213,45 @@ def test_recognition_task_is_smoothed_cross_entropy_of_the_head():
         task({"pixels": batch["pixels"], "labels": torch.tensor([0, -1, 2])})
     with pytest.raises(ConfigError, match="num_classes"):
         RecognitionTask(videovl.create_model("test", caption={"enabled": False}))
+
+
+def _token_ids(manifests: list[Path], tokenizer) -> set[int]:
+    texts = {c for m in manifests for s in read_manifest(m) for c in s.captions}
+    tokens = tokenizer(sorted(texts))["input_ids"]
+    return {i for row in tokens for i in row}
+
+
+def test_a_corpus_vocabulary_is_its_stage_texts_and_a_later_stage_sets_its_own(tiny_demo, tmp_path, capsys):
+    out = tmp_path / "pretrain"
+    none = ["data.val_manifest=null", "data.val_image_manifest=null", "data.test_manifest=null"]
+    pretrain.main(tiny_pretrain_args(tiny_demo, out, *none, "train.caption_vocab=corpus"))
+    model, _ = videovl.load_checkpoint(out / "model")
+    tokenizer = load_tokenizer(model.cfg.text)
+    # the joint stage's texts: every caption of its video and image manifests
+    want = _token_ids([tiny_demo / "video_train.jsonl", tiny_demo / "image_train.jsonl"], tokenizer)
+    vocab = model.caption.vocabulary()
+    assert vocab is not None and set(vocab.tolist()) == want
+    assert f"caption vocabulary: {len(want)} of 30,522 tokens" in capsys.readouterr().out
+    seqs = model.caption.generate(torch.randn(2, 16, model.cfg.vision.width), max_length=8)
+    assert set(seqs.flatten().tolist()) <= want | {model.caption.pad_id}
+
+    # a caption fine-tune speaks its own stage's tokens, or every token again with the default "full"
+    tuned = {}
+    for choice in ("corpus", "full"):
+        args = _args("caption", out / "model", tiny_demo, tmp_path / choice, *_steps(1), *none[:1],
+                     "data.test_manifest=null", f"train.caption_vocab={choice}")  # fmt: skip
+        tool.main(args)
+        tuned[choice] = videovl.load_checkpoint(tmp_path / choice / "model")[0].caption.vocabulary()
+    assert set(tuned["corpus"].tolist()) == _token_ids([tiny_demo / "video_train.jsonl"], tokenizer)
+    assert tuned["full"] is None
+
+
+def test_a_corpus_vocabulary_over_shards_is_refused_before_step_one(tiny_demo, tmp_path):
+    shards_args = [str(tiny_demo / "video_train.jsonl"), str(tmp_path / "shards"), "--samples-per-shard=32"]
+    make_shards.main(shards_args)
+    shards = str(tmp_path / "shards" / "{00000..00001}.tar")
+    args = tiny_pretrain_args(tiny_demo, tmp_path / "run", "train.caption_vocab=corpus",
+                              f"stages.1.sources=[{{shards: '{shards}', kind: video-text}}]")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"stages.1 \('joint'\): train.caption_vocab is 'corpus'.*shard"):
+        pretrain.main(args)
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from videovl.config import AlignmentConfig, CaptionConfig
+from videovl.losses.caption import caption_loss
 from videovl.models.action import ActionHead, class_embeddings_from_prompts, zero_shot_logits
 from videovl.models.alignment import AlignmentDecoder
 from videovl.models.caption import CaptionDecoder, target_positions
@@ -300,3 +301,45 @@ def test_action_head_and_zero_shot():
     logits = zero_shot_logits(video, classes, 100.0)
     loop = [[100.0 * F.cosine_similarity(v, c, dim=0) for c in classes] for v in video]
     torch.testing.assert_close(logits, torch.tensor(loop), atol=1e-5, rtol=1e-5)
+
+
+def test_a_decoder_restricted_to_a_vocabulary_scores_and_speaks_only_those_tokens():
+    torch.manual_seed(0)
+    model = caption_decoder().eval()
+    words = torch.tensor([3, 5, 8, 11])
+    model.set_vocabulary(words)
+    vocab = model.vocabulary()
+    assert vocab.tolist() == [BOS, EOS, 3, 5, 8, 11]  # the start and end tokens always
+    ids = torch.tensor([[BOS, 3, 8, 5, EOS, PAD], [BOS, 11, EOS, PAD, PAD, PAD]])
+    mask = (ids != PAD).long()
+    memory = torch.randn(2, 5, 24)
+    positions = target_positions(mask)
+    full = model(ids, mask, memory, positions=positions)
+    packed = model(ids, mask, memory, positions=positions, vocabulary=vocab)
+    assert packed.shape == (6, 6)
+    torch.testing.assert_close(packed, full[:, vocab])
+    # the loss is the softmax over the vocabulary's columns, targets mapped to them
+    targets = ids[:, 1:][mask[:, 1:].bool()]
+    want = F.cross_entropy(full[:, vocab], torch.searchsorted(vocab, targets))
+    got = caption_loss(packed, ids, mask, vocabulary=vocab)["caption_loss"]
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, caption_loss(full, ids, mask)["caption_loss"])
+    with pytest.raises(ValueError, match=r"token ids \[4\] are outside the decoder's vocabulary of 6"):
+        caption_loss(packed, ids.masked_fill(ids == 5, 4), mask, vocabulary=vocab)
+    # generation picks from the vocabulary alone, greedy and beam
+    for beams in (1, 3):
+        seqs = model.generate(torch.randn(4, 5, 24), max_length=8, num_beams=beams)
+        assert set(seqs.flatten().tolist()) <= {PAD, *vocab.tolist()}
+    with pytest.raises(ValueError, match=r"num_beams=4 must be in \[1, 3\]"):
+        model.generate(memory, max_length=8, num_beams=4)
+    # the vocabulary travels with the weights; a state dict from before it speaks every token
+    state = model.state_dict()
+    other = caption_decoder()
+    other.load_state_dict(state)
+    assert torch.equal(other.vocabulary(), vocab)
+    del state["vocab_mask"]
+    other.load_state_dict(state)
+    assert other.vocabulary() is None and bool(other.vocab_mask.all())
+    model.set_vocabulary(None)
+    assert model.vocabulary() is None
+    torch.testing.assert_close(model(ids, mask, memory, positions=positions), full)

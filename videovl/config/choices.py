@@ -42,6 +42,8 @@ __all__ = [
     "FREEZABLE",
     "Precision",
     "PRECISIONS",
+    "CaptionVocab",
+    "CAPTION_VOCABS",
 ]
 
 # model.vision.attention: "divided" (time then space in every block, TimeSformer), "joint" (space-time),
@@ -81,6 +83,9 @@ Backend = Literal["auto", "decord", "av"]
 Freezable = Literal["visual", "text", "temporal", "projections"]
 # train.mixed_precision: Accelerate's names, or auto (bf16 where the device computes in it natively)
 Precision = Literal["auto", "no", "bf16", "fp16"]
+# train.caption_vocab: the caption loss's softmax over the tokenizer's whole vocabulary, or over the tokens
+# of the stage's own texts (the decoder then also generates from those alone)
+CaptionVocab = Literal["full", "corpus"]
 
 ATTENTION_MODES: tuple[str, ...] = get_args(AttentionMode)
 VISION_POOLS: tuple[str, ...] = get_args(VisionPool)
@@ -98,3 +103,4 @@ KINDS: tuple[str, ...] = get_args(SourceKind)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 FREEZABLE: tuple[str, ...] = get_args(Freezable)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+CAPTION_VOCABS: tuple[str, ...] = get_args(CaptionVocab)

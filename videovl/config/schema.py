@@ -10,6 +10,7 @@ from videovl.config.choices import (
     Aggregation,
     AttentionMode,
     Backend,
+    CaptionVocab,
     ClipPool,
     ContrastiveKind,
     FinalNorm,
@@ -339,6 +340,11 @@ class TrainConfig:
     # outputs do not depend on the batch that first held it and --resume stays exact. 0: run the tower on
     # every caption of every step.
     locked_text_cache: int = 8192
+    # "corpus": a stage with a caption loss scores the caption decoder's next token among the tokens its
+    # own texts use (every caption of its manifests, every label prompt), not the tokenizer's whole
+    # vocabulary (MiniLM: 30,522 word pieces, most of a demo step's caption cost); generation then picks
+    # from those tokens alone. Needs manifest sources (shards are not read up front). "full": all tokens.
+    caption_vocab: CaptionVocab = "full"
     # Compile the visual tower with torch.compile and this backend ("inductor": GPUs and CPUs) for training
     # and the run's evaluations; null: eager. Each input shape (images, videos, masked clips) compiles once.
     compile: str | None = None

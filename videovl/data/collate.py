@@ -71,14 +71,15 @@ class Collator:
         if all(answered):
             batch["answer"] = [x["answer"] for x in items]
         if self.tokenizer is not None:
-            tokens = self._tokenize(texts)
+            tokens = self.tokenize(texts)
             batch["input_ids"], batch["attention_mask"] = tokens["input_ids"], tokens["attention_mask"]
             if "answer" in batch:
-                tokens = self._tokenize(batch["answer"])
+                tokens = self.tokenize(batch["answer"])
                 batch["answer_ids"], batch["answer_mask"] = tokens["input_ids"], tokens["attention_mask"]
         return batch
 
-    def _tokenize(self, texts: list[str]):
+    def tokenize(self, texts: list[str]):
+        """``texts`` as the batches carry them: padded to the longest, truncated at ``max_length``."""
         return self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )

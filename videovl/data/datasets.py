@@ -142,6 +142,17 @@ class ClipDataset(Dataset):
             return ""
         return sample.captions[int(rng.integers(len(sample.captions)))] if self.train else sample.captions[0]
 
+    def texts(self) -> set[str]:
+        """Every text a draw of this dataset can carry: each caption of each row, or each label's prompt."""
+        if self.text == "label":
+            return {self._text(s, None) for s in self.samples}  # type: ignore[arg-type]
+        if self.text == "none":
+            return {""}
+        out: set[str] = set()
+        for sample in self.samples:
+            out.update(sample.captions or [""])
+        return out
+
     def _frames(self, i: int, view: int, key: tuple[int, ...]) -> np.ndarray:
         """Decoded uint8 frames of sample ``i`` for the view ``key``; ``view`` is a test view for
         MultiViewDataset."""

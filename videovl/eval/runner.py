@@ -407,13 +407,23 @@ class Evaluator:
         if model.caption is None:
             raise ValueError("this checkpoint has no caption decoder (model.caption.enabled is false)")
 
+        decoder = model.caption
+
         def token_losses(batch: dict[str, Any]) -> dict[str, Tensor]:
             ids, mask = batch["input_ids"], batch["attention_mask"]
-            logits = model.caption(ids, mask, model.encode_video(batch["pixels"]).tokens)
-            tokens = mask[:, 1:].sum(1)
+            vocab = decoder.vocabulary()  # a decoder that speaks part of the vocabulary is scored on it
+            logits = decoder(ids, mask, model.encode_video(batch["pixels"]).tokens, vocabulary=vocab)
+            scored = mask
+            if vocab is not None:  # a target it cannot speak is counted, not scored
+                scored = mask * decoder.vocab_mask[ids]
+            tokens, outside = scored[:, 1:].sum(1), (mask - scored)[:, 1:].sum(1)
             # summed per clip, so that the rows of unreadable clips can be left out after the gather
-            mean = [caption_loss(logits[i : i + 1], ids[i : i + 1], mask[i : i + 1]) for i in range(len(ids))]
-            return {"loss": torch.stack([m["caption_loss"] for m in mean]) * tokens, "tokens": tokens}
+            mean = [
+                caption_loss(logits[i : i + 1], ids[i : i + 1], scored[i : i + 1], vocabulary=vocab)
+                for i in range(len(ids))
+            ]
+            loss = torch.stack([m["caption_loss"] for m in mean]) * tokens
+            return {"loss": loss, "tokens": tokens, "outside": outside}
 
         out = self._map_videos(
             self._clips(data.samples, text="caption"),
@@ -424,6 +434,8 @@ class Evaluator:
         valid = out["valid"]
         loss = float(out["loss"][valid].sum() / out["tokens"][valid].sum().clamp_min(1))
         counts = {"data/videos": float(valid.sum())} | self._counts(data, valid)
+        if decoder.vocabulary() is not None:  # tokens outside the vocabulary it was trained to speak
+            counts["caption_unscored_tokens"] = float(out["outside"][valid].sum())
         return {"caption_loss": loss, "caption_ppl": math.exp(min(loss, 50.0))} | counts
 
     # ------------------------------------------------------------------------------- question answering

@@ -26,6 +26,15 @@ def _drop_tied_head(module: nn.Module, state_dict: dict, prefix: str, local_meta
     state_dict.pop(prefix + "lm_head.weight", None)
 
 
+def _fill_vocab_mask(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints saved before the decoder kept its vocabulary speak every token."""
+    state_dict.setdefault(prefix + "vocab_mask", torch.ones_like(module.vocab_mask))
+
+
+def _refresh_vocabulary(module: nn.Module, incompatible_keys) -> None:
+    module.set_vocabulary_mask(module.vocab_mask)
+
+
 def _fill_tied_head(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
     """Both names load the one tensor; files that kept the head's name instead of the embedding's (videovl
     checkpoints saved before the hook above) load as well."""
@@ -55,6 +64,12 @@ class CaptionDecoder(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(cfg.width)
         self.lm_head = nn.Linear(cfg.width, vocab_size)
+        # The tokens the decoder speaks (train.caption_vocab: corpus keeps those of its training texts): the
+        # mask travels with the weights; ``vocab_ids`` is the same as sorted ids (None: every token).
+        self.register_buffer("vocab_mask", torch.ones(vocab_size, dtype=torch.bool))
+        self.register_buffer("vocab_ids", None, persistent=False)
+        self.register_load_state_dict_pre_hook(_fill_vocab_mask)
+        self.register_load_state_dict_post_hook(_refresh_vocabulary)
         self.apply(init_weights)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if cfg.tie_embeddings:
@@ -67,20 +82,45 @@ class CaptionDecoder(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed"}
 
+    def set_vocabulary(self, token_ids: Tensor | None) -> None:
+        """Speak only ``token_ids`` (with the start and end tokens) from now on; None: every token."""
+        mask = torch.ones_like(self.vocab_mask)
+        if token_ids is not None:
+            token_ids = torch.as_tensor(token_ids, dtype=torch.long, device=mask.device).flatten()
+            size = mask.numel()
+            if token_ids.numel() and not (int(token_ids.min()) >= 0 and int(token_ids.max()) < size):
+                raise ValueError(f"vocabulary token ids must lie in [0, {size}), got {token_ids.min()}-"
+                                 f"{token_ids.max()}")  # fmt: skip
+            mask = torch.zeros_like(mask)
+            mask[token_ids] = True
+            mask[[self.bos_id, self.eos_id]] = True
+        self.set_vocabulary_mask(mask)
+
+    def set_vocabulary_mask(self, mask: Tensor) -> None:
+        self.vocab_mask.copy_(mask)
+        self.vocab_ids = None if bool(mask.all()) else mask.nonzero().flatten()
+
+    def vocabulary(self) -> Tensor | None:
+        """The sorted token ids the decoder speaks, or None for the whole vocabulary."""
+        return self.vocab_ids
+
     def forward(
         self,
         input_ids: Tensor,
         attention_mask: Tensor | None,
         visual_tokens: Tensor,
         positions: Tensor | None = None,
+        vocabulary: Tensor | None = None,
     ) -> Tensor:
         """``input_ids`` (B, L), ``attention_mask`` (B, L), ``visual_tokens`` (B, N, Wv) -> (B, L, V).
 
         ``positions`` (B, L) bool: only those positions go through the vocabulary projection, and the
         logits come back packed, (R, V) in row-major order. Training passes the positions whose next token
         is real (:func:`target_positions`): with a 30k vocabulary the projection of padding was a large
-        share of a demo step."""
-        return self.decode(input_ids, attention_mask, self.visual_proj(visual_tokens), positions=positions)
+        share of a demo step. ``vocabulary`` (K,) sorted token ids: logits over those tokens only, (..., K)
+        (:meth:`vocabulary`; the loss maps its targets with ``caption_loss(..., vocabulary=...)``)."""
+        memory = self.visual_proj(visual_tokens)
+        return self.decode(input_ids, attention_mask, memory, positions=positions, vocabulary=vocabulary)
 
     def decode(
         self,
@@ -89,12 +129,17 @@ class CaptionDecoder(nn.Module):
         memory: Tensor,
         memory_mask: Tensor | None = None,
         positions: Tensor | None = None,
+        vocabulary: Tensor | None = None,
     ) -> Tensor:
         """As :meth:`forward`, cross-attending to ``memory`` (B, N, W), a sequence already at the decoder's
         width (``visual_proj`` of the visual tokens, or anything else the caller conditions on), of which
         ``memory_mask`` (B, N) marks the real entries (None: all)."""
         hidden = self._hidden(input_ids, attention_mask, memory, memory_mask)
-        return self.lm_head(hidden if positions is None else hidden[positions])
+        hidden = hidden if positions is None else hidden[positions]
+        if vocabulary is None:
+            return self.lm_head(hidden)
+        bias = None if self.lm_head.bias is None else self.lm_head.bias[vocabulary]
+        return F.linear(hidden, self.lm_head.weight[vocabulary], bias)
 
     def _hidden(self, ids: Tensor, mask: Tensor | None, memory: Tensor, memory_mask: Tensor | None) -> Tensor:
         length = ids.shape[1]
@@ -111,8 +156,11 @@ class CaptionDecoder(nn.Module):
     def next_token_logits(self, prefix: Tensor, memory: Tensor, memory_mask: Tensor | None = None) -> Tensor:
         """Logits (B, V) for the token after ``prefix`` (B, L); ``memory`` (B, N, W) is the projected visual
         tokens (or another memory, see :meth:`decode`). The whole prefix is recomputed (no cache): captions
-        are short."""
-        return self.lm_head(self._hidden(prefix, None, memory, memory_mask)[:, -1])
+        are short. Tokens outside the decoder's vocabulary (:meth:`set_vocabulary`) get -inf."""
+        logits = self.lm_head(self._hidden(prefix, None, memory, memory_mask)[:, -1])
+        if self.vocab_ids is not None:
+            logits = logits.masked_fill(~self.vocab_mask, float("-inf"))
+        return logits
 
     @torch.no_grad()
     def generate(
@@ -149,7 +197,7 @@ class CaptionDecoder(nn.Module):
                 f"generation max_length={max_length} must be in [2, {self.cfg.max_length}]: bos plus at "
                 "least one token, at most the decoder's positions (model.caption.max_length)"
             )
-        vocab = self.lm_head.out_features
+        vocab = self.lm_head.out_features if self.vocab_ids is None else len(self.vocab_ids)
         if not 1 <= num_beams <= vocab // 2:
             raise ValueError(f"num_beams={num_beams} must be in [1, {vocab // 2}] (half the vocabulary)")
         if num_beams == 1:

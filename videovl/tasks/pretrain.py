@@ -97,8 +97,10 @@ class PretrainTask(nn.Module):
             # longer captions are learnt up to caption.max_length tokens rather than failing the step.
             length = model.cfg.caption.max_length
             ids, mask = batch["input_ids"][:, :length], batch["attention_mask"][:, :length]
-            logits = model.caption(ids, mask, video.tokens, positions=target_positions(mask))  # (R, V)
-            out.update(caption_loss(logits, ids, mask))
+            vocab = model.caption.vocabulary()  # train.caption_vocab: corpus -> the stage's tokens alone
+            positions = target_positions(mask)
+            logits = model.caption(ids, mask, video.tokens, positions=positions, vocabulary=vocab)  # (R, V|K)
+            out.update(caption_loss(logits, ids, mask, vocabulary=vocab))
             loss = loss + weights.caption * out["caption_loss"]
         out["loss"] = loss
         out["logit_scale"] = scale.detach()

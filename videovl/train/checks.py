@@ -17,7 +17,12 @@ from videovl.config import Config, ConfigError
 from videovl.data.sources import ManifestError, read_manifest
 from videovl.extras import require
 from videovl.tasks.pretrain import check_loss_heads, check_no_questions
-from videovl.train.data import LoadedSources, load_stage_sources, resolve_manifest
+from videovl.train.data import (
+    LoadedSources,
+    check_caption_vocabulary,
+    load_stage_sources,
+    resolve_manifest,
+)
 from videovl.train.stages import check_freeze, check_masking
 
 __all__ = ["check_run"]
@@ -57,6 +62,7 @@ def check_run(
         check_masking(model.visual, stage, i, cfg.data.image_size)
         check_loss_heads(model, stage.losses, f"{where}.losses")
         loaded.append(load_stage_sources(cfg, i))
+        check_caption_vocabulary(cfg, i, loaded[-1])
     # Validation manifests are read before step one anyway; the test manifest only after the last stage.
     if cfg.data.test_manifest:
         try:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from videovl.config import KINDS, Config, ConfigError, DataSource, StageConfig, not_one_of
 from videovl.data.annotations.msrvtt_qa import read_msrvtt_qa
@@ -40,6 +41,8 @@ __all__ = [
     "make_loader",
     "open_batches",
     "build_eval_dataset",
+    "caption_vocabulary",
+    "check_caption_vocabulary",
 ]
 
 
@@ -310,3 +313,34 @@ def build_eval_dataset(samples: list[Sample], cfg: Config, num_frames: int) -> C
         backend=cfg.data.backend,
         text="none",
     )
+
+
+def caption_vocabulary(data: dict[str, StageData], collator: Collator, where: str) -> torch.Tensor:
+    """The sorted token ids of every text a batch of the stage can carry, as ``collator`` tokenizes it
+    (``train.caption_vocab: corpus``): each caption of each manifest row, each label's prompt."""
+    texts: set[str] = set()
+    for part in data.values():
+        if part.streamed:
+            raise ConfigError(_SHARD_VOCAB.format(where=where))
+        for dataset in part.dataset.datasets if part.dataset is not None else []:
+            texts |= dataset.texts()
+    ordered, ids = sorted(texts), set()
+    for i in range(0, len(ordered), 4096):
+        tokens = collator.tokenize(ordered[i : i + 4096])
+        ids.update(tokens["input_ids"][tokens["attention_mask"].bool()].unique().tolist())
+    return torch.tensor(sorted(ids), dtype=torch.long)
+
+
+_SHARD_VOCAB = (
+    "{where}: train.caption_vocab is 'corpus', which reads every caption of the stage before it starts, "
+    "but the stage has shard sources (read as they stream); set train.caption_vocab=full"
+)
+
+
+def check_caption_vocabulary(cfg: Config, stage_index: int, loaded: LoadedSources) -> None:
+    """Before step one: a stage whose caption loss would take its vocabulary from shards is an error."""
+    stage = cfg.stages[stage_index]
+    if cfg.train.caption_vocab != "corpus" or stage.losses.caption <= 0:
+        return
+    if any(isinstance(x, ShardSet) for _, x in loaded):
+        raise ConfigError(_SHARD_VOCAB.format(where=f"stages.{stage_index} ('{stage.name}')"))

@@ -38,6 +38,7 @@ from videovl.train.data import (
     LoadedSources,
     StageData,
     build_stage_data,
+    caption_vocabulary,
     open_batches,
     resolve_manifest,
     stage_seed,
@@ -263,6 +264,7 @@ def start_stage(run: Run) -> StageRun:
         f"parameters ({counts['frozen']:,} frozen)"
     )
     data = build_stage_data(cfg, si, run.sources[si])
+    _set_caption_vocabulary(run, data)
     seed = stage_seed(cfg, si)
     mining = stage.mining.enabled and "video" in data
     if mining and (run.neighbours is None or state.mined_at < 0):
@@ -272,6 +274,24 @@ def start_stage(run: Run) -> StageRun:
     sr = StageRun(si, stage, data, seed, mining, iter(()), bar)
     sr.batches = _open(run, sr)
     return sr
+
+
+def _set_caption_vocabulary(run: Run, data: dict[str, StageData]) -> None:
+    """A stage that trains the caption decoder sets the tokens it speaks: its own texts' with
+    ``train.caption_vocab: corpus``, else every token (a decoder restricted before speaks all again)."""
+    cfg, stage, decoder = run.cfg, run.cfg.stages[run.state.stage], run.model.caption
+    if decoder is None or (stage.losses.caption <= 0 and stage.losses.qa <= 0):
+        return
+    where = f"stages.{run.state.stage} ('{stage.name}')"
+    if cfg.train.caption_vocab == "corpus" and stage.losses.caption > 0:
+        decoder.set_vocabulary(caption_vocabulary(data, run.collator, where))
+        run.accelerator.print(
+            f"caption vocabulary: {len(decoder.vocabulary())} of {decoder.vocab_mask.numel():,} tokens, "
+            "those of the stage's texts (train.caption_vocab=corpus)"
+        )
+    elif decoder.vocabulary() is not None:
+        decoder.set_vocabulary(None)
+        run.accelerator.print(f"caption vocabulary: every token again ({where}, train.caption_vocab=full)")
 
 
 def train_step(run: Run, sr: StageRun) -> tuple[dict, str, float]:
