@@ -303,8 +303,10 @@ def test_itm_uses_this_ranks_rows_of_an_uneven_global_batch(tokenizer, monkeypat
         lt = model.encode_text(local["input_ids"], local["attention_mask"])
 
     def gather(t: torch.Tensor) -> torch.Tensor:
-        if t.ndim == 1:  # the local batch size, or labels / hashes / indices (all distinct)
-            head = torch.tensor([3]) if t.numel() == 1 else torch.arange(100, 103)
+        if t.numel() == 1:  # the local batch size (2), or the local text length: rank 0 pads to max_length
+            head = torch.tensor([3 if int(t) == 2 else length])
+        elif t.ndim == 1:  # labels / hashes / indices (all distinct)
+            head = torch.arange(100, 103)
         elif not t.is_floating_point():  # attention masks, padded to max_length
             head = F.pad(ot.mask, (0, length - ot.mask.shape[1]))
         elif t.shape[1:] == ov.tokens.shape[1:]:
@@ -331,3 +333,24 @@ def test_itm_uses_this_ranks_rows_of_an_uneven_global_batch(tokenizer, monkeypat
     texts = identify(words, torch.cat([pad(ot.words), pad(lt.words)]))
     clips = identify(tokens, joint_tokens(model, torch.cat([ov.tokens, lv.tokens])))
     assert list(zip(texts, clips)) == [(3, 3), (4, 4), (3, 4), (4, 0), (2, 3), (3, 4)]
+
+
+def test_itm_on_one_process_pads_nothing_and_scores_as_padded_captions_do(tokenizer):
+    """One process runs the alignment decoder over its batch's longest caption, not text.max_length;
+    padding the captions to max_length changes no pair's score."""
+    model = make_model(tokenizer).eval()
+    batch = make_batch(tokenizer, n=4, seed=3)
+    width, length = batch["input_ids"].shape[1], model.cfg.text.max_length
+    assert width < length
+    padded = dict(batch)
+    padded["input_ids"] = F.pad(batch["input_ids"], (0, length - width), value=tokenizer.pad_token_id)
+    padded["attention_mask"] = F.pad(batch["attention_mask"], (0, length - width))
+    weights = LossWeights(itm=1.0, itm_uniform_negatives=0.5)
+    out, seen = {}, {}
+    for name, b in (("short", batch), ("padded", padded)):
+        torch.manual_seed(0)  # the same negatives drawn
+        with torch.no_grad(), recording(model.alignment) as calls:
+            out[name] = PretrainTask(model)(b, weights)
+        seen[name] = calls[0][0].shape[1]
+    assert seen == {"short": width, "padded": length}
+    torch.testing.assert_close(out["short"]["itm_loss"], out["padded"]["itm_loss"], rtol=1e-5, atol=1e-6)

@@ -126,9 +126,12 @@ class PretrainTask(nn.Module):
         if self.world_size > 1:  # a rank's slice of the gathered batch; local sizes may differ
             sizes = gather_no_grad(torch.tensor([n_local], device=video.clip.device))
             offset = int(sizes[: self.rank].sum())
-        # Text lengths differ between processes (each pads to its own longest): pad to the config's
-        # maximum so the token sequences can be gathered.
-        length = self.model.cfg.text.max_length
+        # Text lengths differ between processes (each pads to its own longest): pad to the longest of any
+        # process so the token sequences can be gathered. One process pads nothing: every pair runs the
+        # decoder over its batch's longest caption, not over text.max_length.
+        length = text.hidden.shape[1]
+        if self.world_size > 1:
+            length = int(gather_no_grad(torch.tensor([length], device=text.hidden.device)).max())
         hidden = F.pad(text.hidden, (0, 0, 0, length - text.hidden.shape[1]))
         mask = F.pad(text.mask, (0, length - text.mask.shape[1]))
         with torch.no_grad():

@@ -9,7 +9,39 @@ from torch import Tensor, nn
 
 from videovl.models.layers.rope import apply_rope
 
-__all__ = ["Attention"]
+__all__ = ["Attention", "attend"]
+
+# On a CPU, SDPA's fused kernel in bf16 / fp16 is slower than the plain product for short key sequences
+# (the demo's 4 temporal and 17 spatial positions: forward + backward 2.5-7.5x slower; at 197 keys 1.3x;
+# at 1,568 the fused kernel wins, 2.2x): below this many keys a half-precision CPU attention is computed
+# in the open, its softmax in fp32. GPUs and fp32 always take SDPA.
+OPEN_ATTENTION_MAX_KEYS = 256
+
+
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    causal: bool = False,
+    softcap: float | None = None,
+) -> Tensor:
+    """Softmax attention of ``q`` (..., L, e) over ``k``, ``v`` (..., S, e): ``scaled_dot_product_attention``,
+    or the same product computed in the open (see ``OPEN_ATTENTION_MAX_KEYS``; always with ``softcap``,
+    logits capped at +-softcap by a tanh). ``mask`` broadcasts to (..., L, S), True where a query may
+    attend; ``causal``: query i attends to keys <= i (with no ``mask``)."""
+    half = q.dtype in (torch.bfloat16, torch.float16)
+    open_form = q.device.type == "cpu" and half and k.shape[-2] <= OPEN_ATTENTION_MAX_KEYS
+    if softcap is None and not open_form:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
+    if mask is None and causal:
+        mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype) @ v
 
 
 class Attention(nn.Module):
@@ -53,11 +85,6 @@ class Attention(nn.Module):
         if rope is not None:  # (L, e) broadcasts over (b, h); per-sample tables get a head axis
             cos, sin = (r if r.ndim == 2 else r.reshape(-1, 1, length, r.shape[-1]) for r in rope)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if self.softcap is None:
-            out = F.scaled_dot_product_attention(q, k, v)  # (b, h, l, e)
-        else:  # logits capped smoothly at +-softcap before the softmax (Gemma 2, VideoPrism); no SDPA kernel
-            scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
-            scores = self.softcap * torch.tanh(scores / self.softcap)
-            out = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype) @ v
+        out = attend(q, k, v, softcap=self.softcap)  # (b, h, l, e)
         out = self.proj(rearrange(out, "b h l e -> b l (h e)"))
         return out.reshape(*lead, length, dim)

@@ -11,9 +11,10 @@ short (tens of tokens), and the block stays free of cache bookkeeping and beam r
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+
+from videovl.models.layers.attention import attend
 
 __all__ = ["DecoderBlock", "self_attention_mask", "init_weights"]
 
@@ -58,7 +59,7 @@ class _Attention(nn.Module):
     def forward(self, x: Tensor, context: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
         q = rearrange(self.q(x), "b l (h d) -> b h l d", h=self.heads)
         k, v = rearrange(self.kv(context), "b n (two h d) -> two b h n d", two=2, h=self.heads)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+        out = attend(q, k, v, mask=mask, causal=causal)
         return self.proj(rearrange(out, "b h l d -> b l (h d)"))
 
 

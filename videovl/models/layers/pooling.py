@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from videovl.models.layers.attention import attend
 from videovl.models.layers.mlp import Mlp
 
 __all__ = ["AttentionPool"]
@@ -65,7 +66,7 @@ class AttentionPool(nn.Module):
             q = q * (F.softplus(self.query_scale) / math.log(2.0))
         q = q.expand(x.shape[0], -1, -1, -1)
         k, v = rearrange(self.kv(x), "b l (two h e) -> two b h l e", two=2, h=self.heads).unbind(0)
-        pooled = self.proj(rearrange(F.scaled_dot_product_attention(q, k, v), "b h 1 e -> b (h e)"))  # (B, D)
+        pooled = self.proj(rearrange(attend(q, k, v), "b h 1 e -> b (h e)"))  # (B, D)
         if self.mlp is None:
             pooled = self.norm(pooled)
         else:
