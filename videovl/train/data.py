@@ -315,13 +315,12 @@ def build_eval_dataset(samples: list[Sample], cfg: Config, num_frames: int) -> C
     )
 
 
-def caption_vocabulary(data: dict[str, StageData], collator: Collator, where: str) -> torch.Tensor:
+def caption_vocabulary(data: dict[str, StageData], collator: Collator) -> torch.Tensor:
     """The sorted token ids of every text a batch of the stage can carry, as ``collator`` tokenizes it
-    (``train.caption_vocab: corpus``): each caption of each manifest row, each label's prompt."""
+    (``train.caption_vocab: corpus``): each caption of each manifest row, each label's prompt. Shard
+    sources are not read up front: :func:`check_caption_vocabulary` refuses them before step one."""
     texts: set[str] = set()
     for part in data.values():
-        if part.streamed:
-            raise ConfigError(_SHARD_VOCAB.format(where=where))
         for dataset in part.dataset.datasets if part.dataset is not None else []:
             texts |= dataset.texts()
     ordered, ids = sorted(texts), set()
@@ -331,16 +330,14 @@ def caption_vocabulary(data: dict[str, StageData], collator: Collator, where: st
     return torch.tensor(sorted(ids), dtype=torch.long)
 
 
-_SHARD_VOCAB = (
-    "{where}: train.caption_vocab is 'corpus', which reads every caption of the stage before it starts, "
-    "but the stage has shard sources (read as they stream); set train.caption_vocab=full"
-)
-
-
 def check_caption_vocabulary(cfg: Config, stage_index: int, loaded: LoadedSources) -> None:
     """Before step one: a stage whose caption loss would take its vocabulary from shards is an error."""
     stage = cfg.stages[stage_index]
     if cfg.train.caption_vocab != "corpus" or stage.losses.caption <= 0:
         return
     if any(isinstance(x, ShardSet) for _, x in loaded):
-        raise ConfigError(_SHARD_VOCAB.format(where=f"stages.{stage_index} ('{stage.name}')"))
+        raise ConfigError(
+            f"stages.{stage_index} ('{stage.name}'): train.caption_vocab is 'corpus', which reads every "
+            "caption of the stage before it starts, but the stage has shard sources (read as they stream); "
+            "set train.caption_vocab=full"
+        )

@@ -284,7 +284,7 @@ def _set_caption_vocabulary(run: Run, data: dict[str, StageData]) -> None:
         return
     where = f"stages.{run.state.stage} ('{stage.name}')"
     if cfg.train.caption_vocab == "corpus" and stage.losses.caption > 0:
-        decoder.set_vocabulary(caption_vocabulary(data, run.collator, where))
+        decoder.set_vocabulary(caption_vocabulary(data, run.collator))
         run.accelerator.print(
             f"caption vocabulary: {len(decoder.vocabulary())} of {decoder.vocab_mask.numel():,} tokens, "
             "those of the stage's texts (train.caption_vocab=corpus)"

@@ -45,8 +45,9 @@ def attend(
 
 
 class Attention(nn.Module):
-    """Fused qkv projection, optional per-head q/k LayerNorm, ``scaled_dot_product_attention`` (or, with
-    ``softcap``, attention logits capped at +-softcap by a tanh, computed in the open).
+    """Fused qkv projection, optional per-head q/k LayerNorm, then :func:`attend` (SDPA, or the product
+    computed in the open: short half-precision sequences on a CPU, and ``softcap``, attention logits
+    capped at +-softcap by a tanh).
 
     ``x`` is (..., L, D): every leading axis is a batch axis, so the same module attends over space
     (input ``b t n d``) or over time (input ``b n t d``, a permuted view) without its caller flattening.
