@@ -119,6 +119,28 @@ def test_the_background_moves_between_frames(corpus):
     assert all(change[t][steady[t]].mean() > 3 for t in range(FRAMES - 1)), "a background stood still"
 
 
+def test_fewer_looks_pixel_noise_and_a_still_background(tmp_path):
+    # 4 colours x 3 shapes: 12 looks, so 144 test clips name every (look, motion) once; uniform pixel noise
+    # that holds still (shimmer 0): only the objects change between frames.
+    corpus = generate_scenes(tmp_path / "few", colours=4, shapes=3, backgrounds=("pixels",), shimmer=0.0,
+                             max_distractors=0, num_frames=16, train_videos=12, eval_videos=144,
+                             train_images=2)  # fmt: skip
+    test = videos(corpus, "test")
+    looks = {(r.extra["colour"], r.extra["shape"]) for r in test}
+    assert looks == {(c, s) for c in list(COLOURS)[:4] for s in ("circle", "square", "triangle")}
+    assert len({(r.extra["colour"], r.extra["shape"], r.label) for r in test}) == 144 == len(test)
+    assert corpus.counts["image_test"] == 12 and {r.extra["background"] for r in test} == {"pixels"}
+    row = test[0]
+    frames = decode(row.path).astype(float)
+    free = np.ones(frames.shape[:3], dtype=bool)
+    for t, ((x, y),) in enumerate(scene_tracks(row.label, row.extra, 16)):
+        free[t, max(y - 2, 0) : y + SIZE + 2, max(x - 2, 0) : x + SIZE + 2] = False  # h264 blurs edges
+    steady = free[1:] & free[:-1]
+    change = np.abs(frames[1:] - frames[:-1]).mean(-1)
+    assert all(change[t][steady[t]].mean() < 2 for t in range(15)), "a still background moved"
+    assert frames[0][free[0]].std() > 10, "pixel noise should vary across the frame"
+
+
 def test_deterministic_by_seed(tmp_path):
     a = generate_scenes(tmp_path / "a", **TINY)
     b = generate_scenes(tmp_path / "b", **TINY)
@@ -148,7 +170,10 @@ def test_cached_and_refuses_a_folder_of_other_files(tmp_path):
     [({"canvas": 48}, "canvas=48"), ({"canvas": 65}, "canvas=65"), ({"num_frames": 3}, "num_frames=3"),
      ({"eval_videos": 301}, "eval_videos=301"), ({"eval_videos": 0}, "eval_videos=0"),
      ({"train_videos": 0}, "train_videos=0"), ({"train_images": 0}, "train_images=0"),
-     ({"max_distractors": 5}, "max_distractors=5")],
+     ({"max_distractors": 5}, "max_distractors=5"), ({"colours": 0}, "colours=0"),
+     ({"shapes": 6}, "shapes=6"),
+     ({"colours": 2, "shapes": 1, "eval_videos": 25}, "eval_videos=25"), ({"shimmer": -0.1}, "shimmer=-0.1"),
+     ({"backgrounds": ("clouds",)}, r"backgrounds=\['clouds'\]")],
 )  # fmt: skip
 def test_bad_arguments_name_the_value_and_the_range(tmp_path, bad, field):
     with pytest.raises(ValueError, match=rf"{field} \(need"):

@@ -20,6 +20,12 @@ Train rows list the four caption wordings; a val or test row has one (drawn per 
 clip: (colour, shape, motion) is unique in a split, at most 300 clips. Deterministic by ``seed``; cached
 under a marker (``scenes.json``). Train a demo config on it with ``data.demo=false data.demo_root=data/scenes
 data.image_size=64``.
+
+Variants for a second and third check: ``max_distractors=0`` and ``num_frames=16`` (one object, shorter
+sources); ``backgrounds=("pixels",)`` (uniform noise, a fresh value per pixel, instead of textures);
+``shimmer`` (the per-frame noise, 0: the ground holds still); ``colours`` and ``shapes`` (the first so many
+of each: 4 x 3 gives 12 looks, so 144 eval clips name every (look, motion) once and appearance alone finds a
+test caption's clip one time in 12).
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ COLOURS = {
     "yellow": (1.0, 0.9, 0.1),
     "white": (1.0, 1.0, 1.0),
 }
-BACKGROUNDS = ("noise", "stripes", "checker")
+BACKGROUNDS = ("noise", "stripes", "checker", "pixels")  # pixels: uniform noise, a fresh value per pixel
 LOOKS = tuple(product(COLOURS, SHAPES))
 SCENE_MOTIONS = tuple(f"{a} then {b}" for a, b in permutations(DIRECTIONS, 2))
 MAX_EVAL = len(LOOKS) * len(SCENE_MOTIONS)  # one clip per (colour, shape, motion): 300 unique captions
@@ -114,6 +120,8 @@ def _texture(rng: np.random.Generator, kind: str, canvas: int) -> np.ndarray:
     elif kind == "stripes":
         angle, period, phase = rng.uniform(0, np.pi), rng.uniform(6, 16), rng.uniform(0, 2 * np.pi)
         t = 0.5 + 0.5 * np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period + phase)
+    elif kind == "pixels":
+        t = rng.random((canvas, canvas))
     else:
         cell = int(rng.integers(4, 11))
         ox, oy = rng.integers(0, cell, 2)
@@ -122,11 +130,13 @@ def _texture(rng: np.random.Generator, kind: str, canvas: int) -> np.ndarray:
     return low + t[..., None] * (high - low)
 
 
-def _backgrounds(rng: np.random.Generator, kind: str, canvas: int, num_frames: int) -> np.ndarray:
-    """(T, H, W, 3): one texture plus smooth noise drawn afresh for every frame (blobs about 8 px wide;
-    pixel noise would cost h264 about 80 KB a clip, this about 30)."""
-    shimmer = _upsample(rng.normal(0, 1, (num_frames, 9, 9, 3)), canvas)
-    return _texture(rng, kind, canvas)[None] + SHIMMER * shimmer
+def _backgrounds(
+    rng: np.random.Generator, kind: str, canvas: int, num_frames: int, shimmer: float = SHIMMER
+) -> np.ndarray:
+    """(T, H, W, 3): one texture plus ``shimmer`` times smooth noise drawn afresh for every frame (blobs
+    about 8 px wide; pixel noise would cost h264 about 80 KB a clip, this about 30)."""
+    fresh = _upsample(rng.normal(0, 1, (num_frames, 9, 9, 3)), canvas)
+    return _texture(rng, kind, canvas)[None] + shimmer * fresh
 
 
 def scene_tracks(motion: str, extra: Mapping[str, Any], num_frames: int) -> np.ndarray:
@@ -142,6 +152,11 @@ def scene_tracks(motion: str, extra: Mapping[str, Any], num_frames: int) -> np.n
     return np.rint(np.stack([target, *others], axis=1)).astype(int)
 
 
+def _looks(p: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The (colour, shape) pairs in use: the first ``p["colours"]`` colours by the first ``p["shapes"]``."""
+    return tuple(product(list(COLOURS)[: p["colours"]], SHAPES[: p["shapes"]]))
+
+
 def _plan(rng: np.random.Generator, look: int, motion: str, p: Mapping[str, Any]) -> dict[str, Any]:
     """A clip's extra keys (see ``scene_tracks``), every object inside the frame at every step."""
     free, frames = p["canvas"] - SIZE, p["num_frames"]
@@ -154,7 +169,8 @@ def _plan(rng: np.random.Generator, look: int, motion: str, p: Mapping[str, Any]
     )
     distractors = []
     for _ in range(int(rng.integers(0, p["max_distractors"] + 1))):
-        other = LOOKS[(look + rng.integers(1, len(LOOKS))) % len(LOOKS)]  # never the target's look
+        looks = _looks(p)
+        other = looks[(look + rng.integers(1, len(looks))) % len(looks)]  # never the target's look
         angle = rng.uniform(0, 2 * np.pi)
         velocity = np.round(rng.uniform(0.3, 0.8) * np.array([np.cos(angle), np.sin(angle)]), 3)
         if rng.random() < 0.5:  # half of them stand still
@@ -177,32 +193,33 @@ def _paint(frames: np.ndarray, looks: list[tuple[str, str]], tracks: np.ndarray)
     return np.rint(np.clip(frames, 0, 1) * 255).astype(np.uint8)
 
 
-def _video_specs(rng: np.random.Generator, n: int, train: bool) -> list[tuple[int, int]]:
+def _video_specs(rng: np.random.Generator, n: int, train: bool, num_looks: int) -> list[tuple[int, int]]:
     """(look, class) per clip, classes cycling; val/test draw looks without repeats per class."""
     k = len(SCENE_MOTIONS)
     if train:
         classes = np.concatenate([rng.permutation(k) for _ in range(-(-n // k))])[:n]
-        return [(int(rng.integers(len(LOOKS))), int(c)) for c in classes]
-    looks = [rng.permutation(len(LOOKS)) for _ in SCENE_MOTIONS]
+        return [(int(rng.integers(num_looks)), int(c)) for c in classes]
+    looks = [rng.permutation(num_looks) for _ in SCENE_MOTIONS]
     return [(int(looks[i % k][i // k]), i % k) for i in range(n)]
 
 
 def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
-    counts, canvas, frames = {}, p["canvas"], p["num_frames"]
+    counts, canvas, frames, all_looks = {}, p["canvas"], p["num_frames"], _looks(p)
     for k, split in enumerate(SPLITS):
         train, rows = split == "train", []
         n = p["train_videos"] if train else p["eval_videos"]
-        specs = _video_specs(np.random.default_rng([p["seed"], 0, k]), n, train)
+        specs = _video_specs(np.random.default_rng([p["seed"], 0, k]), n, train, len(all_looks))
         for i, (look, c) in enumerate(specs):
             rng = np.random.default_rng([p["seed"], 1, k, i])  # per clip: a clip never depends on the count
-            (colour, shape), motion = LOOKS[look], SCENE_MOTIONS[c]
-            kind = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+            (colour, shape), motion = all_looks[look], SCENE_MOTIONS[c]
+            kind = p["backgrounds"][rng.integers(len(p["backgrounds"]))]
             extra = _plan(rng, look, motion, p)
-            looks = [(d["colour"], d["shape"]) for d in extra["distractors"]] + [LOOKS[look]]
+            looks = [(d["colour"], d["shape"]) for d in extra["distractors"]] + [all_looks[look]]
             tracks = np.roll(scene_tracks(motion, extra, frames), -1, axis=1)  # target last, as in looks
             rel = f"videos/{split}/{i:06d}.mp4"
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            write_video(out / rel, _paint(_backgrounds(rng, kind, canvas, frames), looks, tracks), fps=8)
+            ground = _backgrounds(rng, kind, canvas, frames, p["shimmer"])
+            write_video(out / rel, _paint(ground, looks, tracks), fps=8)
             a, b = motion.split(" then ")
             caps = [t.format(c=colour, s=shape, a=a, b=b) for t in _VIDEO_TEMPLATES]
             caption = (
@@ -212,12 +229,13 @@ def _write_corpus(out: Path, p: dict[str, Any]) -> dict[str, int]:
             rows.append({**row, "colour": colour, "shape": shape, "class_id": c, "background": kind, **extra})
         write_manifest(out / f"video_{split}.jsonl", rows)
 
-        images, n = [], p["train_images"] if train else len(LOOKS)  # val/test: one image per look
-        for i, look in enumerate((np.arange(n) % len(LOOKS)).tolist()):
+        images, n = [], p["train_images"] if train else len(all_looks)  # val/test: one image per look
+        for i, look in enumerate((np.arange(n) % len(all_looks)).tolist()):
             rng = np.random.default_rng([p["seed"], 2, k, i])
-            colour, shape = LOOKS[look]
-            background = _backgrounds(rng, BACKGROUNDS[rng.integers(len(BACKGROUNDS))], canvas, 1)
-            frame = _paint(background, [LOOKS[look]], rng.integers(0, canvas - SIZE + 1, (1, 1, 2)))[0]
+            colour, shape = all_looks[look]
+            kind = p["backgrounds"][rng.integers(len(p["backgrounds"]))]
+            background = _backgrounds(rng, kind, canvas, 1, p["shimmer"])
+            frame = _paint(background, [all_looks[look]], rng.integers(0, canvas - SIZE + 1, (1, 1, 2)))[0]
             images.append(look_image(out, split, i, frame, colour, shape, _IMAGE_TEMPLATES, rng, train))
         write_manifest(out / f"image_{split}.jsonl", images)
         counts.update({f"video_{split}": len(rows), f"image_{split}": len(images)})
@@ -236,19 +254,34 @@ def generate_scenes(
     canvas: int = 64,
     num_frames: int = 32,
     max_distractors: int = 2,
+    backgrounds: tuple[str, ...] = ("noise", "stripes", "checker"),
+    shimmer: float = SHIMMER,
+    colours: int = len(COLOURS),
+    shapes: int = len(SHAPES),
 ) -> DemoCorpus:
     """Generate the scenes corpus in ``root`` (or return the cached one); see the module docstring.
 
     ``eval_videos`` clips go to val and to test each (12 per class by default), clips play at 8 fps.
     """
     params = {"version": VERSION, **{k: v for k, v in locals().items() if k not in ("root", "force")}}
+    params["backgrounds"] = list(backgrounds)
     problems = []
+    if not backgrounds or set(backgrounds) - set(BACKGROUNDS):
+        problems.append(f"backgrounds={list(backgrounds)} (need one or more of {list(BACKGROUNDS)})")
+    if not 0 <= shimmer <= 0.5:
+        problems.append(f"shimmer={shimmer} (need 0..0.5, the std of the per-frame noise)")
     if canvas % 2 or canvas < 5 * SIZE:
         problems.append(f"canvas={canvas} (need an even size >= {5 * SIZE}: objects are {SIZE} px, a fifth)")
     if num_frames < 4:
         problems.append(f"num_frames={num_frames} (need >= 4: each phase at least two frames)")
-    if not 1 <= eval_videos <= MAX_EVAL:
-        problems.append(f"eval_videos={eval_videos} (need 1..{MAX_EVAL}, so test captions stay unique)")
+    for name, count, most in (("colours", colours, len(COLOURS)), ("shapes", shapes, len(SHAPES))):
+        if not 1 <= count <= most:
+            problems.append(f"{name}={count} (need 1..{most})")
+    if colours * shapes < 2:
+        problems.append(f"colours={colours} and shapes={shapes} (need two looks or more)")
+    unique = min(colours, len(COLOURS)) * min(shapes, len(SHAPES)) * len(SCENE_MOTIONS)
+    if not 1 <= eval_videos <= unique:
+        problems.append(f"eval_videos={eval_videos} (need 1..{unique}, so test captions stay unique)")
     for name, count in (("train_videos", train_videos), ("train_images", train_images)):
         if count < 1:
             problems.append(f"{name}={count} (need >= 1)")
@@ -272,10 +305,17 @@ def main(argv: list[str] | None = None) -> DemoCorpus:
     parser.add_argument("--root", default="data/scenes", help="output folder (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="regenerate even if a matching corpus exists")
-    for knob in ("train_videos", "eval_videos", "train_images", "num_frames", "max_distractors"):
+    counts = ("train_videos", "eval_videos", "train_images", "num_frames", "max_distractors")
+    for knob in (*counts, "colours", "shapes"):
         parser.add_argument(f"--{knob.replace('_', '-')}", type=int, help="default: see generate_scenes")
+    parser.add_argument(
+        "--backgrounds", nargs="+", choices=BACKGROUNDS, help="default: noise stripes checker"
+    )
+    parser.add_argument("--shimmer", type=float, help=f"per-frame noise std (default: {SHIMMER})")
     args = vars(parser.parse_args(argv))
     root, seed, force = args.pop("root"), args.pop("seed"), args.pop("force")
+    if args["backgrounds"]:
+        args["backgrounds"] = tuple(args["backgrounds"])
     corpus = generate_scenes(root, seed, force=force, **{k: v for k, v in args.items() if v is not None})
     print(f"scenes corpus in {corpus.root}: {corpus.counts}")
     return corpus
