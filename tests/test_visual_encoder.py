@@ -266,3 +266,33 @@ def test_benchmark_script_runs_at_a_tiny_size():
     assert set(out["ms"]) == {f"{m}{c}" for m in bench.MODELS for c in ("", "+ckpt")}
     assert out["gflop"]["videovl"] > out["gflop"]["timm-frames"] > 0
     assert out["saved_mib"]["videovl+ckpt"] < out["saved_mib"]["videovl"]
+
+
+def test_residual_frames_see_what_moves_and_leave_stills_alone():
+    enc = make(tubelet_size=2, residual_frames=True).eval()
+    randomise_temporal(enc)
+    assert enc.patch_embed.proj.weight.shape[1] == 6  # RGB, then RGB minus the clip's mean frame
+    img = torch.randn(2, 3, 32, 32)
+    still = img.unsqueeze(2).repeat(1, 1, 4, 1, 1)
+    moving = torch.randn(2, 3, 4, 32, 32)
+    before = {"img": enc(img).tokens, "still": enc(still).tokens, "moving": enc(moving).tokens}
+    with torch.no_grad():  # the kernel's residual half: what stands still gives it zeros
+        enc.patch_embed.proj.weight[:, 3:].normal_(0, 1.0)
+    torch.testing.assert_close(enc(img).tokens, before["img"])
+    torch.testing.assert_close(enc(still).tokens, before["still"])
+    assert not torch.allclose(enc(moving).tokens, before["moving"], atol=1e-3)
+    # the residual is taken over the clip's frames: shifting every frame by one value changes nothing in it
+    with torch.no_grad():
+        enc.patch_embed.proj.weight[:, :3] = 0.0
+    torch.testing.assert_close(enc(moving + 0.7).tokens, enc(moving).tokens)
+    masked = enc(moving, mask_ratio=0.5, generator=torch.Generator().manual_seed(0))
+    assert masked.tokens.shape == (2, 1 + 2 * 8, 32)  # token dropping draws from the input's shape
+    with pytest.raises(ValueError, match="expected 3 channels, got 6"):
+        enc(torch.randn(1, 6, 4, 32, 32))
+
+
+def test_residual_frames_refuse_pretrained_weights():
+    with pytest.raises(ConfigError, match="residual_frames needs a patch embedding built from scratch"):
+        make(residual_frames=True, timm_model="vit_tiny_patch16_224")
+    with pytest.raises(ConfigError, match="residual_frames needs"):
+        make(residual_frames=True, pretrained="/models/videomae")

@@ -56,6 +56,10 @@ class VisionConfig:
     tubelet_size: int = 1
     num_frames: int = 8  # frames the temporal position embedding is built for; other counts interpolate
     in_chans: int = 3
+    # The patch embedding also sees each frame minus the clip's mean frame (residual frames): what stands
+    # still, a background or an image, is zero there and what moves stands out; 2 * in_chans channels in.
+    # Built from scratch only (a pretrained patch kernel has in_chans).
+    residual_frames: bool = False
     width: int = 768
     depth: int = 12
     heads: int = 12

@@ -152,6 +152,11 @@ def export_videoprism(model: VideoLanguageModel, folder: str | Path) -> list[str
 def export(model: VideoLanguageModel, fmt: str, out: str | Path) -> list[str]:
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"export format '{fmt}' is not one of {EXPORT_FORMATS}")
+    if model.visual.cfg.residual_frames:
+        raise ConfigError(
+            f"cannot export to {fmt}: the visual tower reads residual frames (model.vision.residual_frames), "
+            "6 input channels where every export format's patch embedding has 3"
+        )
     writers = {
         "clip": export_clip,
         "siglip": export_siglip,

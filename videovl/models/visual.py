@@ -67,6 +67,12 @@ def check_vision_config(cfg: VisionConfig) -> None:
         raise ConfigError("model.vision.pool is 'cls' but class_token is false; set pool: mean or map")
     if cfg.final_norm == "pooled" and cfg.pool != "mean":  # (a MAP head has a norm of its own)
         raise ConfigError("model.vision.final_norm is 'pooled' (a norm after mean pooling): set pool: mean")
+    if cfg.residual_frames and (cfg.timm_model or cfg.timm_checkpoint or cfg.pretrained):
+        raise ConfigError(
+            "model.vision.residual_frames needs a patch embedding built from scratch (2 * in_chans inputs), "
+            "but the tower starts from pretrained weights (timm_model, timm_checkpoint or pretrained): set "
+            "residual_frames: false"
+        )
     if cfg.image_size % cfg.patch_size:
         raise ConfigError(
             f"model.vision: image size {cfg.image_size} is not divisible by patch size {cfg.patch_size}"
@@ -161,8 +167,9 @@ class VisualEncoder(nn.Module):
         self.num_prefix = int(cfg.class_token)
         # timm (following CLIP) drops the patch bias exactly when it adds a pre-norm.
         self.patch_embed = PatchEmbed3D(
-            cfg.patch_size, cfg.tubelet_size, cfg.in_chans, w, bias=not cfg.pre_norm
-        )
+            cfg.patch_size, cfg.tubelet_size, cfg.in_chans * (2 if cfg.residual_frames else 1), w,
+            bias=not cfg.pre_norm,
+        )  # fmt: skip
         self.cls_token = nn.Parameter(torch.zeros(1, 1, w)) if cfg.class_token else None
         self.pos_embed = self.temporal_embed = None  # sinusoidal: a fixed table, computed in _embed; none
         if cfg.pos_embed == "learned":
@@ -256,7 +263,7 @@ class VisualEncoder(nn.Module):
         from ``generator``: (B, T', K) indices into each frame's tokens. Drawn apart from the encoder so a
         compiled encoder (``train.compile``) takes them as a tensor instead of tracing a random draw."""
         x = self._lift(x)
-        self.patch_embed.check(tuple(x.shape))
+        self._check_input(x)
         p = self.cfg.patch_size
         b, t, gh, gw = x.shape[0], x.shape[2] // self.cfg.tubelet_size, x.shape[3] // p, x.shape[4] // p
         return keep_indices(b, t, gh * gw, mask_ratio, generator, self.mask_tube(tube)).to(x.device)
@@ -287,8 +294,26 @@ class VisualEncoder(nn.Module):
             return tuple(r[None, None] for r in tables)
         return tuple(r[kept] for r in tables)  # (B, T', K, e): each kept token's own row
 
+    def _check_input(self, x: Tensor) -> None:
+        """A ValueError naming the numbers when a lifted (B, C, T, H, W) input does not fit the encoder."""
+        if not self.cfg.residual_frames:
+            self.patch_embed.check(tuple(x.shape))
+            return
+        if x.shape[1] != self.cfg.in_chans:  # the patch embedding takes twice as many: say the input's
+            raise ValueError(
+                f"expected {self.cfg.in_chans} channels, got {x.shape[1]} (videos are (B, C, T, H, W))"
+            )
+        self.patch_embed.check((x.shape[0], 2 * x.shape[1], *x.shape[2:]))
+
+    def _residual(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> (B, 2C, T, H, W): the frames, then each minus the clip's mean frame (zero for
+        an image, a clip of one frame repeated)."""
+        self._check_input(x)
+        return torch.cat([x, x - x.mean(dim=2, keepdim=True)], dim=1)
+
     def _embed(self, x: Tensor, kept: Tensor | None) -> tuple[Tensor, Tensor | None, tuple | None]:
-        x = self.patch_embed(self._lift(x))  # (B, T', H', W', D)
+        x = self._lift(x)
+        x = self.patch_embed(self._residual(x) if self.cfg.residual_frames else x)  # (B, T', H', W', D)
         b, t, gh, gw, _ = x.shape
         x = rearrange(x, "b t h w d -> b t (h w) d")
         if self.cfg.pos_embed == "none":  # positions are the rotary embeddings' alone (V-JEPA 2)
