@@ -17,9 +17,9 @@ star") and ``classes.txt`` (the 12 motion classes, line index = class id).
 The 12 classes are the ordered pairs of distinct directions: every class has an order partner ("up then
 left") whose caption differs only by word order, and its time reversal (``reverse_class``) is a class too.
 Train rows list the four caption wordings; a val or test row has one (drawn per clip), and each names one
-clip: (colour, shape, motion) is unique in a split, at most 300 clips. Deterministic by ``seed``; cached
-under a marker (``scenes.json``). Train a demo config on it with ``data.demo=false data.demo_root=data/scenes
-data.image_size=64``.
+clip: (colour, shape, motion) is unique in a split, at most 300 clips (looks x motions). Deterministic by
+``seed``; cached under a marker (``scenes.json``). Train a demo config on it with ``data.demo=false
+data.demo_root=data/scenes data.image_size=64``.
 
 Variants for a second and third check: ``max_distractors=0`` and ``num_frames=16`` (one object, shorter
 sources); ``backgrounds=("pixels",)`` (uniform noise, a fresh value per pixel, instead of textures);
@@ -65,9 +65,7 @@ COLOURS = {
     "white": (1.0, 1.0, 1.0),
 }
 BACKGROUNDS = ("noise", "stripes", "checker", "pixels")  # pixels: uniform noise, a fresh value per pixel
-LOOKS = tuple(product(COLOURS, SHAPES))
 SCENE_MOTIONS = tuple(f"{a} then {b}" for a, b in permutations(DIRECTIONS, 2))
-MAX_EVAL = len(LOOKS) * len(SCENE_MOTIONS)  # one clip per (colour, shape, motion): 300 unique captions
 SHIMMER = 0.06  # std of the per-frame noise, on [0, 1] colours
 _VIDEO_TEMPLATES = (
     "a small {c} {s} slides {a} and afterwards {b}",
@@ -167,9 +165,8 @@ def _plan(rng: np.random.Generator, look: int, motion: str, p: Mapping[str, Any]
     origin = rng.integers(
         np.ceil(-path.min(axis=0)).astype(int), np.floor(free - path.max(axis=0)).astype(int) + 1
     )
-    distractors = []
+    distractors, looks = [], _looks(p)
     for _ in range(int(rng.integers(0, p["max_distractors"] + 1))):
-        looks = _looks(p)
         other = looks[(look + rng.integers(1, len(looks))) % len(looks)]  # never the target's look
         angle = rng.uniform(0, 2 * np.pi)
         velocity = np.round(rng.uniform(0.3, 0.8) * np.array([np.cos(angle), np.sin(angle)]), 3)
