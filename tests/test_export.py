@@ -18,6 +18,7 @@ import videovl
 from tools import export as tool
 from videovl.config import ConfigError
 from videovl.models.export import (
+    EXPORT_FORMATS,
     export,
     export_clip,
     export_siglip,
@@ -281,7 +282,7 @@ def test_videoprism_export_refuses_a_tower_of_another_layout(tmp_path):
         export_videoprism(model, tmp_path / "nope")
 
 
-@pytest.mark.parametrize("fmt", ["timm", "timesformer", "clip"])
+@pytest.mark.parametrize("fmt", EXPORT_FORMATS)
 def test_residual_frames_have_no_export_format(fmt, tmp_path):
     model = videovl.create_model("test", caption={"enabled": False}, vision={"residual_frames": True})
     with pytest.raises(ConfigError, match=f"cannot export to {fmt}: the visual tower reads residual frames"):

@@ -46,9 +46,21 @@ __all__ = [
 EXPORT_FORMATS = ("clip", "siglip", "timm", "timesformer", "vjepa2", "videoprism")
 
 
+def _refuse_residual_frames(model: VideoLanguageModel, fmt: str) -> None:
+    """Every format's patch embedding reads the frames alone: a tower that also reads residual frames has
+    twice its input channels, so no format holds it."""
+    if model.visual.cfg.residual_frames:
+        raise ConfigError(
+            f"cannot export to {fmt}: the visual tower reads residual frames (model.vision.residual_frames), "
+            f"{2 * model.visual.cfg.in_chans} input channels where every export format's patch embedding has "
+            f"{model.visual.cfg.in_chans}"
+        )
+
+
 def export_clip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     """Write ``folder`` as a ``CLIPModel``, or a ``MetaClip2Model`` for a MetaCLIP 2 text tower
     (config.json, model.safetensors); returns the keys left out."""
+    _refuse_residual_frames(model, "clip")
     import transformers
 
     state, config, left_out, kind = videovl_to_clip(
@@ -64,6 +76,7 @@ def export_clip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
 
 def export_siglip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     """Write ``folder`` as a ``SiglipModel`` (config.json, model.safetensors); returns the keys left out."""
+    _refuse_residual_frames(model, "siglip")
     from transformers import SiglipConfig, SiglipModel
 
     state, config, left_out = videovl_to_siglip(
@@ -82,6 +95,7 @@ def export_siglip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
 
 def timm_state_dict(model: VideoLanguageModel) -> tuple[dict[str, Tensor], list[str]]:
     """The visual tower as a timm ViT state dict (timm's names are the encoder's), and the keys left out."""
+    _refuse_residual_frames(model, "timm")
     temporal = {n for n, _ in model.visual.named_temporal_parameters()}
     state = {k: v for k, v in model.visual.state_dict().items() if k not in temporal}
     if "pos_embed" not in state:
@@ -115,6 +129,7 @@ def export_timm(model: VideoLanguageModel, file: str | Path) -> list[str]:
 
 def export_timesformer(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     """Write the visual tower as a ``TimesformerModel`` folder; nothing of the tower is left out."""
+    _refuse_residual_frames(model, "timesformer")
     from transformers import TimesformerConfig, TimesformerModel
 
     state, config = videovl_to_timesformer(model.visual.state_dict(), model.visual.cfg)
@@ -128,6 +143,7 @@ def export_vjepa2(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     """Write the visual tower as a ``VJEPA2Model`` folder holding the encoder's weights only (no predictor:
     ``VJEPA2Model.from_pretrained`` reports its keys as missing and initialises them, as for any new head);
     returns the keys left out (a MAP head's, videovl's own pooling)."""
+    _refuse_residual_frames(model, "vjepa2")
     from transformers import VJEPA2Config, VJEPA2Model
 
     state, config, left_out = videovl_to_vjepa2(model.visual.state_dict(), model.visual.cfg)
@@ -140,6 +156,7 @@ def export_vjepa2(model: VideoLanguageModel, folder: str | Path) -> list[str]:
 def export_videoprism(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     """Write the visual tower as a ``VideoPrismVisionModel`` folder; returns the keys left out (joint blocks
     and pooling head, which the backbone does not hold)."""
+    _refuse_residual_frames(model, "videoprism")
     from transformers import VideoPrismVisionConfig, VideoPrismVisionModel
 
     state, config, left_out = videovl_to_videoprism(model.visual.state_dict(), model.visual.cfg)
@@ -152,11 +169,6 @@ def export_videoprism(model: VideoLanguageModel, folder: str | Path) -> list[str
 def export(model: VideoLanguageModel, fmt: str, out: str | Path) -> list[str]:
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"export format '{fmt}' is not one of {EXPORT_FORMATS}")
-    if model.visual.cfg.residual_frames:
-        raise ConfigError(
-            f"cannot export to {fmt}: the visual tower reads residual frames (model.vision.residual_frames), "
-            "6 input channels where every export format's patch embedding has 3"
-        )
     writers = {
         "clip": export_clip,
         "siglip": export_siglip,
