@@ -284,7 +284,7 @@ def test_videoprism_export_refuses_a_tower_of_another_layout(tmp_path):
 
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
 def test_residual_frames_have_no_export_format(fmt, tmp_path):
-    model = videovl.create_model("test", caption={"enabled": False}, vision={"residual_frames": True})
+    model = videovl.create_model("test", caption={"enabled": False}, vision={"residual_frames": "previous"})
     with pytest.raises(ConfigError, match=f"cannot export to {fmt}: the visual tower reads residual frames"):
         export(model, fmt, tmp_path / "out")
     assert not (tmp_path / "out").exists()

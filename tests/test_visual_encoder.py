@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+import videovl
 from videovl.config import ConfigError, VisionConfig
 from videovl.models.layers import Block, PatchEmbed3D, SpaceTimeBlock, resample_spatial, resample_temporal
 from videovl.models.visual import VisualEncoder
@@ -268,10 +269,11 @@ def test_benchmark_script_runs_at_a_tiny_size():
     assert out["saved_mib"]["videovl+ckpt"] < out["saved_mib"]["videovl"]
 
 
-def test_residual_frames_see_what_moves_and_leave_stills_alone():
-    enc = make(tubelet_size=2, residual_frames=True).eval()
+@pytest.mark.parametrize("mode", ["mean", "previous"])
+def test_residual_frames_see_what_moves_and_leave_stills_alone(mode):
+    enc = make(tubelet_size=2, residual_frames=mode).eval()
     randomise_temporal(enc)
-    assert enc.patch_embed.proj.weight.shape[1] == 6  # RGB, then RGB minus the clip's mean frame
+    assert enc.patch_embed.proj.weight.shape[1] == 6  # RGB, then RGB minus the mean or the previous frame
     img = torch.randn(2, 3, 32, 32)
     still = img.unsqueeze(2).repeat(1, 1, 4, 1, 1)
     moving = torch.randn(2, 3, 4, 32, 32)
@@ -293,6 +295,38 @@ def test_residual_frames_see_what_moves_and_leave_stills_alone():
 
 def test_residual_frames_refuse_pretrained_weights():
     with pytest.raises(ConfigError, match="residual_frames needs a patch embedding built from scratch"):
-        make(residual_frames=True, timm_model="vit_tiny_patch16_224")
+        make(residual_frames="mean", timm_model="vit_tiny_patch16_224")
     with pytest.raises(ConfigError, match="residual_frames needs"):
-        make(residual_frames=True, pretrained="/models/videomae")
+        make(residual_frames="previous", pretrained="/models/videomae")
+    wrong = r"model.vision.residual_frames is True; expected one of .*previous"
+    with pytest.raises(ConfigError, match=wrong):
+        make(residual_frames=True)  # a VisionConfig built in Python: the words are checked all the same
+    with pytest.raises(ConfigError, match=wrong):
+        videovl.create_model("test", vision={"residual_frames": True})  # as loaded, the value as written
+
+
+def test_residual_frames_previous_is_the_step_from_the_frame_before():
+    enc = make(residual_frames="previous").eval()
+    clip = torch.randn(1, 3, 4, 32, 32)
+    res = enc._residual(clip)
+    torch.testing.assert_close(res[:, :3], clip)
+    torch.testing.assert_close(res[:, 3:, 0], torch.zeros_like(clip[:, :, 0]))
+    torch.testing.assert_close(res[:, 3:, 1:], clip[:, :, 1:] - clip[:, :, :-1])
+    # played backwards, every step changes sign (the mean residual would not see the direction)
+    back = enc._residual(clip.flip(2))
+    torch.testing.assert_close(back[:, 3:, 1:], -res[:, 3:, 1:].flip(2))
+    mean = make(residual_frames="mean").eval()._residual(clip)
+    torch.testing.assert_close(mean[:, 3:], clip - clip.mean(dim=2, keepdim=True))
+
+
+def test_fan_in_init_gives_a_narrow_tower_its_default_scale_and_keeps_time_off():
+    vit, fan_in = make(width=128, heads=4), make(width=128, heads=4, init="fan_in")
+    for enc, std in ((vit, 0.02), (fan_in, 1 / (3 * 128) ** 0.5)):
+        qkv = enc.blocks[0].attn.qkv.weight
+        assert abs(qkv.std().item() - std) < 0.1 * std
+        fc2 = enc.blocks[0].mlp.fc2.weight  # fan-in 512: half the scale of the 128-wide layers'
+        assert abs(fc2.std().item() - min(std, 1 / (3 * 512) ** 0.5)) < 0.1 * std
+        proj = enc.blocks[0].temporal_attn.proj
+        assert not proj.weight.any() and not proj.bias.any()  # time starts off either way
+    with pytest.raises(ConfigError, match=r"model.vision.init is 'xavier'; expected one of .*fan_in"):
+        make(init="xavier")

@@ -22,9 +22,11 @@ from videovl.config.choices import (
     KINDS,
     POS_EMBEDS,
     PRECISIONS,
+    RESIDUAL_FRAMES,
     ROPE_AXES,
     ROPES,
     TEXT_POOLS,
+    VISION_INITS,
     VISION_POOLS,
 )
 from videovl.config.errors import ConfigError, not_one_of
@@ -100,8 +102,10 @@ __all__ = [
     "KINDS",
     "POS_EMBEDS",
     "PRECISIONS",
+    "RESIDUAL_FRAMES",
     "ROPE_AXES",
     "ROPES",
     "TEXT_POOLS",
+    "VISION_INITS",
     "VISION_POOLS",
 ]

@@ -26,6 +26,10 @@ __all__ = [
     "ACTIVATIONS",
     "Inflation",
     "INFLATIONS",
+    "ResidualFrames",
+    "RESIDUAL_FRAMES",
+    "VisionInit",
+    "VISION_INITS",
     "TextPool",
     "TEXT_POOLS",
     "Aggregation",
@@ -64,6 +68,13 @@ RopeAxes = Literal["xy", "yx"]
 FinalNorm = Literal["tokens", "pooled"]
 # model.vision.act, model.pretrained_act: the MLP activation (quick_gelu: OpenAI's CLIP)
 Activation = Literal["gelu", "gelu_tanh", "quick_gelu"]
+# model.vision.residual_frames: what the patch embedding sees beside each frame: nothing, the frame minus the
+# clip's mean frame, or the frame minus the frame before it (zero for the first)
+ResidualFrames = Literal["none", "mean", "previous"]
+# model.vision.init: a fresh tower's linear weights: timm's ViT init (truncated normal, std 0.02, zero
+# biases) or PyTorch's default for a linear layer (uniform, variance 1 / (3 * fan_in)), which keeps a narrow
+# tower's residual branches from starting near zero
+VisionInit = Literal["vit", "fan_in"]
 # model.vision.inflation: how a 2D patch kernel becomes a 3D one
 Inflation = Literal["centre", "mean"]
 # model.text.pool: mean over tokens (sentence-transformers), the first token, or the model's own (CLIP)
@@ -95,6 +106,8 @@ ROPE_AXES: tuple[str, ...] = get_args(RopeAxes)
 FINAL_NORMS: tuple[str, ...] = get_args(FinalNorm)
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 INFLATIONS: tuple[str, ...] = get_args(Inflation)
+RESIDUAL_FRAMES: tuple[str, ...] = get_args(ResidualFrames)
+VISION_INITS: tuple[str, ...] = get_args(VisionInit)
 TEXT_POOLS: tuple[str, ...] = get_args(TextPool)
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 CLIP_POOLS: tuple[str, ...] = get_args(ClipPool)

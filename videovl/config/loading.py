@@ -53,11 +53,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, where)
     if origin is typing.Literal:
+        word = value
         if isinstance(value, bool) and all(isinstance(a, str) for a in args):
-            value = "yes" if value else "no"  # YAML 1.1 reads a bare no/off as False: mean the word
-        if isinstance(value, str) and value in args:
-            return value
-        raise not_one_of(where, value, args)
+            word = "yes" if value else "no"  # YAML 1.1 reads a bare no/off as False: mean the word
+        if isinstance(word, str) and word in args:
+            return word
+        raise not_one_of(where, value, args)  # the value as written (true, not the word "yes")
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

@@ -18,10 +18,12 @@ from videovl.config.choices import (
     Inflation,
     PosEmbed,
     Precision,
+    ResidualFrames,
     Rope,
     RopeAxes,
     SourceKind,
     TextPool,
+    VisionInit,
     VisionPool,
 )
 from videovl.config.errors import ConfigError
@@ -56,10 +58,16 @@ class VisionConfig:
     tubelet_size: int = 1
     num_frames: int = 8  # frames the temporal position embedding is built for; other counts interpolate
     in_chans: int = 3
-    # The patch embedding also sees each frame minus the clip's mean frame (residual frames): what stands
-    # still, a background or an image, is zero there and what moves stands out; 2 * in_chans channels in.
-    # Built from scratch only (a pretrained patch kernel has in_chans).
-    residual_frames: bool = False
+    # Residual frames: beside each frame the patch embedding also sees that frame minus the clip's mean
+    # frame (mean) or minus the frame before it (previous; zero for the first), 2 * in_chans channels in.
+    # What stands still, a background or an image, is zero there and what moves stands out; previous also
+    # shows which way (a moving edge is positive where it arrives, negative where it left). Built from
+    # scratch only (a pretrained patch kernel has in_chans).
+    residual_frames: ResidualFrames = "none"
+    # A tower from scratch: its linear weights as timm's ViT (vit: std 0.02) or PyTorch's default (fan_in:
+    # std 1 / sqrt(3 * fan_in), 0.051 at width 128), which a narrow tower learns from sooner. Either way the
+    # temporal branch starts at zero; weights loaded from a checkpoint replace it.
+    init: VisionInit = "vit"
     width: int = 768
     depth: int = 12
     heads: int = 12

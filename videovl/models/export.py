@@ -49,7 +49,7 @@ EXPORT_FORMATS = ("clip", "siglip", "timm", "timesformer", "vjepa2", "videoprism
 def _refuse_residual_frames(model: VideoLanguageModel, fmt: str) -> None:
     """Every format's patch embedding reads the frames alone: a tower that also reads residual frames has
     twice its input channels, so no format holds it."""
-    if model.visual.cfg.residual_frames:
+    if model.visual.cfg.residual_frames != "none":
         raise ConfigError(
             f"cannot export to {fmt}: the visual tower reads residual frames (model.vision.residual_frames), "
             f"{2 * model.visual.cfg.in_chans} input channels where every export format's patch embedding has "

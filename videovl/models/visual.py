@@ -21,8 +21,10 @@ from videovl.config import (
     ATTENTION_MODES,
     FINAL_NORMS,
     POS_EMBEDS,
+    RESIDUAL_FRAMES,
     ROPE_AXES,
     ROPES,
+    VISION_INITS,
     VISION_POOLS,
     ConfigError,
     VisionConfig,
@@ -60,18 +62,19 @@ def check_vision_config(cfg: VisionConfig) -> None:
     # Load time checks the words already; a VisionConfig built in Python arrives here unchecked.
     for key, options in (("attention", ATTENTION_MODES), ("pool", VISION_POOLS), ("pos_embed", POS_EMBEDS),
                          ("final_norm", FINAL_NORMS), ("act", ACTIVATIONS), ("rope", ROPES),
-                         ("rope_axes", ROPE_AXES)):  # fmt: skip
+                         ("rope_axes", ROPE_AXES), ("residual_frames", RESIDUAL_FRAMES),
+                         ("init", VISION_INITS)):  # fmt: skip
         if getattr(cfg, key) not in options:
             raise not_one_of(f"model.vision.{key}", getattr(cfg, key), options)
     if cfg.pool == "cls" and not cfg.class_token:
         raise ConfigError("model.vision.pool is 'cls' but class_token is false; set pool: mean or map")
     if cfg.final_norm == "pooled" and cfg.pool != "mean":  # (a MAP head has a norm of its own)
         raise ConfigError("model.vision.final_norm is 'pooled' (a norm after mean pooling): set pool: mean")
-    if cfg.residual_frames and (cfg.timm_model or cfg.timm_checkpoint or cfg.pretrained):
+    if cfg.residual_frames != "none" and (cfg.timm_model or cfg.timm_checkpoint or cfg.pretrained):
         raise ConfigError(
             "model.vision.residual_frames needs a patch embedding built from scratch (2 * in_chans inputs), "
             "but the tower starts from pretrained weights (timm_model, timm_checkpoint or pretrained): set "
-            "residual_frames: false"
+            "residual_frames: none"
         )
     if cfg.image_size % cfg.patch_size:
         raise ConfigError(
@@ -167,7 +170,7 @@ class VisualEncoder(nn.Module):
         self.num_prefix = int(cfg.class_token)
         # timm (following CLIP) drops the patch bias exactly when it adds a pre-norm.
         self.patch_embed = PatchEmbed3D(
-            cfg.patch_size, cfg.tubelet_size, cfg.in_chans * (2 if cfg.residual_frames else 1), w,
+            cfg.patch_size, cfg.tubelet_size, cfg.in_chans * (1 if cfg.residual_frames == "none" else 2), w,
             bias=not cfg.pre_norm,
         )  # fmt: skip
         self.cls_token = nn.Parameter(torch.zeros(1, 1, w)) if cfg.class_token else None
@@ -224,9 +227,11 @@ class VisualEncoder(nn.Module):
         if self.attn_pool is not None:
             nn.init.trunc_normal_(self.attn_pool.latent, std=0.02)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear) and self.cfg.init == "vit":
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):  # fan_in: PyTorch's own init, the same on a second call
+                m.reset_parameters()
         for blk in self.blocks:
             blk.zero_temporal()
 
@@ -296,7 +301,7 @@ class VisualEncoder(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         """A ValueError naming the numbers when a lifted (B, C, T, H, W) input does not fit the encoder."""
-        if not self.cfg.residual_frames:
+        if self.cfg.residual_frames == "none":
             self.patch_embed.check(tuple(x.shape))
             return
         if x.shape[1] != self.cfg.in_chans:  # the patch embedding takes twice as many: say the input's
@@ -306,14 +311,19 @@ class VisualEncoder(nn.Module):
         self.patch_embed.check((x.shape[0], 2 * x.shape[1], *x.shape[2:]))
 
     def _residual(self, x: Tensor) -> Tensor:
-        """(B, C, T, H, W) -> (B, 2C, T, H, W): the frames, then each minus the clip's mean frame (zero for
-        an image, a clip of one frame repeated)."""
+        """(B, C, T, H, W) -> (B, 2C, T, H, W): the frames, then each minus the clip's mean frame (mean) or
+        minus the frame before it (previous, zero for the first). Zero for an image (one frame repeated)."""
         self._check_input(x)
-        return torch.cat([x, x - x.mean(dim=2, keepdim=True)], dim=1)
+        if self.cfg.residual_frames == "mean":
+            return torch.cat([x, x - x.mean(dim=2, keepdim=True)], dim=1)
+        step = x[:, :, 1:] - x[:, :, :-1]
+        return torch.cat([x, torch.cat([torch.zeros_like(x[:, :, :1]), step], dim=2)], dim=1)
 
     def _embed(self, x: Tensor, kept: Tensor | None) -> tuple[Tensor, Tensor | None, tuple | None]:
         x = self._lift(x)
-        x = self.patch_embed(self._residual(x) if self.cfg.residual_frames else x)  # (B, T', H', W', D)
+        if self.cfg.residual_frames != "none":
+            x = self._residual(x)
+        x = self.patch_embed(x)  # (B, T', H', W', D)
         b, t, gh, gw, _ = x.shape
         x = rearrange(x, "b t h w d -> b t (h w) d")
         if self.cfg.pos_embed == "none":  # positions are the rotary embeddings' alone (V-JEPA 2)
