@@ -230,7 +230,7 @@ class VisualEncoder(nn.Module):
             if isinstance(m, nn.Linear) and self.cfg.init == "vit":
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):  # fan_in: PyTorch's own init, the same on a second call
+            elif isinstance(m, nn.Linear):  # fan_in: PyTorch's own init, redrawn as vit's is on every call
                 m.reset_parameters()
         for blk in self.blocks:
             blk.zero_temporal()
@@ -316,8 +316,7 @@ class VisualEncoder(nn.Module):
         self._check_input(x)
         if self.cfg.residual_frames == "mean":
             return torch.cat([x, x - x.mean(dim=2, keepdim=True)], dim=1)
-        step = x[:, :, 1:] - x[:, :, :-1]
-        return torch.cat([x, torch.cat([torch.zeros_like(x[:, :, :1]), step], dim=2)], dim=1)
+        return torch.cat([x, torch.diff(x, dim=2, prepend=x[:, :, :1])], dim=1)  # the first step is zero
 
     def _embed(self, x: Tensor, kept: Tensor | None) -> tuple[Tensor, Tensor | None, tuple | None]:
         x = self._lift(x)
