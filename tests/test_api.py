@@ -209,7 +209,8 @@ def unnormalise(x: torch.Tensor, mean, std) -> torch.Tensor:
 def test_a_name_that_is_neither_a_size_nor_a_path_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(
-        ConfigError, match=r"name_or_checkpoint is 'dmeo'.*'demo', 'test'.*Did you mean the size 'demo'"
+        ConfigError,
+        match=r"name_or_checkpoint is 'dmeo'.*'demo', 'small', 'test'.*Did you mean the size 'demo'",
     ):
         videovl.create_model_and_transforms("dmeo")
     with pytest.raises(ConfigError, match=r"'/no/such/model'.*nearest folder that exists is /"):

@@ -68,6 +68,25 @@ def test_images_and_one_frame_clips_are_the_same_input(model):
         torch.testing.assert_close(a, c)
 
 
+def test_the_small_size_reads_64_px_frames_one_per_position_and_their_differences():
+    """configs/demo.yaml's tower: one frame per temporal position, a 4x4 grid of 16 px patches, no class
+    token, each frame beside its difference from the one before (a still clip's is zero)."""
+    torch.manual_seed(0)
+    cfg = videovl.model_config("small", text=MODEL_SIZES["test"]["text"], clip_pool="ordered")
+    fill_token_ids(cfg.text, load_tokenizer(cfg.text))
+    m = videovl.create_model(cfg).eval()
+    assert m.visual.patch_embed.proj.weight.shape[1] == 6  # RGB and its frame difference
+    clip = torch.rand(2, 3, 8, 64, 64)
+    with torch.no_grad():
+        out = m.encode_video(clip)
+        still = m.encode_video(clip[:, :, :1].expand(-1, -1, 8, -1, -1))
+        image = m.encode_video(clip[:, :, 0])
+    assert out.clip.shape == (2, 128) and out.frames.shape == (2, 8, 128)
+    assert out.tokens.shape == (2, 8 * 16, 128)  # 16 patches a frame, no class token
+    torch.testing.assert_close(still.clip, image.clip, rtol=1e-4, atol=1e-5)  # a still clip is its image
+    assert not torch.allclose(out.clip, still.clip, atol=1e-3)
+
+
 def test_frame_count_not_divisible_by_tubelet_names_both(model):
     with pytest.raises(ValueError, match=r"3.*2|2.*3"):
         model.encode_video(torch.randn(1, 3, 3, 32, 32))
@@ -225,7 +244,7 @@ def test_a_size_name_is_expanded_once_on_the_way_from_a_config_file_to_a_model(m
 
 
 def test_unknown_size_or_key_is_a_clear_error():
-    with pytest.raises(ConfigError, match="'resnet50'.*demo, test, vit-b16"):
+    with pytest.raises(ConfigError, match="'resnet50'.*demo, small, test, vit-b16"):
         videovl.create_model("resnet50")
     with pytest.raises(ConfigError, match="'tset'.*Did you mean 'test'"):
         videovl.model_config({"name": "tset"})

@@ -110,10 +110,11 @@ def test_a_stage_of_zero_steps_is_skipped_and_negative_steps_are_an_error(tiny_d
         "stages.2.steps=0",
         "stages.2.sources.0.manifest=demo:missing.jsonl",
         "model.alignment.enabled=false",
+        "model.caption.enabled=false",
     ]
     metrics = tool.main(tiny_pretrain_args(tiny_demo, out, *skip))
     assert "test/t2v/R@1" in metrics
-    assert len(reads) == 4  # each source of the two stages read once: checked before step one, then used
+    assert len(reads) == 3  # each source of the two stages read once: checked before step one, then used
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step_00000002", "step_00000004"]
     with pytest.raises(ConfigError, match=r"stages.1.steps is -1; expected >= 0"):
         tool.main(tiny_pretrain_args(tiny_demo, tmp_path / "bad", "stages.1.steps=-1"))
@@ -133,14 +134,14 @@ def test_a_stage_of_zero_steps_is_skipped_and_negative_steps_are_an_error(tiny_d
         ),
         ("stages.2.sources.0.kind=image-text", ["stages.2.sources.0: kind 'image-text' but", "are videos"]),
         ("stages.2.sources.0.shards=/no/{0..1}.tar", ["stages.2.sources.0 needs exactly one of 'manifest'"]),
-        ("stages.2.sources=[]", ["stages.2 ('align') has no sources"]),
+        ("stages.2.sources=[]", ["stages.2 ('heads') has no sources"]),
         (
             "stages.2.sources=[{shards: '/no/{0..1}.tar', kind: video-text}]",
             ["stages.2.sources.0.shards: none of the 2 shards"],
         ),
         ("stages.2.sources.0.manifest={tmp}/bad.jsonl", ["stages.2.sources.0.manifest: ", "bad.jsonl:2"]),
         ("model.alignment.enabled=false", ["stages.2.losses.itm=1.0 needs the alignment head"]),
-        ("stages.2.mask_ratio=0.99", ["stages.2 ('align'): mask_ratio.video is 0.99, which keeps no"]),
+        ("stages.2.mask_ratio=0.99", ["stages.2 ('heads'): mask_ratio.video is 0.99, which keeps no"]),
         ("data.test_manifest=demo:nope.jsonl", ["data.test_manifest: ", "nope.jsonl does not"]),
         ("eval.action_classes=demo:nope.txt", ["eval.action_classes: ", "nope.txt does not exist"]),
         ("eval.action_prompts=[the digit]", ["eval.action_prompts[0] is 'the digit'", "{label}"]),
@@ -150,8 +151,8 @@ def test_a_stage_of_zero_steps_is_skipped_and_negative_steps_are_an_error(tiny_d
             ["stages.2.sources.0.kind is 'video-qa'", "trained by tools/finetune.py --task qa"],
         ),
         (
-            "stages.1.sources.1={manifest: demo:qa_train.jsonl, kind: video-qa}",
-            ["stages.1.sources.1.kind is 'video-qa'", "trained by tools/finetune.py --task qa"],
+            "stages.0.sources.1={manifest: demo:qa_train.jsonl, kind: video-qa}",
+            ["stages.0.sources.1.kind is 'video-qa'", "trained by tools/finetune.py --task qa"],
         ),
         (
             "stages.2.losses.qa=1.0",

