@@ -70,6 +70,7 @@ def test_pretraining_starts_from_clip_with_its_joint_space(clip_dir, tiny_demo, 
             f"model.pretrained={clip_dir}",
             "data.demo=false",  # read the tiny corpus as it is (true would regenerate it at full size)
             f"data.demo_root={tiny_demo}",
+            "data.image_size=32",  # the tiny CLIP's
             f"train.output_dir={out}",
             *COMMON,
             "train.pretrained_lr_scale=0.01",

@@ -227,8 +227,8 @@ def test_a_corpus_vocabulary_is_its_stage_texts_and_a_later_stage_sets_its_own(t
     pretrain.main(tiny_pretrain_args(tiny_demo, out, *none, "train.caption_vocab=corpus"))
     model, _ = videovl.load_checkpoint(out / "model")
     tokenizer = load_tokenizer(model.cfg.text)
-    # the joint stage's texts: every caption of its video and image manifests
-    want = _token_ids([tiny_demo / "video_train.jsonl", tiny_demo / "image_train.jsonl"], tokenizer)
+    # the heads stage's texts (the demo's caption loss is there): every caption of its video manifest
+    want = _token_ids([tiny_demo / "video_train.jsonl"], tokenizer)
     vocab = model.caption.vocabulary()
     assert vocab is not None and set(vocab.tolist()) == want
     assert f"caption vocabulary: {len(want)} of 30,522 tokens" in capsys.readouterr().out
@@ -251,7 +251,7 @@ def test_a_corpus_vocabulary_over_shards_is_refused_before_step_one(tiny_demo, t
     make_shards.main(shards_args)
     shards = str(tmp_path / "shards" / "{00000..00001}.tar")
     args = tiny_pretrain_args(tiny_demo, tmp_path / "run", "train.caption_vocab=corpus",
-                              f"stages.1.sources=[{{shards: '{shards}', kind: video-text}}]")  # fmt: skip
-    with pytest.raises(ConfigError, match=r"stages.1 \('joint'\): train.caption_vocab is 'corpus'.*shard"):
+                              f"stages.2.sources=[{{shards: '{shards}', kind: video-text}}]")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"stages.2 \('heads'\): train.caption_vocab is 'corpus'.*shard"):
         pretrain.main(args)
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -150,6 +150,7 @@ def test_pretraining_from_siglip_with_the_sigmoid_loss_starts_from_siglips_logit
             f"model.pretrained={siglip_dir}",
             "data.demo=false",
             f"data.demo_root={tiny_demo}",
+            "data.image_size=32",  # the tiny SigLIP's
             f"train.output_dir={tmp_path / 'run'}",
             *TINY_RUN,
             "stages.0.steps=2",
