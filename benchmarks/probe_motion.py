@@ -40,7 +40,7 @@ from videovl.models.checkpoint import load_checkpoint
 def caption_features(model, tokenizer, captions: list[str], max_length: int) -> dict[str, np.ndarray]:
     tower, joint = [], []
     for batch in tokenized_batches(tokenizer, captions, 256, max_length):
-        pooled = model.text(batch["input_ids"], batch["attention_mask"]).pooled
+        pooled = model.text_states(batch["input_ids"], batch["attention_mask"]).pooled  # adapter included
         tower.append(pooled)
         joint.append(F.normalize(model.text_proj(pooled), dim=-1))  # encode_text's sentence, one tower pass
     return {"text tower": torch.cat(tower).numpy(), "text joint": torch.cat(joint).numpy()}

@@ -62,8 +62,9 @@ def tiny_demo(tmp_path_factory) -> Path:
     return root
 
 
-def tiny_pretrain_args(demo_root: Path, out: Path, *extra: str) -> list[str]:
-    """Overrides for a seconds-long run of the demo config: test-size model, 2 steps a stage, no workers."""
+def tiny_pretrain_args(demo_root: Path, out: Path, *extra: str, stages: int = 4) -> list[str]:
+    """Overrides for a seconds-long run of the demo config (``stages``: how many stages the config has):
+    test-size model, 2 steps a stage, no workers."""
     return [
         "model.name=test",
         "data.image_size=32",  # the test size's 4x4 grid of 8 px patches
@@ -75,12 +76,8 @@ def tiny_pretrain_args(demo_root: Path, out: Path, *extra: str) -> list[str]:
         "train.tracker=null",
         "train.mixed_precision=no",
         "eval.batch_size=16",
-        "stages.0.steps=2",
-        "stages.1.steps=2",
-        "stages.2.steps=2",
-        "stages.0.warmup_steps=1",
-        "stages.1.warmup_steps=1",
-        "stages.2.warmup_steps=1",
+        *(f"stages.{i}.steps=2" for i in range(stages)),
+        *(f"stages.{i}.warmup_steps=1" for i in range(stages)),
         *extra,
     ]
 

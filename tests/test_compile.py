@@ -77,7 +77,7 @@ def test_the_visual_tower_compiles_whole_once_per_shape_and_computes_what_eager_
 
 def test_a_compiled_pretraining_ends_where_an_eager_one_does(tiny_demo, tmp_path):
     common = ["data.val_manifest=null", "data.val_image_manifest=null", "data.test_manifest=null",
-              "stages.2.steps=0"]  # fmt: skip
+              "stages.2.steps=0", "stages.3.steps=0"]  # fmt: skip
     weights = {}
     for backend in ("null", "aot_eager"):
         out = tmp_path / backend

@@ -251,7 +251,7 @@ def test_a_corpus_vocabulary_over_shards_is_refused_before_step_one(tiny_demo, t
     make_shards.main(shards_args)
     shards = str(tmp_path / "shards" / "{00000..00001}.tar")
     args = tiny_pretrain_args(tiny_demo, tmp_path / "run", "train.caption_vocab=corpus",
-                              f"stages.2.sources=[{{shards: '{shards}', kind: video-text}}]")  # fmt: skip
-    with pytest.raises(ConfigError, match=r"stages.2 \('heads'\): train.caption_vocab is 'corpus'.*shard"):
+                              f"stages.3.sources=[{{shards: '{shards}', kind: video-text}}]")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"stages.3 \('heads'\): train.caption_vocab is 'corpus'.*shard"):
         pretrain.main(args)
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -26,7 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_stage_runs_and_the_run_reports_test_metrics(tiny_demo, tmp_path, capsys):
     out = tmp_path / "run"
     metrics = tool.main(
-        tiny_pretrain_args(tiny_demo, out, "train.log_every=1", "--metrics-out", str(tmp_path / "m.json"))
+        tiny_pretrain_args(
+            tiny_demo,
+            out,
+            "train.log_every=1",
+            "train.keep_checkpoints=3",
+            "--metrics-out",
+            str(tmp_path / "m.json"),
+        )
     )
     # stderr is not a terminal here: progress is whole lines (one a step at log_every 1), no redraws
     captured = capsys.readouterr()
@@ -47,13 +54,19 @@ def test_every_stage_runs_and_the_run_reports_test_metrics(tiny_demo, tmp_path, 
     resolved = load_config(out / "config.yaml")  # the resolved config next to the outputs
     assert resolved.stages[0].steps == 2 and resolved.model.vision.width == 32
     ckpts = sorted((out / "checkpoints").iterdir())
-    assert [p.name for p in ckpts] == ["step_00000004", "step_00000006"]  # three stages, the last two kept
+    assert [p.name for p in ckpts] == ["step_00000004", "step_00000006", "step_00000008"]  # 4 stages, 3 kept
     assert (ckpts[-1] / "config.yaml").is_file()  # the config inside every checkpoint
-    # the demo's last stage trains the alignment decoder alone on the frozen dual encoder
-    joint, align = _weights(ckpts[0]), _weights(ckpts[1])
-    towers = [k for k in joint if k.startswith(("model.visual", "model.text", "model.logit_scale"))]
-    assert towers and all(torch.equal(joint[k], align[k]) for k in towers)
-    assert any(not torch.equal(joint[k], align[k]) for k in joint if k.startswith("model.alignment."))
+    joint, text, align = (_weights(c) for c in ckpts)
+    moved = lambda a, b, prefix: [k for k in a if k.startswith(prefix) and not torch.equal(a[k], b[k])]  # noqa: E731
+    # the third stage trains the text adapter and the projections against the frozen towers
+    assert not moved(joint, text, ("model.visual.", "model.text.")) and moved(
+        joint, text, "model.text_adapter."
+    )
+    assert moved(joint, text, "model.text_proj.") and moved(joint, text, "model.visual_proj.")
+    # the last trains the alignment decoder alone on the frozen dual encoder
+    towers = [k for k in text if k.startswith(("model.visual", "model.text", "model.logit_scale"))]
+    assert towers and all(torch.equal(text[k], align[k]) for k in towers)
+    assert moved(text, align, "model.alignment.")
     model, cfg = load_checkpoint(out / "model")
     assert cfg.model.text.vocab_size == model.caption.lm_head.out_features
     x = torch.zeros(1, 3, 8, 32, 32)
@@ -107,15 +120,15 @@ def test_a_stage_of_zero_steps_is_skipped_and_negative_steps_are_an_error(tiny_d
     out = tmp_path / "run"
     # A skipped stage's sources need not exist, nor the heads its losses would need.
     skip = [
-        "stages.2.steps=0",
-        "stages.2.sources.0.manifest=demo:missing.jsonl",
+        "stages.3.steps=0",
+        "stages.3.sources.0.manifest=demo:missing.jsonl",
         "model.alignment.enabled=false",
         "model.caption.enabled=false",
     ]
     metrics = tool.main(tiny_pretrain_args(tiny_demo, out, *skip))
     assert "test/t2v/R@1" in metrics
-    assert len(reads) == 3  # each source of the two stages read once: checked before step one, then used
-    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step_00000002", "step_00000004"]
+    assert len(reads) == 4  # each source of the three stages read once: checked before step one, then used
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step_00000004", "step_00000006"]
     with pytest.raises(ConfigError, match=r"stages.1.steps is -1; expected >= 0"):
         tool.main(tiny_pretrain_args(tiny_demo, tmp_path / "bad", "stages.1.steps=-1"))
 
@@ -123,44 +136,44 @@ def test_a_stage_of_zero_steps_is_skipped_and_negative_steps_are_an_error(tiny_d
 @pytest.mark.parametrize(
     "override, words",
     [
-        ("stages.2.freeze=[visual, vison]", ["stages.2.freeze[1] is 'vison'", "did you mean 'visual'"]),
+        ("stages.3.freeze=[visual, vison]", ["stages.3.freeze[1] is 'vison'", "did you mean 'visual'"]),
         (
-            "stages.2.sources.0.kind=video-txt",
-            ["stages.2.sources.0.kind is 'video-txt'", "mean 'video-text'"],
+            "stages.3.sources.0.kind=video-txt",
+            ["stages.3.sources.0.kind is 'video-txt'", "mean 'video-text'"],
         ),
         (
-            "stages.2.sources.0.manifest=demo:nope.jsonl",
-            ["stages.2.sources.0.manifest: ", "nope.jsonl does not"],
+            "stages.3.sources.0.manifest=demo:nope.jsonl",
+            ["stages.3.sources.0.manifest: ", "nope.jsonl does not"],
         ),
-        ("stages.2.sources.0.kind=image-text", ["stages.2.sources.0: kind 'image-text' but", "are videos"]),
-        ("stages.2.sources.0.shards=/no/{0..1}.tar", ["stages.2.sources.0 needs exactly one of 'manifest'"]),
-        ("stages.2.sources=[]", ["stages.2 ('heads') has no sources"]),
+        ("stages.3.sources.0.kind=image-text", ["stages.3.sources.0: kind 'image-text' but", "are videos"]),
+        ("stages.3.sources.0.shards=/no/{0..1}.tar", ["stages.3.sources.0 needs exactly one of 'manifest'"]),
+        ("stages.3.sources=[]", ["stages.3 ('heads') has no sources"]),
         (
-            "stages.2.sources=[{shards: '/no/{0..1}.tar', kind: video-text}]",
-            ["stages.2.sources.0.shards: none of the 2 shards"],
+            "stages.3.sources=[{shards: '/no/{0..1}.tar', kind: video-text}]",
+            ["stages.3.sources.0.shards: none of the 2 shards"],
         ),
-        ("stages.2.sources.0.manifest={tmp}/bad.jsonl", ["stages.2.sources.0.manifest: ", "bad.jsonl:2"]),
-        ("model.alignment.enabled=false", ["stages.2.losses.itm=1.0 needs the alignment head"]),
-        ("stages.2.mask_ratio=0.99", ["stages.2 ('heads'): mask_ratio.video is 0.99, which keeps no"]),
+        ("stages.3.sources.0.manifest={tmp}/bad.jsonl", ["stages.3.sources.0.manifest: ", "bad.jsonl:2"]),
+        ("model.alignment.enabled=false", ["stages.3.losses.itm=1.0 needs the alignment head"]),
+        ("stages.3.mask_ratio=0.99", ["stages.3 ('heads'): mask_ratio.video is 0.99, which keeps no"]),
         ("data.test_manifest=demo:nope.jsonl", ["data.test_manifest: ", "nope.jsonl does not"]),
         ("eval.action_classes=demo:nope.txt", ["eval.action_classes: ", "nope.txt does not exist"]),
         ("eval.action_prompts=[the digit]", ["eval.action_prompts[0] is 'the digit'", "{label}"]),
         # question answering is fine-tuning's: refused before step one, not by the task at step one
         (
-            "stages.2.sources=[{manifest: demo:qa_train.jsonl, kind: video-qa}]",
-            ["stages.2.sources.0.kind is 'video-qa'", "trained by tools/finetune.py --task qa"],
+            "stages.3.sources=[{manifest: demo:qa_train.jsonl, kind: video-qa}]",
+            ["stages.3.sources.0.kind is 'video-qa'", "trained by tools/finetune.py --task qa"],
         ),
         (
             "stages.0.sources.1={manifest: demo:qa_train.jsonl, kind: video-qa}",
             ["stages.0.sources.1.kind is 'video-qa'", "trained by tools/finetune.py --task qa"],
         ),
         (
-            "stages.2.losses.qa=1.0",
-            ["stages.2.losses.qa=1.0: question answering is trained by tools/finetune"],
+            "stages.3.losses.qa=1.0",
+            ["stages.3.losses.qa=1.0: question answering is trained by tools/finetune"],
         ),
         (
-            "stages.2.losses.qa_classify=0.5",
-            ["stages.2.losses.qa_classify=0.5", "set stages.2.losses.qa_classify to 0"],
+            "stages.3.losses.qa_classify=0.5",
+            ["stages.3.losses.qa_classify=0.5", "set stages.3.losses.qa_classify to 0"],
         ),
     ],
 )

@@ -156,6 +156,7 @@ def test_pretraining_from_siglip_with_the_sigmoid_loss_starts_from_siglips_logit
             "stages.0.steps=2",
             "stages.1.steps=0",
             "stages.2.steps=0",
+            "stages.3.steps=0",
             "stages.0.warmup_steps=1",
         ]
     )

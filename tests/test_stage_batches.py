@@ -19,7 +19,7 @@ DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_omnivl.yam
 
 @pytest.fixture(scope="module")
 def cfg(tiny_demo, tmp_path_factory):
-    return load_config(DEMO_CONFIG, tiny_pretrain_args(tiny_demo, tmp_path_factory.mktemp("run")))
+    return load_config(DEMO_CONFIG, tiny_pretrain_args(tiny_demo, tmp_path_factory.mktemp("run"), stages=3))
 
 
 def batches(cfg, stage, n, *, workers=0, start=0, neighbours=None):
@@ -76,7 +76,7 @@ def test_a_stage_mixes_manifest_and_shard_label_sources(cfg, tmp_path):
     half.write_text("".join(json.dumps(r) + "\n" for r in rows))
     make_shards.main([str(half), str(tmp_path / "shards"), "--samples-per-shard", "8"])
     mixed = load_config(DEMO_CONFIG, [
-        *tiny_pretrain_args(Path(cfg.data.demo_root), tmp_path / "run"),
+        *tiny_pretrain_args(Path(cfg.data.demo_root), tmp_path / "run", stages=3),
         "stages.2.sources=[{manifest: demo:video_train.jsonl, kind: video-label}, "
         f"{{shards: '{tmp_path}/shards/{{00000..00001}}.tar', kind: video-label}}]",
     ])  # fmt: skip

@@ -177,6 +177,7 @@ def test_pretraining_from_the_videoprism_clip_folder_keeps_its_scale(folder, tin
             "stages.0.steps=1",
             "stages.1.steps=2",
             "stages.2.steps=0",
+            "stages.3.steps=0",
             "stages.0.warmup_steps=1",
             "stages.1.warmup_steps=1",
             "stages.1.losses.caption=0",  # the "clip" size has no caption decoder

@@ -90,8 +90,9 @@ ContrastiveKind = Literal["softmax", "sigmoid"]
 SourceKind = Literal["video-text", "video-label", "image-text", "image-label", "video-qa"]
 # data.backend: the video decoder (auto: decord, PyAV where decord fails)
 Backend = Literal["auto", "decord", "av"]
-# stages[].freeze: the parts of the model a stage leaves untrained
-Freezable = Literal["visual", "text", "temporal", "projections"]
+# stages[].freeze: the parts of the model a stage leaves untrained ("projections" includes the text adapter,
+# which "text_adapter" freezes alone)
+Freezable = Literal["visual", "text", "temporal", "projections", "text_adapter"]
 # train.mixed_precision: Accelerate's names, or auto (bf16 where the device computes in it natively)
 Precision = Literal["auto", "no", "bf16", "fp16"]
 # train.caption_vocab: the caption loss's softmax over the tokenizer's whole vocabulary, or over the tokens

@@ -209,6 +209,11 @@ class ModelConfig:
     # (zero at the start, so training begins from "encoder"; interpolated over time for clips of another
     # length, as the temporal embedding is); an image counts as a still clip.
     clip_pool: ClipPool = "encoder"
+    # Trainable self-attention layers over the text tower's token states (0: none), between the tower and
+    # the text projection. Over a locked tower they learn how a sentence orders its words while the
+    # tower's outputs are still computed once per caption; each starts as the identity. A stage's freeze
+    # [text_adapter] freezes them, [projections] too.
+    text_adapter_layers: int = 0
     num_classes: int = 0  # > 0 adds a linear action-recognition head on the pooled clip embedding
     visual_proj_bias: bool = False  # a bias in the visual projection (PE's timm head has one)
     # A local CLIP: a transformers CLIPModel folder or an open_clip / OpenAI state-dict file. Both towers,

@@ -181,6 +181,7 @@ def _heads(cfg: ModelConfig) -> dict[str, Any]:
         "qa.classifier_v.": (cfg.qa.enabled, cfg.qa.num_answers),
         "action_head.": cfg.num_classes,
         "ordered_proj": cfg.clip_pool,
+        "text_adapter.": cfg.text_adapter_layers,
     }
 
 

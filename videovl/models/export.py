@@ -46,9 +46,15 @@ __all__ = [
 EXPORT_FORMATS = ("clip", "siglip", "timm", "timesformer", "vjepa2", "videoprism")
 
 
-def _refuse_residual_frames(model: VideoLanguageModel, fmt: str) -> None:
+def _refuse_unexportable(model: VideoLanguageModel, fmt: str) -> None:
     """Every format's patch embedding reads the frames alone: a tower that also reads residual frames has
-    twice its input channels, so no format holds it."""
+    twice its input channels, so no format holds it. Nor has any format layers between the text tower and
+    its projection: a model with a text adapter would export other sentence vectors than it computes."""
+    if model.text_adapter is not None and fmt in ("clip", "siglip"):
+        raise ConfigError(
+            f"cannot export to {fmt}: the model has {len(model.text_adapter.blocks)} text adapter layer(s) "
+            f"(model.text_adapter_layers) between its text tower and projection, which {fmt} has no place for"
+        )
     if model.visual.cfg.residual_frames != "none":
         raise ConfigError(
             f"cannot export to {fmt}: the visual tower reads residual frames (model.vision.residual_frames), "
@@ -60,7 +66,7 @@ def _refuse_residual_frames(model: VideoLanguageModel, fmt: str) -> None:
 def export_clip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     """Write ``folder`` as a ``CLIPModel``, or a ``MetaClip2Model`` for a MetaCLIP 2 text tower
     (config.json, model.safetensors); returns the keys left out."""
-    _refuse_residual_frames(model, "clip")
+    _refuse_unexportable(model, "clip")
     import transformers
 
     state, config, left_out, kind = videovl_to_clip(
@@ -76,7 +82,7 @@ def export_clip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
 
 def export_siglip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     """Write ``folder`` as a ``SiglipModel`` (config.json, model.safetensors); returns the keys left out."""
-    _refuse_residual_frames(model, "siglip")
+    _refuse_unexportable(model, "siglip")
     from transformers import SiglipConfig, SiglipModel
 
     state, config, left_out = videovl_to_siglip(
@@ -95,7 +101,7 @@ def export_siglip(model: VideoLanguageModel, folder: str | Path) -> list[str]:
 
 def timm_state_dict(model: VideoLanguageModel) -> tuple[dict[str, Tensor], list[str]]:
     """The visual tower as a timm ViT state dict (timm's names are the encoder's), and the keys left out."""
-    _refuse_residual_frames(model, "timm")
+    _refuse_unexportable(model, "timm")
     temporal = {n for n, _ in model.visual.named_temporal_parameters()}
     state = {k: v for k, v in model.visual.state_dict().items() if k not in temporal}
     if "pos_embed" not in state:
@@ -129,7 +135,7 @@ def export_timm(model: VideoLanguageModel, file: str | Path) -> list[str]:
 
 def export_timesformer(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     """Write the visual tower as a ``TimesformerModel`` folder; nothing of the tower is left out."""
-    _refuse_residual_frames(model, "timesformer")
+    _refuse_unexportable(model, "timesformer")
     from transformers import TimesformerConfig, TimesformerModel
 
     state, config = videovl_to_timesformer(model.visual.state_dict(), model.visual.cfg)
@@ -143,7 +149,7 @@ def export_vjepa2(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     """Write the visual tower as a ``VJEPA2Model`` folder holding the encoder's weights only (no predictor:
     ``VJEPA2Model.from_pretrained`` reports its keys as missing and initialises them, as for any new head);
     returns the keys left out (a MAP head's, videovl's own pooling)."""
-    _refuse_residual_frames(model, "vjepa2")
+    _refuse_unexportable(model, "vjepa2")
     from transformers import VJEPA2Config, VJEPA2Model
 
     state, config, left_out = videovl_to_vjepa2(model.visual.state_dict(), model.visual.cfg)
@@ -156,7 +162,7 @@ def export_vjepa2(model: VideoLanguageModel, folder: str | Path) -> list[str]:
 def export_videoprism(model: VideoLanguageModel, folder: str | Path) -> list[str]:
     """Write the visual tower as a ``VideoPrismVisionModel`` folder; returns the keys left out (joint blocks
     and pooling head, which the backbone does not hold)."""
-    _refuse_residual_frames(model, "videoprism")
+    _refuse_unexportable(model, "videoprism")
     from transformers import VideoPrismVisionConfig, VideoPrismVisionModel
 
     state, config, left_out = videovl_to_videoprism(model.visual.state_dict(), model.visual.cfg)

@@ -21,7 +21,7 @@ from videovl.models.inflate import from_timm
 from videovl.models.layers import resample_temporal
 from videovl.models.matching import frame_similarity, global_similarity, word_frame_similarity
 from videovl.models.qa import QAHead
-from videovl.models.text import TextEncoder
+from videovl.models.text import TextAdapter, TextEncoder, TextOutput
 from videovl.models.visual import VisualEncoder
 
 __all__ = ["VideoLanguageModel", "VideoEmbedding", "TextEmbedding", "VideoTextOutput"]
@@ -69,6 +69,11 @@ class VideoLanguageModel(nn.Module):
         if cfg.clip_pool == "ordered":
             positions = cfg.vision.num_frames // cfg.vision.tubelet_size
             self.ordered_proj = nn.Parameter(torch.zeros(positions, self.visual.width, cfg.embed_dim))
+        if cfg.text_adapter_layers < 0:
+            raise ConfigError(f"model.text_adapter_layers is {cfg.text_adapter_layers}; expected 0 or more")
+        self.text_adapter = (
+            TextAdapter(self.text.width, cfg.text_adapter_layers) if cfg.text_adapter_layers else None
+        )
         self.text_proj = nn.Linear(self.text.width, cfg.embed_dim, bias=False)
         if cfg.contrastive_loss not in CONTRASTIVE_KINDS:
             raise not_one_of("model.contrastive_loss", cfg.contrastive_loss, CONTRASTIVE_KINDS)
@@ -163,8 +168,13 @@ class VideoLanguageModel(nn.Module):
             maps = flat.view(length, *maps.shape[1:]) * (maps.shape[0] / length)
         return torch.einsum("btw,twd->bd", frames, maps.to(frames.dtype))
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor, normalize: bool = True) -> TextEmbedding:
+    def text_states(self, input_ids: Tensor, attention_mask: Tensor) -> TextOutput:
+        """The text side before the joint space: the tower's states, through the adapter if there is one."""
         out = self.text(input_ids, attention_mask)
+        return out if self.text_adapter is None else self.text_adapter(out)
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor, normalize: bool = True) -> TextEmbedding:
+        out = self.text_states(input_ids, attention_mask)
         sentence, words = self.text_proj(out.pooled), self.text_proj(out.hidden)
         if normalize:
             sentence, words = F.normalize(sentence, dim=-1), F.normalize(words, dim=-1)

@@ -40,8 +40,8 @@ __all__ = [
 ]
 
 # Heads a checkpoint of another library never has: they keep their fresh initialisation (for the ordered
-# clip pool's maps, zero: the clip embedding starts as the checkpoint's own).
-NEW_HEADS = ("alignment.", "caption.", "action_head.", "ordered_proj")
+# clip pool's maps, zero, and the text adapter, the identity: both embeddings start as the checkpoint's own).
+NEW_HEADS = ("alignment.", "caption.", "action_head.", "ordered_proj", "text_adapter.")
 
 
 def local_path(spec: str, field: str) -> Path:

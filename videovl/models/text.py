@@ -13,14 +13,49 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel
 
 from videovl.config import TEXT_POOLS, ConfigError, TextConfig, not_loaded_error, not_one_of, resolve_path
+from videovl.models.layers.decoder import EncoderBlock
 
-__all__ = ["TextEncoder", "TextOutput", "OutputMemo"]
+__all__ = ["TextEncoder", "TextOutput", "TextAdapter", "OutputMemo", "pool_states"]
 
 
 class TextOutput(NamedTuple):
     pooled: Tensor  # (B, width) sentence vector
     hidden: Tensor  # (B, L, width) last hidden states, for word-level matching and cross-attention heads
     mask: Tensor  # (B, L) 1 for real tokens
+
+
+def pool_states(hidden: Tensor, mask: Tensor, pool: str) -> Tensor:
+    """(B, L, W) token states -> (B, W): the first token's (``cls``) or the mean over real tokens."""
+    if pool == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class TextAdapter(nn.Module):
+    """Trainable self-attention layers over a text tower's token states.
+
+    Over a locked tower (LiT) the sentence vector is otherwise a fixed pool of contextual states and only
+    a linear map learns from the data: one that tells "left, then up" from "up, then left" in the training
+    captions' wordings need not tell them apart in another wording. Layers over the token states can learn
+    which word comes first however the sentence puts it, while the tower stays locked and its outputs are
+    still computed once per caption. Each layer starts as the identity (zero output maps), and the
+    sentence vector is the tower's plus the mean of the layers' change over the real tokens (for a
+    mean-pooled tower, the mean of the new states), so training starts from the tower's own outputs
+    whatever its pooling."""
+
+    def __init__(self, width: int, layers: int) -> None:
+        super().__init__()
+        # heads of about 64 channels: the most that divide the width, at most width // 64
+        heads = next(h for h in range(max(1, width // 64), 0, -1) if width % h == 0)
+        self.blocks = nn.ModuleList(EncoderBlock(width, heads, zero_init=True) for _ in range(layers))
+
+    def forward(self, out: TextOutput) -> TextOutput:
+        hidden = out.hidden
+        for block in self.blocks:
+            hidden = block(hidden, out.mask)
+        pooled = out.pooled + pool_states(hidden - out.hidden, out.mask, "mean")
+        return TextOutput(pooled, hidden, out.mask)
 
 
 class TextEncoder(nn.Module):
@@ -83,11 +118,8 @@ class TextEncoder(nn.Module):
                     f"model.text.pool is 'eot' but {type(self.model).__name__} has no pooled output; "
                     "use 'mean' or 'cls'"
                 )
-        elif self.cfg.pool == "cls":
-            pooled = hidden[:, 0]
         else:
-            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+            pooled = pool_states(hidden, attention_mask, self.cfg.pool)
         return TextOutput(pooled, hidden, attention_mask)
 
     forward_features = forward

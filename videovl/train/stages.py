@@ -46,9 +46,11 @@ def apply_freeze(model: nn.Module, freeze: list[str], text_unlocked_layers: int 
     if "projections" in freeze:  # the joint space: with visual and text frozen, a linear probe
         for p in (*model.visual_proj.parameters(), *model.text_proj.parameters(), model.logit_scale):
             p.requires_grad_(False)
-        for extra in ("ordered_proj", "logit_bias"):
+        for extra in ("ordered_proj", "logit_bias", "text_adapter"):
             if getattr(model, extra, None) is not None:
                 getattr(model, extra).requires_grad_(False)
+    if "text_adapter" in freeze and model.text_adapter is not None:
+        model.text_adapter.requires_grad_(False)
     if "temporal" in freeze:
         for p in model.visual.temporal_parameters():
             p.requires_grad_(False)

@@ -1,4 +1,5 @@
-"""Transformer decoder block: pre-norm self-attention, cross-attention to a memory sequence, MLP.
+"""Transformer decoder block: pre-norm self-attention, cross-attention to a memory sequence, MLP; and the
+encoder block (no cross-attention) of the text adapter.
 
 Shared by the alignment (ITM) head, where self-attention is bidirectional, and the caption decoder, where
 it is causal. Text is right-padded: ``mask`` is ``(B, L)`` with 1 for real tokens. The memory (visual
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 
 from videovl.models.layers.attention import attend
 
-__all__ = ["DecoderBlock", "self_attention_mask", "init_weights"]
+__all__ = ["DecoderBlock", "EncoderBlock", "self_attention_mask", "init_weights"]
 
 
 def init_weights(module: nn.Module) -> None:
@@ -86,3 +87,30 @@ class DecoderBlock(nn.Module):
         cross_mask = None if memory_mask is None else memory_mask.bool()[:, None, None, :]  # (B, 1, 1, N)
         x = x + self.cross_attn(self.norm2(x), memory, cross_mask)
         return x + self.mlp(self.norm3(x))
+
+
+class EncoderBlock(nn.Module):
+    """``x + SelfAttn(LN(x))``, then ``x + MLP(LN(x))``, bidirectional over a right-padded ``mask``.
+
+    ``zero_init``: the attention's and the MLP's output maps start at zero, so the block starts as the
+    identity and training moves it away from the states it is given (the text adapter over a locked
+    tower starts from the tower's own sentence vectors)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, zero_init: bool = False) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.self_attn = _Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+        self.apply(init_weights)
+        if zero_init:
+            for out in (self.self_attn.proj, self.mlp[-1]):
+                nn.init.zeros_(out.weight)
+                nn.init.zeros_(out.bias)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x`` (B, L, W), ``mask`` (B, L) 1 for real tokens -> (B, L, W)."""
+        h = self.norm1(x)
+        x = x + self.self_attn(h, h, self_attention_mask(mask, x.shape[1], False))
+        return x + self.mlp(self.norm2(x))
