@@ -17,8 +17,9 @@ precision ``train.mixed_precision`` picks. After ``--warmup`` steps, ``--steps``
                    captions it ran on: a locked tower's memo (``train.locked_text_cache``) gives the rest,
                    and its cost on every caption is printed beside,
   optimizer        ``optimizer.step`` on the step's gradients,
-  losses, heads    the step less the above: the joint-space projections, the losses and their gathers,
-                   the alignment and caption decoders,
+  losses, heads    the step less the above: the text adapter (``model.text_adapter_layers``), the
+                   joint-space projections, the losses and their gathers, the alignment and caption
+                   decoders,
 and the visual tower's achieved FLOP/s (its FLOPs counted by ``torch.utils.flop_counter``) against the
 machine's peak as measured here: a 2048 x 2048 matmul in the step's precision. Each figure is the median
 over the timed steps; the parts are measured in the same run, so their shares hold on a loaded machine.
